@@ -1,0 +1,111 @@
+/** How `simulate` computes costs: the study's Monte Carlo stream, or exact expectations. */
+export type SimulationMethod = 'seed' | 'exact';
+
+/** Every simulation parameter, defaults applied and validated. */
+export interface SimulationConfig {
+  /** Acceptance rate: each draft is accepted with probability `a`, independently, until the first rejection. */
+  a: number;
+  /** Drafter forward latency, in the same unit as `t`. */
+  c: number;
+  /** Lookahead: drafts per verification. */
+  k: number;
+  /** Target forward latency (the unit of time). */
+  t: number;
+  /** Tokens to generate (the study's `S`). */
+  tokens: number;
+  /** Target servers available to DSI. */
+  servers: number;
+  /** Independent repeats (seed method). */
+  repeats: number;
+  /** Seed of the MT19937 stream (seed method). */
+  seed: number;
+  method: SimulationMethod;
+}
+
+/** The reference study's defaults. */
+export const DEFAULT_CONFIG: Readonly<SimulationConfig> = Object.freeze({
+  a: 0.9,
+  c: 0.1,
+  k: 5,
+  t: 1,
+  tokens: 1000,
+  servers: 7,
+  repeats: 5,
+  seed: 42,
+  method: 'seed',
+});
+
+/** Upper bounds that keep one request's work bounded (a service must not be asked for hours of work). */
+export const LIMITS = Object.freeze({ tokens: 1_000_000, repeats: 100_000, k: 10_000, servers: 1_000_000, workPerRequest: 1e9 });
+
+/**
+ * Thrown when a simulation parameter is out of its domain. `parameter` names it and the message states
+ * the value and the bound, in one line, for a CLI exit code 2 or a gRPC INVALID_ARGUMENT.
+ */
+export class SimulationConfigError extends Error {
+  override readonly name = 'SimulationConfigError';
+  constructor(
+    readonly parameter: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The minimum number of target servers DSI needs to hide every verification: `ceil(t / (max(1, k) * c))`. */
+export function requiredServers(t: number, k: number, c: number): number {
+  return Math.ceil(t / (Math.max(1, k) * c));
+}
+
+function fmt(value: number): string {
+  return String(value);
+}
+
+function requireFinite(name: string, value: number): void {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new SimulationConfigError(name, `${name}=${fmt(value)} is not a finite number`);
+  }
+}
+
+function requireInteger(name: string, value: number, min: number, max: number): void {
+  requireFinite(name, value);
+  if (!Number.isInteger(value)) throw new SimulationConfigError(name, `${name}=${fmt(value)} is not an integer`);
+  if (value < min) throw new SimulationConfigError(name, `${name}=${fmt(value)} is below ${min}`);
+  if (value > max) throw new SimulationConfigError(name, `${name}=${fmt(value)} is above the limit ${max}`);
+}
+
+/**
+ * Applies defaults to a partial configuration and validates it, the same way for the CLI and the
+ * service. Checks the cheap domain rules first, then DSI's server requirement.
+ */
+export function resolveConfig(partial: Partial<SimulationConfig> = {}): SimulationConfig {
+  const defined = Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
+  const config: SimulationConfig = { ...DEFAULT_CONFIG, ...defined };
+  const { a, c, k, t } = config;
+  requireFinite('a', a);
+  if (a < 0 || a > 1) throw new SimulationConfigError('a', `a=${fmt(a)} is outside [0, 1]`);
+  requireFinite('t', t);
+  if (t <= 0) throw new SimulationConfigError('t', `t=${fmt(t)} must be positive`);
+  requireFinite('c', c);
+  if (c <= 0) throw new SimulationConfigError('c', `c=${fmt(c)} must be positive`);
+  if (c > t) throw new SimulationConfigError('c', `c=${fmt(c)} exceeds t=${fmt(t)} (the drafter must not be slower than the target)`);
+  requireInteger('k', k, 1, LIMITS.k);
+  requireInteger('tokens', config.tokens, 1, LIMITS.tokens);
+  requireInteger('repeats', config.repeats, 1, LIMITS.repeats);
+  requireInteger('seed', config.seed, 0, 0xffffffff);
+  requireInteger('servers', config.servers, 1, LIMITS.servers);
+  if (config.method !== 'seed' && config.method !== 'exact') {
+    throw new SimulationConfigError('method', `method=${String(config.method)} is not one of seed, exact`);
+  }
+  const needed = requiredServers(t, k, c);
+  if (config.servers < needed) {
+    throw new SimulationConfigError('servers', `servers=${config.servers} is below ceil(t/(k*c)) = ${needed}`);
+  }
+  if (config.method === 'seed' && config.tokens * config.repeats > LIMITS.workPerRequest / 10) {
+    throw new SimulationConfigError(
+      'repeats',
+      `tokens*repeats=${config.tokens * config.repeats} is above the limit ${LIMITS.workPerRequest / 10}`,
+    );
+  }
+  return config;
+}

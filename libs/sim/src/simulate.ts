@@ -1,0 +1,82 @@
+import { resolveConfig, type SimulationConfig } from './config';
+import { expectedDsi, expectedSi } from './exact';
+import { dsiRun, siRun, type RuleParams } from './rules';
+import { acceptanceSamples, studyUniforms } from './sampler';
+
+/** Cost of one algorithm: the mean (seed) or expectation (exact), and per-repeat figures. */
+export interface AlgorithmResult {
+  cost: number;
+  /** Per repeat (seed) or the expectation as a one-element array (exact). */
+  costs: number[];
+  /** Per repeat (seed) or the expectation as a one-element array (exact). */
+  iterations: number[];
+}
+
+/** The outcome of one simulation; its JSON form is what `dsi simulate --json` prints. */
+export interface SimulationResult {
+  config: SimulationConfig;
+  nonsi: { cost: number };
+  si: AlgorithmResult;
+  dsi: AlgorithmResult;
+  speedup: { si_vs_nonsi: number; dsi_vs_si: number; dsi_vs_nonsi: number };
+}
+
+function mean(values: number[]): number {
+  let sum = 0;
+  for (const v of values) sum += v;
+  return sum / values.length;
+}
+
+/**
+ * Per-repeat SI and DSI costs with the study's common random numbers: both algorithms replay the same
+ * stream (the study reseeded before each), repeat r using samples `[r * tokens, (r + 1) * tokens)`.
+ */
+export function seedRuns(samples: Int32Array, params: RuleParams, repeats: number): { si: AlgorithmResult; dsi: AlgorithmResult } {
+  const si: AlgorithmResult = { cost: 0, costs: [], iterations: [] };
+  const dsi: AlgorithmResult = { cost: 0, costs: [], iterations: [] };
+  for (let r = 0; r < repeats; r++) {
+    const offset = r * params.tokens;
+    const siCost = siRun(samples, offset, params);
+    const dsiCost = dsiRun(samples, offset, params);
+    si.costs.push(siCost.cost);
+    si.iterations.push(siCost.iterations);
+    dsi.costs.push(dsiCost.cost);
+    dsi.iterations.push(dsiCost.iterations);
+  }
+  si.cost = mean(si.costs);
+  dsi.cost = mean(dsi.costs);
+  return { si, dsi };
+}
+
+/** Builds a result from the three costs, with the speedups (ratios of costs). */
+export function assembleResult(config: SimulationConfig, si: AlgorithmResult, dsi: AlgorithmResult): SimulationResult {
+  const nonsi = config.tokens * config.t;
+  return {
+    config,
+    nonsi: { cost: nonsi },
+    si,
+    dsi,
+    speedup: { si_vs_nonsi: nonsi / si.cost, dsi_vs_si: si.cost / dsi.cost, dsi_vs_nonsi: nonsi / dsi.cost },
+  };
+}
+
+/**
+ * Simulates non-SI, SI and DSI for one configuration (partial: defaults applied, then validated;
+ * throws {@link SimulationConfigError} on a bad parameter).
+ */
+export function simulate(partial: Partial<SimulationConfig> = {}): SimulationResult {
+  const config = resolveConfig(partial);
+  if (config.method === 'exact') {
+    const si = expectedSi(config);
+    const dsi = expectedDsi(config);
+    return assembleResult(
+      config,
+      { cost: si.cost, costs: [si.cost], iterations: [si.iterations] },
+      { cost: dsi.cost, costs: [dsi.cost], iterations: [dsi.iterations] },
+    );
+  }
+  const uniforms = config.a >= 1 ? new Float64Array(config.repeats * config.tokens) : studyUniforms(config.seed, config.repeats, config.tokens);
+  const samples = acceptanceSamples(uniforms, config.a, config.k);
+  const { si, dsi } = seedRuns(samples, config, config.repeats);
+  return assembleResult(config, si, dsi);
+}
