@@ -4,3 +4,6 @@ export * from './mt19937';
 export * from './rules';
 export * from './sampler';
 export * from './simulate';
+export * from './heatmap';
+export * from './pool';
+export * from './svg';

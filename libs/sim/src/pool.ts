@@ -1,0 +1,82 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { heatmapGrid, type HeatmapRow, type HeatmapSpec } from './heatmap';
+
+/** How {@link runHeatmap} spreads and reports its work. */
+export interface HeatmapRunOptions {
+  /** Worker threads; default: the machine's available parallelism. */
+  threads?: number;
+  /** Compute only cells whose grid index mod `count` is `index` (to spread a sweep over processes). */
+  shard?: { index: number; count: number };
+  /** Stops the workers; the promise then rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Called for every finished cell, in completion order. */
+  onRow?: (row: HeatmapRow, done: number, total: number) => void;
+}
+
+/** Thrown when a heatmap worker thread fails (the message carries the worker's error). */
+export class HeatmapWorkerError extends Error {
+  override readonly name = 'HeatmapWorkerError';
+}
+
+function workerFile(): string {
+  // Compiled code sits beside its worker; under ts-jest-like runners (sources) use the built copy.
+  const beside = path.join(__dirname, 'heatmap-worker.js');
+  if (fs.existsSync(beside)) return beside;
+  const built = path.join(__dirname, '../dist/heatmap-worker.js');
+  if (fs.existsSync(built)) return built;
+  throw new HeatmapWorkerError(`heatmap worker not found at ${beside} or ${built}: build libs/sim first`);
+}
+
+/**
+ * Computes the valid cells of a heatmap on worker threads, never blocking the caller's event loop.
+ * Resolves with the rows in grid order.
+ */
+export async function runHeatmap(spec: HeatmapSpec, options: HeatmapRunOptions = {}): Promise<HeatmapRow[]> {
+  const shard = options.shard ?? { index: 0, count: 1 };
+  const points = heatmapGrid(spec).filter((p) => p.index % shard.count === shard.index);
+  const total = points.length;
+  const rows: HeatmapRow[] = [];
+  if (total === 0) return rows;
+  options.signal?.throwIfAborted();
+  const threads = Math.max(1, Math.min(options.threads ?? os.availableParallelism(), total));
+  const file = workerFile();
+  const workers: Worker[] = [];
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let running = threads;
+      const fail = (error: unknown) => {
+        for (const w of workers) void w.terminate();
+        reject(error);
+      };
+      const onAbort = () => fail(options.signal?.reason);
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      for (let w = 0; w < threads; w++) {
+        // Interleave so that every worker gets a similar mix of cheap and expensive cells.
+        const share = points.filter((_, i) => i % threads === w);
+        const worker = new Worker(file, { workerData: { spec, points: share } });
+        workers.push(worker);
+        worker.on('message', (batch: HeatmapRow[]) => {
+          for (const row of batch) {
+            rows.push(row);
+            options.onRow?.(row, rows.length, total);
+          }
+        });
+        worker.on('error', (error) => fail(new HeatmapWorkerError(`heatmap worker failed: ${error.message}`, { cause: error })));
+        worker.on('exit', (code) => {
+          if (code !== 0) return fail(new HeatmapWorkerError(`heatmap worker exited with code ${code}`));
+          running -= 1;
+          if (running === 0) {
+            options.signal?.removeEventListener('abort', onAbort);
+            resolve();
+          }
+        });
+      }
+    });
+  } finally {
+    for (const w of workers) void w.terminate();
+  }
+  return rows.sort((x, y) => x.index - y.index);
+}
