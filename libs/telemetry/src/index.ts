@@ -1,0 +1,24 @@
+/**
+ * OpenTelemetry for every DSI process: `startTelemetry` (call it before anything loads `@grpc/grpc-js`),
+ * span helpers, shared span and attribute names, and the JSON-lines span file used by local runs and tests.
+ */
+export { DsiAttributes, type DsiAttributeName, DsiSpans, RpcAttributes } from './attributes';
+export {
+  type Environment,
+  type ExporterName,
+  type ExporterPlan,
+  parseTelemetryConfig,
+  type TelemetryConfig,
+  TelemetryError,
+} from './config';
+export {
+  JsonLinesSpanExporter,
+  readSpanFile,
+  SpanFileError,
+  type SpanKindName,
+  type SpanRecord,
+  type SpanStatusName,
+  toSpanRecord,
+} from './span-file';
+export { errorType, grpcStatusName, type GrpcStatusName, recordSpanError, withSpan } from './spans';
+export { startTelemetry, type Telemetry, type TelemetryOptions } from './telemetry';

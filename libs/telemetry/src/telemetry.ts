@@ -1,0 +1,160 @@
+import {
+  context,
+  DiagConsoleLogger,
+  diag,
+  propagation,
+  ProxyTracerProvider,
+  trace,
+  type Tracer,
+} from '@opentelemetry/api';
+import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter as OtlpGrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
+import { OTLPTraceExporter as OtlpHttpTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { registerInstrumentations } from '@opentelemetry/instrumentation';
+import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
+import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  NodeTracerProvider,
+  SimpleSpanProcessor,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-node';
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { type Environment, type ExporterName, type ExporterPlan, parseTelemetryConfig, TelemetryError } from './config';
+import { JsonLinesSpanExporter } from './span-file';
+
+/** What a process tells `startTelemetry` about itself and its environment. */
+export interface TelemetryOptions {
+  /** `service.name` of every span, e.g. `dsi-target`; `OTEL_SERVICE_NAME` overrides it. */
+  serviceName: string;
+  /** `service.version`, e.g. the package version. */
+  serviceVersion?: string;
+  /** The process environment, passed from the edge (`process.env`); unset means no variables at all. */
+  env?: Environment;
+  /** Span file to append to; overrides `DSI_TRACE_FILE` (the CLI's `--trace-file`). */
+  traceFile?: string;
+  /** Patch `@grpc/grpc-js` so every client and server call gets a span and propagates context. Default true. */
+  instrumentGrpc?: boolean;
+  /** More processors for the provider, after the configured exporters; for tests (an in-memory exporter). */
+  extraSpanProcessors?: SpanProcessor[];
+}
+
+/** A started telemetry pipeline: the process's tracer and the handles to flush and stop it. */
+export interface Telemetry {
+  /** Tracer for the process's own spans (scope = the service name); `trace.getTracer()` works too. */
+  readonly tracer: Tracer;
+  /** The effective `service.name`. */
+  readonly serviceName: string;
+  /** The exporters chosen, for the startup log; empty when telemetry is disabled or nothing is configured. */
+  readonly exporters: ExporterName[];
+  /** Exports every finished span now; call before reading a span file or handing off to another process. */
+  forceFlush(): Promise<void>;
+  /**
+   * Flushes, then stops exporting and unregisters the global provider, context manager, propagator and
+   * instrumentation, so `startTelemetry` may be called again. Idempotent: later calls return the same promise.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** The pipeline currently registered as the OpenTelemetry global, if any (one per process). */
+let active: Telemetry | undefined;
+
+function createSpanProcessor(plan: ExporterPlan): SpanProcessor {
+  switch (plan.name) {
+    case 'otlp-grpc':
+      return new BatchSpanProcessor(new OtlpGrpcTraceExporter({ url: plan.url }));
+    case 'otlp-http/json':
+      return new BatchSpanProcessor(new OtlpHttpTraceExporter({ url: plan.url }));
+    case 'console':
+      return new SimpleSpanProcessor(new ConsoleSpanExporter());
+    case 'file':
+      return new BatchSpanProcessor(new JsonLinesSpanExporter(plan.path));
+  }
+}
+
+function disabledTelemetry(serviceName: string): Telemetry {
+  // A provider with no delegate hands out no-op tracers, whatever the global holds.
+  const tracer = new ProxyTracerProvider().getTracer(serviceName);
+  return {
+    tracer,
+    serviceName,
+    exporters: [],
+    forceFlush: async () => {},
+    shutdown: async () => {},
+  };
+}
+
+/**
+ * Starts tracing for this process: call it first thing in a service's `main`, before anything imports
+ * `@grpc/grpc-js` (even indirectly, e.g. `@dsi/rpc`), because the gRPC instrumentation can only patch
+ * the module when it is loaded. In an entry point, load the rest of the program after it, e.g.
+ * `const telemetry = startTelemetry({ serviceName: 'dsi-target', env: process.env }); require('./main')`.
+ *
+ * Registers, as the OpenTelemetry globals, a `NodeTracerProvider` with resource `service.name`
+ * (+ `service.version`, `OTEL_RESOURCE_ATTRIBUTES`), W3C trace-context and baggage propagation, the
+ * AsyncLocalStorage context manager and, unless `instrumentGrpc` is false, the gRPC instrumentation.
+ * Exporters and sampler follow the standard variables read from `options.env` (see
+ * `parseTelemetryConfig`); the OTLP exporters still read their own headers, timeout, compression and
+ * TLS settings (`OTEL_EXPORTER_OTLP_*`) from `process.env`, as the OpenTelemetry SDK does.
+ *
+ * One pipeline per process: throws `TelemetryError` if one is running (shut it down first) or if a
+ * variable has an unsupported value. With `OTEL_SDK_DISABLED=true` nothing is registered and the
+ * returned tracer is a no-op.
+ */
+export function startTelemetry(options: TelemetryOptions): Telemetry {
+  const config = parseTelemetryConfig(options.env ?? {}, options.traceFile);
+  const attributes: Record<string, string> = { [ATTR_SERVICE_NAME]: options.serviceName };
+  if (options.serviceVersion) attributes[ATTR_SERVICE_VERSION] = options.serviceVersion;
+  Object.assign(attributes, config.resourceAttributes);
+  const serviceName = attributes[ATTR_SERVICE_NAME];
+
+  if (config.disabled) return disabledTelemetry(serviceName);
+  if (active) {
+    throw new TelemetryError(`telemetry is already running for ${active.serviceName}; shut it down before starting again`);
+  }
+
+  // Exporters first: if one cannot be created (an unwritable span file), no global state has changed yet.
+  const spanProcessors = [...config.exporters.map(createSpanProcessor), ...(options.extraSpanProcessors ?? [])];
+  diag.setLogger(new DiagConsoleLogger(), { logLevel: config.logLevel, suppressOverrideMessage: true });
+  const provider = new NodeTracerProvider({
+    resource: defaultResource().merge(resourceFromAttributes(attributes)),
+    sampler: config.sampler,
+    spanProcessors,
+  });
+  provider.register({
+    propagator: new CompositePropagator({
+      propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()],
+    }),
+  });
+  const unregisterInstrumentations =
+    options.instrumentGrpc === false
+      ? () => {}
+      : registerInstrumentations({ tracerProvider: provider, instrumentations: [new GrpcInstrumentation()] });
+
+  let stopping: Promise<void> | undefined;
+  const telemetry: Telemetry = {
+    tracer: provider.getTracer(options.serviceName, options.serviceVersion),
+    serviceName,
+    exporters: config.exporters.map((plan) => plan.name),
+    forceFlush: () => provider.forceFlush(),
+    shutdown: () => {
+      stopping ??= (async () => {
+        try {
+          await provider.forceFlush();
+          await provider.shutdown();
+        } finally {
+          unregisterInstrumentations();
+          trace.disable();
+          context.disable();
+          propagation.disable();
+          diag.disable();
+          active = undefined;
+        }
+      })();
+      return stopping;
+    },
+  };
+  active = telemetry;
+  return telemetry;
+}
