@@ -1,0 +1,203 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as grpc from '@grpc/grpc-js';
+import { deadlineExceeded, DsiError, notFound, unavailable } from './errors';
+import { DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from './limits';
+import { healthCheckMethod } from './protos';
+
+/** Message-size limits of a client channel, from the client's side. */
+export interface ChannelLimits {
+  /** Largest request sent. Default 4 MiB, what a DSI server accepts by default. */
+  maxSendMessageBytes?: number;
+  /** Largest response accepted. Default 16 MiB, what a DSI server may send by default. */
+  maxReceiveMessageBytes?: number;
+}
+
+/**
+ * Channel options for a client of a DSI server, with message limits that match the server's
+ * defaults so an oversized message fails with RESOURCE_EXHAUSTED on the side that made it.
+ */
+export function createChannelOptions(limits: ChannelLimits = {}): grpc.ChannelOptions {
+  return {
+    'grpc.max_send_message_length': limits.maxSendMessageBytes ?? DEFAULT_MAX_REQUEST_BYTES,
+    'grpc.max_receive_message_length': limits.maxReceiveMessageBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
+  };
+}
+
+/** Per-call options of the client helpers. */
+export interface CallOptions {
+  /** Cancels the call when aborted; the promise rejects with `DsiError.from(signal.reason)`. */
+  signal?: AbortSignal;
+  /** Deadline relative to now; past it the call fails with DEADLINE_EXCEEDED. */
+  deadlineMs?: number;
+  /** Request metadata (headers). */
+  metadata?: grpc.Metadata;
+}
+
+/** The callback overload of a unary method on a generated grpc-js client. */
+type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: grpc.Metadata,
+  options: Partial<grpc.CallOptions>,
+  callback: (error: grpc.ServiceError | null, response: Res) => void,
+) => grpc.ClientUnaryCall;
+
+/** Request type of a generated unary client method. */
+export type UnaryRequest<Method> = Method extends UnaryMethod<infer Req, infer _Res> ? Req : never;
+
+/** Response type of a generated unary client method (`never` for streaming methods). */
+export type UnaryResponse<Method> =
+  Method extends UnaryMethod<infer _Req, infer Res> ? (unknown extends Res ? never : Res) : never;
+
+/** Names of the unary methods of a generated client, e.g. `'simulate'` on `SimulatorServiceClient`. */
+export type UnaryMethodName<Client> = {
+  [Name in keyof Client & string]: [UnaryResponse<Client[Name]>] extends [never] ? never : Name;
+}[keyof Client & string];
+
+/**
+ * Calls a unary method of a generated client as a promise, the way DSI code calls services: the
+ * call is cancelled when `signal` aborts, and every failure rejects with a {@link DsiError}
+ * (the server's status and details, or CANCELLED / DEADLINE_EXCEEDED from the signal).
+ */
+export function callUnary<Client extends grpc.Client, Method extends UnaryMethodName<Client>>(
+  client: Client,
+  method: Method,
+  request: UnaryRequest<Client[Method]>,
+  options: CallOptions = {},
+): Promise<UnaryResponse<Client[Method]>> {
+  const invoke = client[method] as UnaryMethod<UnaryRequest<Client[Method]>, UnaryResponse<Client[Method]>>;
+  return startUnary((metadata, callOptions, callback) => invoke.call(client, request, metadata, callOptions, callback), options);
+}
+
+/** Serving status as reported by `grpc.health.v1.Health/Check`. */
+export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
+
+/**
+ * Asks a server once for the health of one service (`''`: the whole server). Rejects with a
+ * NOT_FOUND {@link DsiError} for a service the server does not know, and with the call's error
+ * (e.g. UNAVAILABLE) when the server cannot be reached.
+ */
+export async function checkHealth(address: string, serviceName = '', options: CallOptions = {}): Promise<HealthStatus> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure(), createChannelOptions());
+  try {
+    return await checkWith(client, address, serviceName, { deadlineMs: 5_000, ...options });
+  } finally {
+    client.close();
+  }
+}
+
+/** Options of {@link waitForServing}. */
+export interface WaitForServingOptions {
+  /** Give up after this long. Default 10 000 ms. */
+  timeoutMs?: number;
+  /** Stop waiting when aborted; the promise rejects with `DsiError.from(signal.reason)`. */
+  signal?: AbortSignal;
+  /** Pause between health checks. Default 100 ms. */
+  pollIntervalMs?: number;
+}
+
+/**
+ * Resolves once the server at `address` reports `serviceName` (`''`: the whole server) SERVING, so
+ * a launcher or test can start calling it. Rejects with UNAVAILABLE if the server was never
+ * reachable within the timeout, DEADLINE_EXCEEDED if it answered but never SERVING, and NOT_FOUND
+ * at once if it does not know the service; each message names the address.
+ */
+export async function waitForServing(
+  address: string,
+  serviceName = '',
+  options: WaitForServingOptions = {},
+): Promise<void> {
+  const { timeoutMs = 10_000, signal, pollIntervalMs = 100 } = options;
+  const what = serviceName === '' ? 'the server' : `service '${serviceName}'`;
+  const giveUpAt = Date.now() + timeoutMs;
+  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+    ...createChannelOptions(),
+    // Reconnect quickly: the server is expected to come up during the wait.
+    'grpc.initial_reconnect_backoff_ms': Math.min(pollIntervalMs, 1_000),
+    'grpc.max_reconnect_backoff_ms': 1_000,
+  });
+  let lastAnswer: string | undefined;
+  let lastFailure = 'no answer';
+  try {
+    for (;;) {
+      if (signal?.aborted) throw DsiError.from(signal.reason);
+      const remaining = giveUpAt - Date.now();
+      if (remaining <= 0) break;
+      try {
+        const status = await checkWith(client, address, serviceName, { signal, deadlineMs: Math.min(remaining, 2_000) });
+        if (status === 'SERVING') return;
+        lastAnswer = status;
+      } catch (reason) {
+        const error = DsiError.from(reason);
+        if (signal?.aborted || error.code === grpc.status.NOT_FOUND) throw error;
+        lastFailure = error.message;
+      }
+      const pause = Math.min(pollIntervalMs, giveUpAt - Date.now());
+      if (pause > 0) await sleep(pause, undefined, { signal }).catch(() => undefined);
+    }
+  } finally {
+    client.close();
+  }
+  if (lastAnswer !== undefined) {
+    throw deadlineExceeded(`${address} did not report ${what} SERVING within ${timeoutMs} ms (last answer: ${lastAnswer})`);
+  }
+  throw unavailable(`${address} was not reachable within ${timeoutMs} ms (${lastFailure})`);
+}
+
+async function checkWith(
+  client: grpc.Client,
+  address: string,
+  serviceName: string,
+  options: CallOptions,
+): Promise<HealthStatus> {
+  try {
+    const reply = await startUnary<{ status: string }>(
+      (metadata, callOptions, callback) =>
+        client.makeUnaryRequest(
+          healthCheckMethod.path,
+          healthCheckMethod.serialize,
+          healthCheckMethod.deserialize,
+          { service: serviceName },
+          metadata,
+          callOptions,
+          callback,
+        ),
+      options,
+    );
+    return isHealthStatus(reply.status) ? reply.status : 'UNKNOWN';
+  } catch (reason) {
+    const error = DsiError.from(reason);
+    if (error.code === grpc.status.NOT_FOUND) {
+      throw notFound(`${address} has no health status for service '${serviceName}'`, { cause: error });
+    }
+    throw error;
+  }
+}
+
+/** Runs one unary call with cancellation by signal and DsiError rejections. */
+function startUnary<Res>(
+  start: (
+    metadata: grpc.Metadata,
+    options: Partial<grpc.CallOptions>,
+    callback: (error: grpc.ServiceError | null, response?: Res) => void,
+  ) => grpc.ClientUnaryCall,
+  { signal, deadlineMs, metadata = new grpc.Metadata() }: CallOptions,
+): Promise<Res> {
+  if (signal?.aborted) return Promise.reject(DsiError.from(signal.reason));
+  return new Promise<Res>((resolve, reject) => {
+    const callOptions: Partial<grpc.CallOptions> = deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs };
+    const call = start(metadata, callOptions, (error, response) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (signal?.aborted) reject(DsiError.from(signal.reason));
+      else if (error !== null) reject(DsiError.from(error));
+      else resolve(response as Res);
+    });
+    function onAbort(): void {
+      call.cancel();
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function isHealthStatus(status: string): status is HealthStatus {
+  return status === 'UNKNOWN' || status === 'SERVING' || status === 'NOT_SERVING' || status === 'SERVICE_UNKNOWN';
+}

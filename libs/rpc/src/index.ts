@@ -1,0 +1,49 @@
+/**
+ * gRPC plumbing shared by every DSI service: one error type with status codes, the server
+ * bootstrap (health, reflection, limits, graceful shutdown), handler adapters with cancellation,
+ * and client helpers.
+ */
+export {
+  DsiError,
+  type DsiErrorOptions,
+  statusCodeName,
+  toServiceError,
+  INTERNAL_ERROR_DETAILS,
+  invalidArgument,
+  notFound,
+  unavailable,
+  failedPrecondition,
+  resourceExhausted,
+  cancelled,
+  deadlineExceeded,
+  internal,
+} from './errors';
+export {
+  DsiServer,
+  type ServerState,
+  type ServiceRegistration,
+  type ServerOptions,
+  type CallContext,
+  type ServerStreamContext,
+  unary,
+  serverStream,
+} from './server';
+export {
+  createChannelOptions,
+  type ChannelLimits,
+  type CallOptions,
+  callUnary,
+  type UnaryMethodName,
+  type UnaryRequest,
+  type UnaryResponse,
+  checkHealth,
+  type HealthStatus,
+  waitForServing,
+  type WaitForServingOptions,
+} from './client';
+export {
+  DEFAULT_MAX_REQUEST_BYTES,
+  DEFAULT_MAX_RESPONSE_BYTES,
+  DEFAULT_MAX_CONCURRENT_STREAMS,
+  DEFAULT_DRAIN_GRACE_MS,
+} from './limits';
