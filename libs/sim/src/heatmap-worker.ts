@@ -1,26 +1,31 @@
 /**
- * Worker-thread entry of {@link runHeatmap}: computes the cells it is given and posts them back in
- * batches (one message per ~20 ms of work, so progress stays smooth without flooding the parent).
+ * Worker-thread entry of {@link runHeatmap} and {@link simulateOffThread}. A heatmap job computes its
+ * cells and posts them back in batches (one message per ~20 ms of work, so progress stays smooth
+ * without flooding the parent); a simulation job posts its one result.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import type { SimulationConfig } from './config';
 import { HeatmapComputer, type HeatmapPoint, type HeatmapRow, type HeatmapSpec } from './heatmap';
+import { simulate } from './simulate';
 
-interface Job {
-  spec: HeatmapSpec;
-  points: HeatmapPoint[];
-}
+/** What a worker is asked to do. */
+export type WorkerJob = { kind: 'heatmap'; spec: HeatmapSpec; points: HeatmapPoint[] } | { kind: 'simulate'; config: SimulationConfig };
 
-const { spec, points } = workerData as Job;
-const computer = new HeatmapComputer(spec);
-let batch: HeatmapRow[] = [];
-let lastPost = Date.now();
-for (const point of points) {
-  batch.push(computer.compute(point));
-  const now = Date.now();
-  if (now - lastPost >= 20) {
-    parentPort!.postMessage(batch);
-    batch = [];
-    lastPost = now;
+const job = workerData as WorkerJob;
+if (job.kind === 'simulate') {
+  parentPort!.postMessage(simulate(job.config));
+} else {
+  const computer = new HeatmapComputer(job.spec);
+  let batch: HeatmapRow[] = [];
+  let lastPost = Date.now();
+  for (const point of job.points) {
+    batch.push(computer.compute(point));
+    const now = Date.now();
+    if (now - lastPost >= 20) {
+      parentPort!.postMessage(batch);
+      batch = [];
+      lastPost = now;
+    }
   }
+  parentPort!.postMessage(batch);
 }
-parentPort!.postMessage(batch);

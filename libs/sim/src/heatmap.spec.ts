@@ -110,3 +110,11 @@ describe('heatmap summary, CSV and panels', () => {
     }
   });
 });
+
+describe('simulation off the event loop', () => {
+  it('returns what simulate returns', async () => {
+    const { simulateOffThread } = await import('./pool');
+    const { resolveConfig } = await import('./config');
+    expect(await simulateOffThread(resolveConfig({ a: 0.7 }))).toEqual(simulate({ a: 0.7 }));
+  });
+});

@@ -2,7 +2,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import type { SimulationConfig } from './config';
 import { heatmapGrid, type HeatmapRow, type HeatmapSpec } from './heatmap';
+import type { WorkerJob } from './heatmap-worker';
+import type { SimulationResult } from './simulate';
 
 /** How {@link runHeatmap} spreads and reports its work. */
 export interface HeatmapRunOptions {
@@ -16,7 +19,7 @@ export interface HeatmapRunOptions {
   onRow?: (row: HeatmapRow, done: number, total: number) => void;
 }
 
-/** Thrown when a heatmap worker thread fails (the message carries the worker's error). */
+/** Thrown when a simulator worker thread fails (the message carries the worker's error). */
 export class HeatmapWorkerError extends Error {
   override readonly name = 'HeatmapWorkerError';
 }
@@ -56,7 +59,8 @@ export async function runHeatmap(spec: HeatmapSpec, options: HeatmapRunOptions =
       for (let w = 0; w < threads; w++) {
         // Interleave so that every worker gets a similar mix of cheap and expensive cells.
         const share = points.filter((_, i) => i % threads === w);
-        const worker = new Worker(file, { workerData: { spec, points: share } });
+        const job: WorkerJob = { kind: 'heatmap', spec, points: share };
+        const worker = new Worker(file, { workerData: job });
         workers.push(worker);
         worker.on('message', (batch: HeatmapRow[]) => {
           for (const row of batch) {
@@ -79,4 +83,27 @@ export async function runHeatmap(spec: HeatmapSpec, options: HeatmapRunOptions =
     for (const w of workers) void w.terminate();
   }
   return rows.sort((x, y) => x.index - y.index);
+}
+
+/**
+ * Runs {@link simulate} on a worker thread, so a long simulation never blocks a server's event loop
+ * (health checks and other calls keep being answered). Rejects with the signal's reason when aborted.
+ */
+export function simulateOffThread(config: SimulationConfig, signal?: AbortSignal): Promise<SimulationResult> {
+  signal?.throwIfAborted();
+  const job: WorkerJob = { kind: 'simulate', config };
+  const worker = new Worker(workerFile(), { workerData: job });
+  return new Promise<SimulationResult>((resolve, reject) => {
+    const onAbort = () => {
+      void worker.terminate();
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    worker.once('message', (result: SimulationResult) => resolve(result));
+    worker.once('error', (error) => reject(new HeatmapWorkerError(`simulation worker failed: ${error.message}`, { cause: error })));
+    worker.once('exit', (code) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (code !== 0) reject(new HeatmapWorkerError(`simulation worker exited with code ${code}`));
+    });
+  });
 }

@@ -1,0 +1,91 @@
+import { trace, type Tracer } from '@opentelemetry/api';
+import { SimulatorServiceService, type HeatmapRequest, type HeatmapResponse, type SimulateRequest, type SimulateResponse } from '@dsi/proto';
+import { invalidArgument, serverStream, unary, type ServiceRegistration } from '@dsi/rpc';
+import {
+  resolveConfig,
+  resolveHeatmapSpec,
+  runHeatmap,
+  simulateOffThread,
+  SimulationConfigError,
+  type HeatmapSpec,
+  type SimulationConfig,
+} from '@dsi/sim';
+import { DsiAttributes, DsiSpans, withSpan } from '@dsi/telemetry';
+import { configFromWire, heatmapSpecFromWire, resultToWire, rowToWire } from './convert';
+
+/** How the simulator service spends the machine. */
+export interface SimulatorServiceOptions {
+  /** Worker threads per heatmap sweep; default: the machine's available parallelism. */
+  threads?: number;
+  /** Tracer for the `dsi.simulate` / `dsi.heatmap` spans; default: the global tracer provider's. */
+  tracer?: Tracer;
+}
+
+/** A simulator parameter error as the gRPC INVALID_ARGUMENT the caller sees, with the same text as the CLI. */
+function validated<T>(resolve: () => T): T {
+  try {
+    return resolve();
+  } catch (error) {
+    if (error instanceof SimulationConfigError) throw invalidArgument(error.message, { cause: error });
+    throw error;
+  }
+}
+
+function configAttributes(config: SimulationConfig | HeatmapSpec) {
+  const shared = {
+    [DsiAttributes.SIM_T]: config.t,
+    [DsiAttributes.SIM_TOKENS]: config.tokens,
+    [DsiAttributes.SIM_SERVERS]: config.servers,
+    [DsiAttributes.SIM_REPEATS]: config.repeats,
+    [DsiAttributes.SIM_SEED]: config.seed,
+    [DsiAttributes.SIM_METHOD]: config.method,
+  };
+  if ('ndim' in config) return { ...shared, [DsiAttributes.HEATMAP_NDIM]: config.ndim };
+  return { ...shared, [DsiAttributes.SIM_A]: config.a, [DsiAttributes.SIM_C]: config.c, [DsiAttributes.SIM_K]: config.k };
+}
+
+/**
+ * The `dsi.v1.SimulatorService` registration: Simulate (computed on a worker thread) and Heatmap (cells
+ * computed on worker threads and streamed as they finish, with flow control; a cancelled stream stops
+ * its workers).
+ */
+export function simulatorService(options: SimulatorServiceOptions = {}): ServiceRegistration {
+  const tracer = () => options.tracer ?? trace.getTracer('dsi-simulator');
+  return {
+    name: 'dsi.v1.SimulatorService',
+    definition: SimulatorServiceService,
+    implementation: {
+      simulate: unary<SimulateRequest, SimulateResponse>(async (request, { signal }) => {
+        const config = validated(() => resolveConfig(configFromWire(request.config)));
+        return withSpan(tracer(), DsiSpans.SIMULATE, configAttributes(config), async () =>
+          resultToWire(await simulateOffThread(config, signal)),
+        );
+      }),
+      heatmap: serverStream<HeatmapRequest, HeatmapResponse>(async (request, { signal, send }) => {
+        const spec = validated(() => resolveHeatmapSpec(heatmapSpecFromWire(request)));
+        const shard = { index: request.shardIndex ?? 0, count: request.shardCount ?? 1 };
+        if (!Number.isInteger(shard.count) || shard.count < 1) {
+          throw invalidArgument(`shard_count=${shard.count} is below 1`);
+        }
+        if (!Number.isInteger(shard.index) || shard.index < 0 || shard.index >= shard.count) {
+          throw invalidArgument(`shard_index=${shard.index} is outside [0, ${shard.count - 1}]`);
+        }
+        await withSpan(tracer(), DsiSpans.HEATMAP, configAttributes(spec), async (span) => {
+          // Cells arrive faster than a slow client may read: chain the sends so flow control holds.
+          let sending = Promise.resolve();
+          const rows = await runHeatmap(spec, {
+            threads: options.threads,
+            shard,
+            signal,
+            onRow: (row, done, total) => {
+              sending = sending.then(() => send({ cell: rowToWire(row), done, total }));
+              sending.catch(() => undefined); // observed below or superseded by the abort
+            },
+          });
+          await sending;
+          span.setAttribute(DsiAttributes.HEATMAP_CELLS, rows.length);
+        });
+      }),
+    },
+  };
+}

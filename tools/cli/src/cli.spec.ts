@@ -1,0 +1,120 @@
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+
+const bin = path.resolve(__dirname, '../bin/dsi.js');
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function dsi(...args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, ...args], { encoding: 'utf8' }, (error, stdout, stderr) => {
+      resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('dsi simulate', () => {
+  it('reproduces the study with no flags', async () => {
+    const run = await dsi('simulate');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('332.8 316.0 314.7 321.0 326.7 | 222 211 210 214 218');
+    expect(run.stdout).toContain('229.7 208.7 211.8 226.4 219.3 | 252 243 245 249 247');
+  });
+
+  it('prints exactly one JSON document with --json', async () => {
+    const run = await dsi('simulate', '--json', '--method', 'exact', '--a', '0.8');
+    expect(run.code).toBe(0);
+    const doc = JSON.parse(run.stdout);
+    expect(Object.keys(doc)).toEqual(['config', 'nonsi', 'si', 'dsi', 'speedup']);
+    expect(doc.config).toEqual({ a: 0.8, c: 0.1, k: 5, t: 1, S: 1000, servers: 7, repeats: 5, seed: 42, method: 'exact' });
+    expect(doc.si.costs).toEqual([doc.si.cost]);
+    expect(doc.speedup.dsi_vs_si).toBeCloseTo(doc.si.cost / doc.dsi.cost, 12);
+  });
+
+  it.each([
+    [['--servers', '3', '--k', '1', '--c', '0.3'], 'servers=3 is below ceil(t/(k*c)) = 4'],
+    [['--a', '1.2'], 'a=1.2 is outside [0, 1]'],
+    [['--c', '2'], 'c=2 exceeds t=1'],
+    [['--tokens', '0'], 'tokens=0 is below 1'],
+    [['--a', 'abc'], "'abc' is invalid"],
+    [['--method', 'magic'], "'magic' is invalid"],
+    [['--bogus'], "unknown option '--bogus'"],
+  ])('exits 2 on %j with one line naming the parameter', async (args, message) => {
+    const run = await dsi('simulate', ...args);
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr.split('\n')[0]).toContain(message);
+  });
+});
+
+describe('dsi heatmap', () => {
+  it('writes the CSV, the JSON and four SVG panels', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'dsi-heatmap-'));
+    const run = await dsi('heatmap', '--ndim', '10', '--out', out, '--json');
+    expect(run.code).toBe(0);
+    const report = JSON.parse(run.stdout);
+    expect(report.cells).toBe(1089);
+    expect(fs.readdirSync(out).sort()).toEqual([
+      'heatmap-dsi_vs_baseline.svg',
+      'heatmap-dsi_vs_nonsi.svg',
+      'heatmap-dsi_vs_si.svg',
+      'heatmap-si_vs_nonsi.svg',
+      'heatmap.csv',
+      'heatmap.json',
+    ]);
+    expect(fs.readFileSync(path.join(out, 'heatmap.csv'), 'utf8').trim().split('\n')).toHaveLength(1090);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'heatmap.json'), 'utf8')).rows).toHaveLength(1089);
+    // Not a terminal: the progress bar still reports on stderr.
+    expect(run.stderr).toContain('1089/1089 cells');
+    fs.rmSync(out, { recursive: true });
+  });
+
+  it('exits 2 on a bad grid', async () => {
+    const run = await dsi('heatmap', '--ndim', '0', '--out', os.tmpdir());
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('ndim=0 is outside [1, 100]');
+  });
+});
+
+describe('dsi serve and dsi up', () => {
+  it('serves the simulator until SIGTERM, then drains and exits 0', async () => {
+    const child = spawn(process.execPath, [bin, 'serve', 'simulator', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const address = await new Promise<string>((resolve, reject) => {
+      child.once('exit', (code) => reject(new Error(`exited ${code}`)));
+      readline.createInterface({ input: child.stdout }).on('line', (line) => {
+        const match = line.match(/^simulator serving on (\S+)$/);
+        if (match) resolve(match[1]);
+      });
+    });
+    const remote = await dsi('simulate', '--simulator', address, '--json', '--tokens', '100');
+    expect(JSON.parse(remote.stdout).config.S).toBe(100);
+    const invalid = await dsi('simulate', '--simulator', address, '--a', '3');
+    expect(invalid.code).toBe(2);
+    expect(invalid.stderr).toContain('a=3 is outside [0, 1]');
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
+  it('exits 2 for an unknown service', async () => {
+    const run = await dsi('serve', 'teapot');
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('unknown service teapot');
+  });
+
+  it('runs the stack, the demonstration, and exits 0 with --once', async () => {
+    const run = await dsi('up', '--once', '--json', '--simulator-port', '0');
+    expect(run.code).toBe(0);
+    const doc = JSON.parse(run.stdout);
+    expect(doc.services.simulator).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(doc.simulation.seed.si.costs).toEqual([332.8, 316, 314.7, 321, 326.7].map((c) => expect.closeTo(c, 9)));
+    expect(doc.simulation.exact.dsi.cost).toBeCloseTo(217.819, 3);
+  });
+});

@@ -1,0 +1,108 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Command } from 'commander';
+import { DEFAULT_HEATMAP, HeatmapComputer, heatmapGrid, runHeatmap } from '@dsi/sim';
+import { fixed, numberOption } from '../options';
+import { startService } from '../stack';
+
+/** The reference study's sequential per-cell simulation of the ndim=20 heatmap on one core of this machine kind. */
+export const STUDY_HEATMAP_SECONDS = 95;
+
+interface BenchRow {
+  name: string;
+  seconds: number;
+  cells?: number;
+  cells_per_second?: number;
+  vs_study?: number;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+async function timed(runs: number, fn: () => Promise<unknown> | unknown): Promise<number> {
+  const seconds: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const started = performance.now();
+    await fn();
+    seconds.push((performance.now() - started) / 1000);
+  }
+  return median(seconds);
+}
+
+/** Simulator benchmarks, measured side by side in one run. */
+export async function simulatorBench(runs: number, log: (line: string) => void): Promise<BenchRow[]> {
+  const seedSpec = { ...DEFAULT_HEATMAP };
+  const exactSpec = { ...DEFAULT_HEATMAP, method: 'exact' as const };
+  const cells = heatmapGrid(seedSpec).length;
+  const threads = os.availableParallelism();
+  const rows: BenchRow[] = [];
+  const add = (name: string, seconds: number, withCells = true) => {
+    const row: BenchRow = { name, seconds };
+    if (withCells) {
+      row.cells = cells;
+      row.cells_per_second = cells / seconds;
+      row.vs_study = STUDY_HEATMAP_SECONDS / seconds;
+    }
+    rows.push(row);
+    log(`  ${name}: ${fixed(seconds, 3)} s`);
+  };
+  await runHeatmap(seedSpec); // warm the file cache and the JIT once
+  add(`seed heatmap ndim=20, ${threads} worker threads`, await timed(runs, () => runHeatmap(seedSpec)));
+  add('seed heatmap ndim=20, 1 thread in process', await timed(runs, () => {
+    const computer = new HeatmapComputer(seedSpec);
+    for (const point of heatmapGrid(seedSpec)) computer.compute(point);
+  }));
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'dsi-bench-'));
+  try {
+    const bin = path.join(__dirname, '../../bin/dsi.js');
+    add('`dsi heatmap --ndim 20` whole command', await timed(runs, () => {
+      const result = spawnSync(process.execPath, [bin, 'heatmap', '--ndim', '20', '--out', out, '--no-progress'], { encoding: 'utf8' });
+      if (result.status !== 0) throw new Error(`dsi heatmap failed: ${result.stderr}`);
+    }));
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+  add(`exact heatmap ndim=20, ${threads} worker threads`, await timed(runs, () => runHeatmap(exactSpec)));
+  const simulator = await startService('simulator', ['--port', '0']);
+  try {
+    const { heatmapRemote } = await import('../remote');
+    add('Heatmap RPC ndim=20, streamed over loopback', await timed(runs, () => heatmapRemote(simulator.address, seedSpec, () => undefined)));
+  } finally {
+    await simulator.stop();
+  }
+  return rows;
+}
+
+/** `dsi bench`: performance figures, printed as ratios measured side by side. */
+export function benchCommand(): Command {
+  return new Command('bench')
+    .description('measure the simulator (heatmap cells per second, whole-command time) against the study')
+    .addOption(numberOption('--runs <n>', 'runs per figure; the median is reported').default(3))
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (flags: { runs: number; json?: boolean }) => {
+      const log = (line: string) => {
+        if (!flags.json) process.stderr.write(line + '\n');
+      };
+      log(`simulator benchmarks (median of ${flags.runs} runs, ${os.availableParallelism()} cores):`);
+      const rows = await simulatorBench(flags.runs, log);
+      if (flags.json) {
+        process.stdout.write(JSON.stringify({ study_heatmap_seconds: STUDY_HEATMAP_SECONDS, simulator: rows }) + '\n');
+        return;
+      }
+      const lines = [
+        '',
+        `${'benchmark'.padEnd(46)} ${'seconds'.padStart(8)} ${'cells/s'.padStart(9)} ${'vs study 95 s'.padStart(14)}`,
+        ...rows.map(
+          (r) =>
+            `${r.name.padEnd(46)} ${fixed(r.seconds, 3).padStart(8)} ${(r.cells_per_second ? Math.round(r.cells_per_second).toString() : '').padStart(9)} ${(r.vs_study ? `${fixed(r.vs_study, 0)}x` : '').padStart(14)}`,
+        ),
+        '',
+        'vs study: the reference study took 95 s for this sweep on one core of this machine kind (its published figure).',
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
+    });
+}

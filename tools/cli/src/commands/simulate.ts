@@ -1,0 +1,101 @@
+import { Command } from 'commander';
+import { simulate, SimulationConfigError, type SimulationConfig, type SimulationResult } from '@dsi/sim';
+import { UsageError } from '../errors';
+import { choiceOption, fixed, numberOption } from '../options';
+
+interface SimulateFlags {
+  a?: number;
+  c?: number;
+  k?: number;
+  t?: number;
+  tokens?: number;
+  servers?: number;
+  repeats?: number;
+  seed?: number;
+  method?: SimulationConfig['method'];
+  json?: boolean;
+  simulator?: string;
+}
+
+/** Runs a simulation locally, or through a simulator service when `--simulator` names one. */
+async function run(flags: SimulateFlags): Promise<SimulationResult> {
+  const partial: Partial<SimulationConfig> = {
+    a: flags.a,
+    c: flags.c,
+    k: flags.k,
+    t: flags.t,
+    tokens: flags.tokens,
+    servers: flags.servers,
+    repeats: flags.repeats,
+    seed: flags.seed,
+    method: flags.method,
+  };
+  if (flags.simulator) {
+    const { simulateRemote } = await import('../remote');
+    return simulateRemote(flags.simulator, partial);
+  }
+  try {
+    return simulate(partial);
+  } catch (error) {
+    if (error instanceof SimulationConfigError) throw new UsageError(error.message);
+    throw error;
+  }
+}
+
+/** The study's result as a short table for a terminal. */
+export function formatSimulation(result: SimulationResult): string {
+  const { config } = result;
+  const perRepeat = (values: number[], digits: number) => values.map((v) => fixed(v, digits)).join(' ');
+  const exact = config.method === 'exact';
+  const lines = [
+    exact
+      ? 'DSI simulation (exact expectations)'
+      : `DSI simulation (seed method: ${config.repeats} repeat${config.repeats === 1 ? '' : 's'}, seed ${config.seed})`,
+    `  a=${config.a}  c=${config.c}  k=${config.k}  t=${config.t}  S=${config.tokens}  servers=${config.servers}`,
+    '',
+    `  ${'algorithm'.padEnd(9)} ${'cost'.padStart(9)}   ${exact ? 'expected iterations' : 'per repeat: cost | iterations'}`,
+    `  ${'non-SI'.padEnd(9)} ${fixed(result.nonsi.cost).padStart(9)}`,
+  ];
+  for (const [name, algo] of [['SI', result.si], ['DSI', result.dsi]] as const) {
+    lines.push(
+      `  ${name.padEnd(9)} ${fixed(algo.cost).padStart(9)}   ` +
+        (exact ? fixed(algo.iterations[0], 3) : `${perRepeat(algo.costs, 1)} | ${perRepeat(algo.iterations, 0)}`),
+    );
+  }
+  const s = result.speedup;
+  lines.push('', `  speedup  SI/non-SI ${fixed(s.si_vs_nonsi, 3)}x   DSI/SI ${fixed(s.dsi_vs_si, 3)}x   DSI/non-SI ${fixed(s.dsi_vs_nonsi, 3)}x`);
+  return lines.join('\n');
+}
+
+/** Converts a result to the documented JSON document (`S` for the token count, as in the study). */
+export function simulationJson(result: SimulationResult): unknown {
+  const { tokens, ...rest } = result.config;
+  return {
+    config: { a: rest.a, c: rest.c, k: rest.k, t: rest.t, S: tokens, servers: rest.servers, repeats: rest.repeats, seed: rest.seed, method: rest.method },
+    nonsi: result.nonsi,
+    si: result.si,
+    dsi: result.dsi,
+    speedup: result.speedup,
+  };
+}
+
+/** `dsi simulate`: one configuration, the study's rules. */
+export function simulateCommand(): Command {
+  return new Command('simulate')
+    .description('predict non-SI, SI and DSI costs (target-forward units) with the reference study rules')
+    .addOption(numberOption('--a <rate>', 'acceptance rate in [0, 1] (default 0.9)'))
+    .addOption(numberOption('--c <ratio>', 'drafter latency as a fraction of the target, in (0, t] (default 0.1)'))
+    .addOption(numberOption('--k <n>', 'lookahead: drafts per verification (default 5)'))
+    .addOption(numberOption('--t <latency>', 'target forward latency, the unit of time (default 1)'))
+    .addOption(numberOption('--tokens <n>', 'tokens to generate, S (default 1000)'))
+    .addOption(numberOption('--servers <n>', 'target servers; DSI needs >= ceil(t/(k*c)) (default 7)'))
+    .addOption(numberOption('--repeats <n>', 'independent repeats, seed method (default 5)'))
+    .addOption(numberOption('--seed <n>', 'MT19937 seed, seed method (default 42)'))
+    .addOption(choiceOption('--method <method>', 'seed: the study Monte Carlo, bit for bit; exact: expectations (default seed)', ['seed', 'exact']))
+    .option('--simulator <address>', 'ask a running simulator service (host:port) instead of computing locally')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (flags: SimulateFlags) => {
+      const result = await run(flags);
+      process.stdout.write(flags.json ? JSON.stringify(simulationJson(result)) + '\n' : formatSimulation(result) + '\n');
+    });
+}

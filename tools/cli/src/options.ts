@@ -1,0 +1,24 @@
+import { InvalidArgumentError, Option } from 'commander';
+
+/** A numeric option: `--name <number>`, also read from `DSI_<NAME>`; a malformed value is a usage error. */
+export function numberOption(flags: string, description: string, env?: string): Option {
+  const option = new Option(flags, description).argParser((value: string) => {
+    const parsed = Number(value);
+    if (value.trim() === '' || Number.isNaN(parsed)) {
+      throw new InvalidArgumentError(`${value} is not a number`);
+    }
+    return parsed;
+  });
+  return env ? option.env(env) : option;
+}
+
+/** A choice option: `--name <value>` restricted to `choices`. */
+export function choiceOption(flags: string, description: string, choices: string[], env?: string): Option {
+  const option = new Option(flags, description).choices(choices);
+  return env ? option.env(env) : option;
+}
+
+/** Formats a number for humans: fixed decimals, no trailing noise. */
+export function fixed(value: number, digits = 2): string {
+  return Number.isFinite(value) ? value.toFixed(digits) : String(value);
+}
