@@ -84,8 +84,11 @@ describe('dsi heatmap', () => {
 });
 
 describe('dsi serve and dsi up', () => {
-  it('serves the simulator until SIGTERM, then drains and exits 0', async () => {
-    const child = spawn(process.execPath, [bin, 'serve', 'simulator', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  it('serves the simulator until SIGTERM, then drains, flushes its spans and exits 0', async () => {
+    const traceFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'dsi-trace-')), 'spans.jsonl');
+    const child = spawn(process.execPath, [bin, 'serve', 'simulator', '--port', '0', '--trace-file', traceFile], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const address = await new Promise<string>((resolve, reject) => {
       child.once('exit', (code) => reject(new Error(`exited ${code}`)));
       readline.createInterface({ input: child.stdout }).on('line', (line) => {
@@ -101,6 +104,18 @@ describe('dsi serve and dsi up', () => {
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
+    // Telemetry started before gRPC loaded: the instrumentation's server span is the parent of ours.
+    const spans = fs.readFileSync(traceFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const simulateSpans = spans.filter((s) => s.name === 'dsi.simulate');
+    expect(simulateSpans).toHaveLength(1);
+    const server = spans.find((s) => s.kind === 'SERVER' && s.spanId === simulateSpans[0].parentSpanId);
+    expect(server?.name).toContain('dsi.v1.SimulatorService/Simulate');
+    expect(server?.traceId).toBe(simulateSpans[0].traceId);
+    expect(simulateSpans[0].attributes['dsi.sim.tokens']).toBe(100);
+    // The rejected call is visible as a failed server span with its status code.
+    const rejected = spans.filter((s) => s.kind === 'SERVER' && s.attributes['rpc.grpc.status_code'] === 3);
+    expect(rejected).toHaveLength(1);
+    expect(rejected[0].status.code).toBe('ERROR');
   });
 
   it('exits 2 for an unknown service', async () => {
