@@ -8,6 +8,10 @@ const packages = {
   '@dsi/rpc': 'libs/rpc',
   '@dsi/telemetry': 'libs/telemetry',
   '@dsi/models': 'libs/models',
+  '@dsi/modelgen': 'tools/modelgen',
+  '@dsi/simulator-service': 'services/simulator',
+  '@dsi/drafter-service': 'services/drafter',
+  '@dsi/target-service': 'services/target',
 };
 const moduleNameMapper = {};
 for (const [name, dir] of Object.entries(packages)) {

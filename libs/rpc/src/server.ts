@@ -419,6 +419,9 @@ interface CallScope {
   close(): void;
 }
 
+/** How early a cancellation may arrive before the server-side deadline and still count as it. */
+const DEADLINE_SLACK_MS = 250;
+
 /** Builds a handler's context and ties its signal to the call's cancellation and deadline. */
 function openCallScope(call: SurfaceCall): CallScope {
   const controller = new AbortController();
@@ -427,7 +430,9 @@ function openCallScope(call: SurfaceCall): CallScope {
   const deadline = Number.isFinite(deadlineMs) ? new Date(deadlineMs) : undefined;
   const onDeadline = (): void => controller.abort(deadlineExceeded('the call deadline passed'));
   const onCancelled = (): void => {
-    if (deadline !== undefined && Date.now() >= deadline.getTime()) onDeadline();
+    // The server's deadline is the client's plus the transit time, so a client giving up at its
+    // deadline is seen here slightly early: within the slack it counts as the deadline.
+    if (deadline !== undefined && Date.now() >= deadline.getTime() - DEADLINE_SLACK_MS) onDeadline();
     else controller.abort(cancelled('the call was cancelled by the client or by server shutdown'));
   };
   call.once('cancelled', onCancelled);

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { benchCommand } from './commands/bench';
 import { heatmapCommand } from './commands/heatmap';
+import { modelsCommand } from './commands/models';
 import { serveCommand } from './commands/serve';
 import { simulateCommand } from './commands/simulate';
 import { upCommand } from './commands/up';
@@ -17,7 +18,7 @@ export function program(): Command {
     .version(version)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const command of [upCommand(), simulateCommand(), heatmapCommand(), serveCommand(), benchCommand()]) {
+  for (const command of [upCommand(), simulateCommand(), heatmapCommand(), serveCommand(), modelsCommand(), benchCommand()]) {
     dsi.addCommand(command.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   return dsi;

@@ -1,31 +1,94 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import type { ServiceRegistration } from '@dsi/rpc';
+import type { ModelSpec } from '@dsi/models';
 import { UsageError } from '../errors';
-import { numberOption } from '../options';
+import { choiceOption, numberOption } from '../options';
+import { defaultModelsDir } from '../models-dir';
 
 /** Services `dsi serve` can start, with their default ports. */
-export const SERVICES = { simulator: 50054 } as const;
+export const SERVICES = { target: 50051, drafter: 50052, simulator: 50054 } as const;
 export type ServiceName = keyof typeof SERVICES;
 
-interface ServeFlags {
+/** Flags of `dsi serve` (every one also read from a `DSI_*` variable). */
+export interface ServeFlags {
   host: string;
   port?: number;
   threads?: number;
   drainGraceMs: number;
   maxMessageBytes: number;
   traceFile?: string;
+  backend: 'onnx' | 'synthetic';
+  model?: string;
+  modelsDir?: string;
+  maxCachedRequests: number;
+  maxCachedTokens: number;
+  idleTimeoutMs: number;
+  maxTokensPerCall: number;
+  syntheticSeed: number;
+  a: number;
+  ttftMs: number;
+  tpotMs: number;
+  verifyMsPerToken: number;
+}
+
+/** The model a drafter or target replica should load, from its flags. */
+export async function modelSpec(name: 'drafter' | 'target', flags: ServeFlags): Promise<ModelSpec> {
+  if (flags.backend === 'synthetic') {
+    if (!(flags.a >= 0 && flags.a <= 1)) throw new UsageError(`a=${flags.a} is outside [0, 1]`);
+    for (const [key, value] of [['ttft-ms', flags.ttftMs], ['tpot-ms', flags.tpotMs], ['verify-ms-per-token', flags.verifyMsPerToken]] as const) {
+      if (!(value >= 0)) throw new UsageError(`${key}=${value} must be >= 0`);
+    }
+    return {
+      backend: 'synthetic',
+      role: name,
+      seed: flags.syntheticSeed,
+      acceptance: flags.a,
+      ttftMs: flags.ttftMs,
+      tpotMs: flags.tpotMs,
+      verifyMsPerToken: flags.verifyMsPerToken,
+    };
+  }
+  let dir = flags.model;
+  if (!dir) {
+    const { ensureDefaultModels } = await import('@dsi/modelgen');
+    const pair = await ensureDefaultModels(flags.modelsDir ?? defaultModelsDir(process.env));
+    dir = pair[name];
+  }
+  return {
+    backend: 'onnx',
+    dir,
+    threads: flags.threads ?? 1,
+    maxCachedRequests: flags.maxCachedRequests,
+    maxCachedTokens: flags.maxCachedTokens,
+    idleTimeoutMs: flags.idleTimeoutMs,
+  };
 }
 
 /**
- * Starts one service: telemetry first (gRPC must load after it so the instrumentation patches it), then
- * the server, health SERVING once ready, and a graceful drain on SIGTERM or SIGINT. Prints
- * `NAME serving on HOST:PORT` on stdout when ready; resolves when the server has stopped.
+ * Starts one service: telemetry first (gRPC must load after it so the instrumentation patches it),
+ * then the server (health NOT_SERVING), then the model and its warm-up forward, then SERVING; a
+ * graceful drain on SIGTERM or SIGINT. Prints `NAME serving on HOST:PORT` on stdout when ready;
+ * resolves when the server has stopped.
  */
 export async function serve(name: ServiceName, flags: ServeFlags): Promise<void> {
   const { startTelemetry } = await import('@dsi/telemetry');
   const telemetry = startTelemetry({ serviceName: `dsi-${name}`, env: process.env, traceFile: flags.traceFile });
   const { DsiServer } = await import('@dsi/rpc');
-  const { simulatorService } = await import('@dsi/simulator-service');
-  const server = new DsiServer([simulatorService({ threads: flags.threads, tracer: telemetry.tracer })], {
+  const { ModelSlot, loadModel } = await import('@dsi/models');
+  const slot = new ModelSlot();
+  let registration: ServiceRegistration;
+  if (name === 'simulator') {
+    const { simulatorService } = await import('@dsi/simulator-service');
+    registration = simulatorService({ threads: flags.threads, tracer: telemetry.tracer });
+  } else if (name === 'drafter') {
+    const { drafterService } = await import('@dsi/drafter-service');
+    registration = drafterService(slot, { maxTokens: flags.maxTokensPerCall });
+  } else {
+    const { targetService } = await import('@dsi/target-service');
+    registration = targetService(slot, { maxBlock: flags.maxTokensPerCall });
+  }
+  const spec = name === 'simulator' ? undefined : await modelSpec(name, flags);
+  const server = new DsiServer([registration], {
     host: flags.host,
     port: flags.port ?? SERVICES[name],
     drainGraceMs: flags.drainGraceMs,
@@ -33,24 +96,33 @@ export async function serve(name: ServiceName, flags: ServeFlags): Promise<void>
     log: (line) => process.stderr.write(`${name}: ${line}\n`),
   });
   // The server drains on the first signal (a second one cancels in-flight calls at once); this
-  // process ends once that drain has finished and the spans are flushed.
+  // process ends once that drain has finished, the model is closed and the spans are flushed.
   const disposeSignals = server.handleSignals();
   const stopped = new Promise<void>((resolve) => {
     const onSignal = () => void server.shutdown().finally(resolve);
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
   });
+  const cleanup = async () => {
+    disposeSignals();
+    await slot.peek()?.close();
+    await telemetry.shutdown();
+  };
   try {
     await server.start();
+    if (spec) {
+      process.stderr.write(`${name}: loading the ${spec.backend} model${spec.backend === 'onnx' ? ` from ${spec.dir}` : ''}\n`);
+      slot.set(await loadModel(spec));
+    }
   } catch (error) {
-    await telemetry.shutdown();
+    await server.shutdown();
+    await cleanup();
     throw error;
   }
   server.markServing();
   process.stdout.write(`${name} serving on ${server.address}\n`);
   await stopped;
-  disposeSignals();
-  await telemetry.shutdown();
+  await cleanup();
 }
 
 /** `dsi serve NAME`: run one DSI service in the foreground. */
@@ -58,16 +130,31 @@ export function serveCommand(): Command {
   return new Command('serve')
     .description('run one DSI service (health, reflection, tracing; drains on SIGTERM)')
     .argument('<service>', `service to run: ${Object.keys(SERVICES).join(', ')}`)
-    .option('--host <address>', 'address to listen on (0.0.0.0 in a container)', process.env.DSI_HOST ?? '127.0.0.1')
-    .addOption(numberOption('--port <n>', 'port to listen on; 0 picks a free one (default: the service default)', 'DSI_PORT'))
-    .addOption(numberOption('--threads <n>', 'worker threads for heavy work (default: all cores)', 'DSI_THREADS'))
+    .addOption(new Option('--host <address>', 'address to listen on (0.0.0.0 in a container)').env('DSI_HOST').default('127.0.0.1'))
+    .addOption(numberOption('--port <n>', 'port to listen on; 0 picks a free one (default: target 50051, drafter 50052, simulator 50054)', 'DSI_PORT'))
+    .addOption(numberOption('--threads <n>', 'threads: onnxruntime intra-op threads (drafter, target) or worker threads (simulator)', 'DSI_THREADS'))
     .addOption(numberOption('--drain-grace-ms <ms>', 'on SIGTERM, time in-flight calls get before they are cancelled', 'DSI_DRAIN_GRACE_MS').default(10_000))
     .addOption(numberOption('--max-message-bytes <n>', 'largest request accepted', 'DSI_MAX_MESSAGE_BYTES').default(4 * 1024 * 1024))
-    .option('--trace-file <file>', 'also write spans as JSON lines to this file (env DSI_TRACE_FILE)')
+    .addOption(new Option('--trace-file <file>', 'also write spans as JSON lines to this file').env('DSI_TRACE_FILE'))
+    .addOption(choiceOption('--backend <backend>', 'model backend (drafter, target)', ['onnx', 'synthetic'], 'DSI_BACKEND').default('onnx'))
+    .addOption(new Option('--model <dir>', 'ONNX model folder (Optimum layout); default: the built-in pair').env('DSI_MODEL'))
+    .addOption(new Option('--models-dir <dir>', 'where the built-in pair is cached').env('DSI_MODELS_DIR'))
+    .addOption(numberOption('--max-cached-requests <n>', 'requests whose KV cache is kept (LRU)', 'DSI_MAX_CACHED_REQUESTS').default(64))
+    .addOption(numberOption('--max-cached-tokens <n>', 'tokens kept across all KV caches', 'DSI_MAX_CACHED_TOKENS').default(65_536))
+    .addOption(numberOption('--idle-timeout-ms <ms>', 'drop a request\'s KV cache after this long unused', 'DSI_IDLE_TIMEOUT_MS').default(300_000))
+    .addOption(numberOption('--max-tokens-per-call <n>', 'largest Draft n or Verify block', 'DSI_MAX_TOKENS_PER_CALL').default(64))
+    .addOption(numberOption('--synthetic-seed <n>', 'synthetic backend: the oracle seed (drafter and target must agree)', 'DSI_SYNTHETIC_SEED').default(1))
+    .addOption(numberOption('--a <rate>', 'synthetic drafter: probability it agrees with the target per position', 'DSI_A').default(0.8))
+    .addOption(numberOption('--ttft-ms <ms>', 'synthetic: latency of a request\'s first forward', 'DSI_TTFT_MS').default(0))
+    .addOption(numberOption('--tpot-ms <ms>', 'synthetic: latency of a later forward', 'DSI_TPOT_MS').default(0))
+    .addOption(numberOption('--verify-ms-per-token <ms>', 'synthetic: extra latency per extra token in one forward', 'DSI_VERIFY_MS_PER_TOKEN').default(0))
     .action(async (service: string, flags: ServeFlags) => {
       if (!(service in SERVICES)) throw new UsageError(`unknown service ${service}; one of: ${Object.keys(SERVICES).join(', ')}`);
       if (flags.port !== undefined && (!Number.isInteger(flags.port) || flags.port < 0 || flags.port > 65535)) {
         throw new UsageError(`port=${flags.port} is outside [0, 65535]`);
+      }
+      if (flags.threads !== undefined && (!Number.isInteger(flags.threads) || flags.threads < 1)) {
+        throw new UsageError(`threads=${flags.threads} is below 1`);
       }
       await serve(service as ServiceName, flags);
     });

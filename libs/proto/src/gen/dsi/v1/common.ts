@@ -7,6 +7,62 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
+/** VerificationRule decides when a draft token counts as the target's. */
+export enum VerificationRule {
+  /** VERIFICATION_RULE_UNSPECIFIED - The default: VERIFICATION_RULE_GREEDY. */
+  VERIFICATION_RULE_UNSPECIFIED = 0,
+  /** VERIFICATION_RULE_GREEDY - Accept while the draft equals the target's argmax: output identical to target-only greedy decoding. */
+  VERIFICATION_RULE_GREEDY = 1,
+  /**
+   * VERIFICATION_RULE_SEEDED - The target samples each position with Gumbel noise drawn from (seed, absolute position); accept
+   * while the draft equals that sample: output identical to target-only sampling with the same seed.
+   */
+  VERIFICATION_RULE_SEEDED = 2,
+  /**
+   * VERIFICATION_RULE_REJECTION - Speculative sampling: accept with min(1, p/q), else resample from max(0, p - q): the target's
+   * distribution exactly (Leviathan et al. 2023; Chen et al. 2023).
+   */
+  VERIFICATION_RULE_REJECTION = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function verificationRuleFromJSON(object: any): VerificationRule {
+  switch (object) {
+    case 0:
+    case "VERIFICATION_RULE_UNSPECIFIED":
+      return VerificationRule.VERIFICATION_RULE_UNSPECIFIED;
+    case 1:
+    case "VERIFICATION_RULE_GREEDY":
+      return VerificationRule.VERIFICATION_RULE_GREEDY;
+    case 2:
+    case "VERIFICATION_RULE_SEEDED":
+      return VerificationRule.VERIFICATION_RULE_SEEDED;
+    case 3:
+    case "VERIFICATION_RULE_REJECTION":
+      return VerificationRule.VERIFICATION_RULE_REJECTION;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return VerificationRule.UNRECOGNIZED;
+  }
+}
+
+export function verificationRuleToJSON(object: VerificationRule): string {
+  switch (object) {
+    case VerificationRule.VERIFICATION_RULE_UNSPECIFIED:
+      return "VERIFICATION_RULE_UNSPECIFIED";
+    case VerificationRule.VERIFICATION_RULE_GREEDY:
+      return "VERIFICATION_RULE_GREEDY";
+    case VerificationRule.VERIFICATION_RULE_SEEDED:
+      return "VERIFICATION_RULE_SEEDED";
+    case VerificationRule.VERIFICATION_RULE_REJECTION:
+      return "VERIFICATION_RULE_REJECTION";
+    case VerificationRule.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** AlgorithmCost is the cost of one algorithm (non-SI, SI or DSI), in units of one target forward. */
 export interface AlgorithmCost {
   /** The mean over repeats (seed method) or the expectation (exact method). */
@@ -22,6 +78,43 @@ export interface Speedups {
   siVsNonsi: number;
   dsiVsSi: number;
   dsiVsNonsi: number;
+}
+
+/** Sampling configures how tokens are chosen and verified. */
+export interface Sampling {
+  rule: VerificationRule;
+  /** Softmax temperature, > 0 for the seeded and rejection rules. Default 1. */
+  temperature?:
+    | number
+    | undefined;
+  /** Seed of the sampling noise; required by the seeded and rejection rules. */
+  seed?: number | undefined;
+}
+
+/** ForwardStats says what one call cost the model. */
+export interface ForwardStats {
+  /** Tokens run through the model. */
+  computedTokens: number;
+  /** Tokens whose keys and values came from the request's KV cache. */
+  reusedTokens: number;
+  /** Model forwards run. */
+  forwards: number;
+  /** Time spent in the model, milliseconds. */
+  modelMs: number;
+}
+
+/** ModelInfo describes the model a drafter or target replica serves. */
+export interface ModelInfo {
+  name: string;
+  /** "onnx" or "synthetic". */
+  backend: string;
+  vocabSize: number;
+  contextLength: number;
+  eosTokenId?:
+    | number
+    | undefined;
+  /** The largest n (drafter) or block size (target) a call may ask for. */
+  maxTokensPerCall: number;
 }
 
 function createBaseAlgorithmCost(): AlgorithmCost {
@@ -268,6 +361,401 @@ export const Speedups: MessageFns<Speedups> = {
   },
 };
 
+function createBaseSampling(): Sampling {
+  return { rule: 0, temperature: undefined, seed: undefined };
+}
+
+export const Sampling: MessageFns<Sampling> = {
+  encode(message: Sampling, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rule !== 0) {
+      writer.uint32(8).int32(message.rule);
+    }
+    if (message.temperature !== undefined) {
+      writer.uint32(17).double(message.temperature);
+    }
+    if (message.seed !== undefined) {
+      writer.uint32(24).uint64(message.seed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Sampling {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSampling();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.rule = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.temperature = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.seed = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Sampling {
+    return {
+      rule: isSet(object.rule) ? verificationRuleFromJSON(object.rule) : 0,
+      temperature: isSet(object.temperature) ? globalThis.Number(object.temperature) : undefined,
+      seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
+    };
+  },
+
+  toJSON(message: Sampling): unknown {
+    const obj: any = {};
+    if (message.rule !== 0) {
+      obj.rule = verificationRuleToJSON(message.rule);
+    }
+    if (message.temperature !== undefined) {
+      obj.temperature = floatToJson(message.temperature);
+    }
+    if (message.seed !== undefined) {
+      obj.seed = Math.round(message.seed);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Sampling>, I>>(base?: I): Sampling {
+    return Sampling.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Sampling>, I>>(object: I): Sampling {
+    const message = createBaseSampling();
+    message.rule = object.rule ?? 0;
+    message.temperature = object.temperature ?? undefined;
+    message.seed = object.seed ?? undefined;
+    return message;
+  },
+};
+
+function createBaseForwardStats(): ForwardStats {
+  return { computedTokens: 0, reusedTokens: 0, forwards: 0, modelMs: 0 };
+}
+
+export const ForwardStats: MessageFns<ForwardStats> = {
+  encode(message: ForwardStats, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.computedTokens !== 0) {
+      writer.uint32(8).int32(message.computedTokens);
+    }
+    if (message.reusedTokens !== 0) {
+      writer.uint32(16).int32(message.reusedTokens);
+    }
+    if (message.forwards !== 0) {
+      writer.uint32(24).int32(message.forwards);
+    }
+    if (message.modelMs !== 0) {
+      writer.uint32(33).double(message.modelMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardStats {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForwardStats();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.computedTokens = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.reusedTokens = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.forwards = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.modelMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ForwardStats {
+    return {
+      computedTokens: isSet(object.computedTokens)
+        ? globalThis.Number(object.computedTokens)
+        : isSet(object.computed_tokens)
+        ? globalThis.Number(object.computed_tokens)
+        : 0,
+      reusedTokens: isSet(object.reusedTokens)
+        ? globalThis.Number(object.reusedTokens)
+        : isSet(object.reused_tokens)
+        ? globalThis.Number(object.reused_tokens)
+        : 0,
+      forwards: isSet(object.forwards) ? globalThis.Number(object.forwards) : 0,
+      modelMs: isSet(object.modelMs)
+        ? globalThis.Number(object.modelMs)
+        : isSet(object.model_ms)
+        ? globalThis.Number(object.model_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: ForwardStats): unknown {
+    const obj: any = {};
+    if (message.computedTokens !== 0) {
+      obj.computedTokens = Math.round(message.computedTokens);
+    }
+    if (message.reusedTokens !== 0) {
+      obj.reusedTokens = Math.round(message.reusedTokens);
+    }
+    if (message.forwards !== 0) {
+      obj.forwards = Math.round(message.forwards);
+    }
+    if (message.modelMs !== 0) {
+      obj.modelMs = floatToJson(message.modelMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ForwardStats>, I>>(base?: I): ForwardStats {
+    return ForwardStats.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ForwardStats>, I>>(object: I): ForwardStats {
+    const message = createBaseForwardStats();
+    message.computedTokens = object.computedTokens ?? 0;
+    message.reusedTokens = object.reusedTokens ?? 0;
+    message.forwards = object.forwards ?? 0;
+    message.modelMs = object.modelMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseModelInfo(): ModelInfo {
+  return { name: "", backend: "", vocabSize: 0, contextLength: 0, eosTokenId: undefined, maxTokensPerCall: 0 };
+}
+
+export const ModelInfo: MessageFns<ModelInfo> = {
+  encode(message: ModelInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.backend !== "") {
+      writer.uint32(18).string(message.backend);
+    }
+    if (message.vocabSize !== 0) {
+      writer.uint32(24).int32(message.vocabSize);
+    }
+    if (message.contextLength !== 0) {
+      writer.uint32(32).int32(message.contextLength);
+    }
+    if (message.eosTokenId !== undefined) {
+      writer.uint32(40).int32(message.eosTokenId);
+    }
+    if (message.maxTokensPerCall !== 0) {
+      writer.uint32(48).int32(message.maxTokensPerCall);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.backend = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.vocabSize = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.contextLength = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.eosTokenId = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.maxTokensPerCall = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ModelInfo {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      backend: isSet(object.backend) ? globalThis.String(object.backend) : "",
+      vocabSize: isSet(object.vocabSize)
+        ? globalThis.Number(object.vocabSize)
+        : isSet(object.vocab_size)
+        ? globalThis.Number(object.vocab_size)
+        : 0,
+      contextLength: isSet(object.contextLength)
+        ? globalThis.Number(object.contextLength)
+        : isSet(object.context_length)
+        ? globalThis.Number(object.context_length)
+        : 0,
+      eosTokenId: isSet(object.eosTokenId)
+        ? globalThis.Number(object.eosTokenId)
+        : isSet(object.eos_token_id)
+        ? globalThis.Number(object.eos_token_id)
+        : undefined,
+      maxTokensPerCall: isSet(object.maxTokensPerCall)
+        ? globalThis.Number(object.maxTokensPerCall)
+        : isSet(object.max_tokens_per_call)
+        ? globalThis.Number(object.max_tokens_per_call)
+        : 0,
+    };
+  },
+
+  toJSON(message: ModelInfo): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.backend !== "") {
+      obj.backend = message.backend;
+    }
+    if (message.vocabSize !== 0) {
+      obj.vocabSize = Math.round(message.vocabSize);
+    }
+    if (message.contextLength !== 0) {
+      obj.contextLength = Math.round(message.contextLength);
+    }
+    if (message.eosTokenId !== undefined) {
+      obj.eosTokenId = Math.round(message.eosTokenId);
+    }
+    if (message.maxTokensPerCall !== 0) {
+      obj.maxTokensPerCall = Math.round(message.maxTokensPerCall);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ModelInfo>, I>>(base?: I): ModelInfo {
+    return ModelInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelInfo>, I>>(object: I): ModelInfo {
+    const message = createBaseModelInfo();
+    message.name = object.name ?? "";
+    message.backend = object.backend ?? "";
+    message.vocabSize = object.vocabSize ?? 0;
+    message.contextLength = object.contextLength ?? 0;
+    message.eosTokenId = object.eosTokenId ?? undefined;
+    message.maxTokensPerCall = object.maxTokensPerCall ?? 0;
+    return message;
+  },
+};
+
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
 }
@@ -283,6 +771,17 @@ type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

@@ -1,0 +1,8 @@
+export * from './backend';
+export * from './factory';
+export * from './onnx';
+export * from './serving';
+export { checkTokens, ModelLoadError, readDecoderConfig, type DecoderConfig } from './onnx-config';
+export * from './synthetic';
+export * from './tokenizer';
+export * from './wire';

@@ -1,0 +1,139 @@
+import { ensureDefaultModels, type ModelPairPaths } from '@dsi/modelgen';
+import { ModelInputError } from './backend';
+import { OnnxModel } from './onnx';
+import { testModelsDir } from './test-models';
+import { TextTokenizer } from './tokenizer';
+
+let pair: ModelPairPaths;
+let target: OnnxModel;
+let drafter: OnnxModel;
+
+beforeAll(async () => {
+  pair = await ensureDefaultModels(testModelsDir());
+  [target, drafter] = await Promise.all([OnnxModel.load(pair.target), OnnxModel.load(pair.drafter)]);
+});
+
+afterAll(async () => {
+  await Promise.all([target?.close(), drafter?.close()]);
+});
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
+  return max;
+}
+
+const tokens = Array.from('Speculation parallelism, provably faster.', (ch) => ch.charCodeAt(0));
+
+describe.each([
+  ['target', () => target],
+  ['drafter', () => drafter],
+])('the default %s on onnxruntime', (_name, model) => {
+  it('gives incremental cached logits equal to one full forward (within 1e-4)', async () => {
+    const full = await model().logits('', tokens, 0);
+    expect(full.rows).toBe(tokens.length);
+    expect(full.reusedTokens).toBe(0);
+    const vocab = model().info.vocabSize;
+    // Token by token, then in uneven chunks, through the request's KV cache.
+    for (const chunk of [1, 5]) {
+      const id = `incremental-${chunk}`;
+      for (let start = 0; start < tokens.length; start += chunk) {
+        const end = Math.min(start + chunk, tokens.length);
+        const step = await model().logits(id, tokens.slice(0, end), start);
+        expect(step.reusedTokens).toBe(start);
+        expect(step.computedTokens).toBe(end - start);
+        expect(maxAbsDiff(step.logits, full.logits.subarray(start * vocab, end * vocab))).toBeLessThan(1e-4);
+      }
+      await model().release(id);
+    }
+  });
+});
+
+describe('the KV cache', () => {
+  it('reuses the longest cached prefix, truncates on divergence, and stays correct', async () => {
+    const vocab = target.info.vocabSize;
+    const a = [...tokens, 65, 66, 67];
+    const b = [...tokens, 88, 89];
+    await target.logits('rollback', a, a.length - 1);
+    const diverged = await target.logits('rollback', b, tokens.length - 1);
+    expect(diverged.reusedTokens).toBe(tokens.length - 1);
+    expect(diverged.computedTokens).toBe(b.length - (tokens.length - 1));
+    const fresh = await target.logits('', b, tokens.length - 1);
+    expect(maxAbsDiff(diverged.logits, fresh.logits)).toBeLessThan(1e-4);
+    expect(fresh.logits.length).toBe(3 * vocab);
+    expect(await target.release('rollback')).toBe(true);
+    expect(await target.release('rollback')).toBe(false);
+  });
+
+  it('keeps at most the configured number of requests (least recently used dropped)', async () => {
+    const small = await OnnxModel.load(pair.drafter, { maxCachedRequests: 2 });
+    try {
+      for (const id of ['r1', 'r2', 'r3']) await small.logits(id, tokens, tokens.length - 1);
+      expect(await small.cacheStats()).toEqual({ requests: 2, tokens: 2 * tokens.length });
+      expect(await small.release('r1')).toBe(false);
+      expect(await small.release('r3')).toBe(true);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('drops a call aborted while queued, and the next call is still right', async () => {
+    const controller = new AbortController();
+    const long = Array.from({ length: 400 }, (_, i) => 32 + (i % 90));
+    const running = target.logits('', long, 0);
+    const queued = target.logits('abort-me', tokens, 0, controller.signal);
+    controller.abort(new Error('client went away'));
+    await expect(queued).rejects.toThrow('client went away');
+    await running;
+    const after = await target.logits('abort-me', tokens, 0);
+    expect(after.reusedTokens).toBe(0); // the aborted call never ran, so nothing was cached
+    const reference = await target.logits('', tokens, 0);
+    expect(maxAbsDiff(after.logits, reference.logits)).toBe(0);
+    await target.release('abort-me');
+  });
+
+  it('does not block the event loop during a forward', async () => {
+    const long = Array.from({ length: 600 }, (_, i) => 32 + ((i * 7) % 90));
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    let settled = false;
+    const forward = target.logits('', long, 0).then(() => (settled = true));
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    const ticksWhileRunning = ticks;
+    const stillRunning = !settled;
+    await forward;
+    clearInterval(timer);
+    // Timers fired while the forward was still in flight on its worker thread.
+    expect(stillRunning).toBe(true);
+    expect(ticksWhileRunning).toBeGreaterThan(0);
+  });
+});
+
+describe('input checks', () => {
+  it.each([
+    [[], 0, 'the token sequence is empty'],
+    [[1, 2, 999], 0, 'token 999 at position 2 is outside the vocabulary [0, 258]'],
+    [[1, -1], 0, 'token -1 at position 1 is outside the vocabulary'],
+    [[1, 2], 2, 'from=2 is outside [0, 1]'],
+  ])('rejects %j from %i', async (input, from, message) => {
+    const call = target.logits('', input, from);
+    await expect(call).rejects.toBeInstanceOf(ModelInputError);
+    await expect(call).rejects.toThrow(message);
+  });
+
+  it('rejects a sequence longer than the context', async () => {
+    const tooLong = new Array(target.info.contextLength + 1).fill(65);
+    await expect(target.logits('', tooLong, 0)).rejects.toThrow(`exceed the context length ${target.info.contextLength}`);
+  });
+});
+
+describe('the tokenizer', () => {
+  it('reads tokenizer.json with the Hugging Face library: text <-> bytes', () => {
+    const tokenizer = TextTokenizer.load(pair.target);
+    const text = 'Héllo, wörld! 🚀\n';
+    const ids = tokenizer.encode(text);
+    expect(ids).toEqual([...Buffer.from(text, 'utf8')]);
+    expect(tokenizer.decode(ids)).toBe(text);
+  });
+});

@@ -1,0 +1,96 @@
+import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { argmax } from '@dsi/core';
+import { ensureDefaultModels } from '@dsi/modelgen';
+import { ModelSlot, OnnxModel } from '@dsi/models';
+import { testModelsDir } from '@dsi/models/test-models';
+import { DraftRequest, DrafterServiceClient, VerificationRule, type DraftResponse } from '@dsi/proto';
+import { DsiServer } from '@dsi/rpc';
+import { drafterService } from './service';
+
+let model: OnnxModel;
+let server: DsiServer;
+let client: DrafterServiceClient;
+
+beforeAll(async () => {
+  const pair = await ensureDefaultModels(testModelsDir());
+  model = await OnnxModel.load(pair.drafter);
+  server = new DsiServer([drafterService(ModelSlot.of(model), { maxTokens: 16 })], { port: 0 });
+  await server.start();
+  server.markServing();
+  client = new DrafterServiceClient(server.address, credentials.createInsecure());
+});
+
+afterAll(async () => {
+  client.close();
+  await server.shutdown();
+  await model.close();
+});
+
+function draft(request: Partial<DraftRequest>): Promise<DraftResponse> {
+  return new Promise((resolve, reject) =>
+    client.draft(DraftRequest.fromPartial(request), (error, response) => (error ? reject(error) : resolve(response!))),
+  );
+}
+
+const prompt = Array.from('Once upon a time', (ch) => ch.charCodeAt(0));
+
+describe('DrafterService/Draft on the default ONNX drafter', () => {
+  it('drafts the model\'s own greedy continuation, one cached forward per token', async () => {
+    const response = await draft({ requestId: 'greedy', prefix: prompt, maxTokens: 6 });
+    const expected: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const forward = await model.logits('', [...prompt, ...expected], prompt.length + i - 1);
+      expected.push(argmax(forward.logits, 0, model.info.vocabSize));
+    }
+    expect(response.tokens).toEqual(expected);
+    expect(response.stats?.forwards).toBe(6);
+    expect(response.stats?.computedTokens).toBe(prompt.length + 5);
+    // The next call continues from the cache: only the new tokens are computed.
+    const next = await draft({ requestId: 'greedy', prefix: [...prompt, ...response.tokens], maxTokens: 2 });
+    expect(next.stats?.reusedTokens).toBeGreaterThanOrEqual(prompt.length + 5);
+  });
+
+  it('is reproducible under the seeded rule and differs across seeds', async () => {
+    const sampling = (seed: number) => ({ rule: VerificationRule.VERIFICATION_RULE_SEEDED, seed, temperature: 1.5 });
+    const a = await draft({ prefix: prompt, maxTokens: 12, sampling: sampling(1) });
+    const b = await draft({ prefix: prompt, maxTokens: 12, sampling: sampling(1) });
+    const c = await draft({ prefix: prompt, maxTokens: 12, sampling: sampling(2) });
+    expect(a.tokens).toEqual(b.tokens);
+    expect(a.tokens).not.toEqual(c.tokens);
+  });
+
+  it('returns one probability row per drafted token under the rejection rule', async () => {
+    const response = await draft({
+      prefix: prompt,
+      maxTokens: 4,
+      sampling: { rule: VerificationRule.VERIFICATION_RULE_REJECTION, seed: 5, temperature: 1 },
+      returnProbs: true,
+    });
+    const vocab = response.vocabSize;
+    expect(response.probs).toHaveLength(4 * vocab);
+    for (let row = 0; row < 4; row++) {
+      const sum = response.probs.slice(row * vocab, (row + 1) * vocab).reduce((s, p) => s + p, 0);
+      expect(sum).toBeCloseTo(1, 4);
+      expect(response.probs[row * vocab + response.tokens[row]]).toBeGreaterThan(0);
+    }
+  });
+
+  it.each([
+    [{ prefix: [], maxTokens: 1 }, 'prefix is empty'],
+    [{ prefix: [1], maxTokens: 0 }, 'max_tokens=0 is outside [1, 16]'],
+    [{ prefix: [1], maxTokens: 17 }, 'max_tokens=17 is outside [1, 16]'],
+    [{ prefix: [1, 259], maxTokens: 1 }, 'token 259 at position 1 is outside the vocabulary'],
+    [{ prefix: [1], maxTokens: 1, sampling: { rule: VerificationRule.VERIFICATION_RULE_REJECTION, temperature: 1 } }, 'seed'],
+  ])('answers %j with INVALID_ARGUMENT', async (request, message) => {
+    const error = (await draft(request).catch((e: ServiceError) => e)) as ServiceError;
+    expect(error.code).toBe(status.INVALID_ARGUMENT);
+    expect(error.details).toContain(message);
+  });
+
+  it('describes its model', async () => {
+    const info = await new Promise<{ model?: { vocabSize: number; maxTokensPerCall: number; backend: string } }>((resolve, reject) =>
+      client.getModelInfo({}, (error, response) => (error ? reject(error) : resolve(response!))),
+    );
+    expect(info.model).toMatchObject({ vocabSize: 259, maxTokensPerCall: 16, backend: 'onnx' });
+  });
+});

@@ -1,0 +1,47 @@
+import { TargetServiceService, type VerifyRequest, type VerifyResponse } from '@dsi/proto';
+import { verifyBlock } from '@dsi/core';
+import { invalidArgument, unary, type ServiceRegistration } from '@dsi/rpc';
+import { asInvalidArgument, replicaHandlers, requireCallShape, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/models';
+
+/** Limits of one target replica. */
+export interface TargetServiceOptions {
+  /** Largest block of drafts one Verify may carry. Default 64. */
+  maxBlock?: number;
+}
+
+/**
+ * The `dsi.v1.TargetService` registration over one model instance: Verify runs one forward over the
+ * tokens the request's KV cache lacks and applies the verification rule; a cancelled call stops
+ * queued work and never corrupts the cache.
+ */
+export function targetService(slot: ModelSlot, options: TargetServiceOptions = {}): ServiceRegistration {
+  const maxBlock = options.maxBlock ?? 64;
+  return {
+    name: 'dsi.v1.TargetService',
+    definition: TargetServiceService,
+    implementation: {
+      verify: unary<VerifyRequest, VerifyResponse>(async (request, { signal }) => {
+        const model = slot.get();
+        const vocab = model.info.vocabSize;
+        const { prefix, drafts } = request;
+        requireCallShape(prefix.length, 'block size', drafts.length, 0, maxBlock);
+        const params = samplingFromWire(request.sampling);
+        requireValidSampling(params);
+        let draftProbs: Float32Array | undefined;
+        if (params.rule === 'rejection') {
+          if (request.draftProbs.length !== drafts.length * vocab) {
+            throw invalidArgument(`draft_probs has ${request.draftProbs.length} values; the rejection rule needs drafts x vocab = ${drafts.length} x ${vocab}`);
+          }
+          draftProbs = Float32Array.from(request.draftProbs);
+        }
+        const tokens = [...prefix, ...drafts];
+        const forward = await model.logits(request.requestId, tokens, prefix.length - 1, signal).catch((error: unknown) => {
+          throw asInvalidArgument(error);
+        });
+        const verdict = verifyBlock({ targetLogits: forward.logits, vocab, drafts, start: prefix.length, params, draftProbs });
+        return { accepted: verdict.accepted, tokens: verdict.tokens, stats: statsToWire([forward]) };
+      }),
+      ...replicaHandlers(slot, maxBlock),
+    },
+  };
+}
