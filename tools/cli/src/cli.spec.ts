@@ -3,8 +3,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { testModelsDir } from '@dsi/models/test-models';
 
 const bin = path.resolve(__dirname, '../bin/dsi.js');
+// `dsi up` writes the built-in model pair on first start: keep the tests' copy out of the home folder.
+process.env.DSI_MODELS_DIR ??= testModelsDir();
 
 interface Run {
   code: number;

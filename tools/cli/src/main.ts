@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 import { benchCommand } from './commands/bench';
+import { estimateCommand } from './commands/estimate';
 import { heatmapCommand } from './commands/heatmap';
 import { modelsCommand } from './commands/models';
 import { serveCommand } from './commands/serve';
@@ -18,7 +19,7 @@ export function program(): Command {
     .version(version)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const command of [upCommand(), simulateCommand(), heatmapCommand(), serveCommand(), modelsCommand(), benchCommand()]) {
+  for (const command of [upCommand(), simulateCommand(), heatmapCommand(), serveCommand(), modelsCommand(), estimateCommand(), benchCommand()]) {
     dsi.addCommand(command.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   return dsi;

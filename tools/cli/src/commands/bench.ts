@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { DEFAULT_HEATMAP, HeatmapComputer, heatmapGrid, runHeatmap } from '@dsi/sim';
 import { fixed, numberOption } from '../options';
 import { startService } from '../stack';
@@ -80,29 +80,45 @@ export async function simulatorBench(runs: number, log: (line: string) => void):
 /** `dsi bench`: performance figures, printed as ratios measured side by side. */
 export function benchCommand(): Command {
   return new Command('bench')
-    .description('measure the simulator (heatmap cells per second, whole-command time) against the study')
+    .description('measure the simulator (heatmap cells per second) and the model services (serving overhead, Verify cost, synthetic latency)')
     .addOption(numberOption('--runs <n>', 'runs per figure; the median is reported').default(3))
+    .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models']).default('all'))
     .option('--json', 'print one JSON document on stdout')
-    .action(async (flags: { runs: number; json?: boolean }) => {
+    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models'; json?: boolean }) => {
       const log = (line: string) => {
         if (!flags.json) process.stderr.write(line + '\n');
       };
-      log(`simulator benchmarks (median of ${flags.runs} runs, ${os.availableParallelism()} cores):`);
-      const rows = await simulatorBench(flags.runs, log);
-      if (flags.json) {
-        process.stdout.write(JSON.stringify({ study_heatmap_seconds: STUDY_HEATMAP_SECONDS, simulator: rows }) + '\n');
-        return;
+      const doc: Record<string, unknown> = { study_heatmap_seconds: STUDY_HEATMAP_SECONDS };
+      const lines: string[] = [];
+      if (flags.suite !== 'models') {
+        log(`simulator benchmarks (median of ${flags.runs} runs, ${os.availableParallelism()} cores):`);
+        const rows = await simulatorBench(flags.runs, log);
+        doc.simulator = rows;
+        lines.push(
+          '',
+          `${'simulator'.padEnd(46)} ${'seconds'.padStart(8)} ${'cells/s'.padStart(9)} ${'vs study 95 s'.padStart(14)}`,
+          ...rows.map(
+            (r) =>
+              `${r.name.padEnd(46)} ${fixed(r.seconds, 3).padStart(8)} ${(r.cells_per_second ? Math.round(r.cells_per_second).toString() : '').padStart(9)} ${(r.vs_study ? `${fixed(r.vs_study, 0)}x` : '').padStart(14)}`,
+          ),
+          'vs study: the reference study took 95 s for this sweep on one core of this machine kind (its published figure).',
+        );
       }
-      const lines = [
-        '',
-        `${'benchmark'.padEnd(46)} ${'seconds'.padStart(8)} ${'cells/s'.padStart(9)} ${'vs study 95 s'.padStart(14)}`,
-        ...rows.map(
-          (r) =>
-            `${r.name.padEnd(46)} ${fixed(r.seconds, 3).padStart(8)} ${(r.cells_per_second ? Math.round(r.cells_per_second).toString() : '').padStart(9)} ${(r.vs_study ? `${fixed(r.vs_study, 0)}x` : '').padStart(14)}`,
-        ),
-        '',
-        'vs study: the reference study took 95 s for this sweep on one core of this machine kind (its published figure).',
-      ];
-      process.stdout.write(lines.join('\n') + '\n');
+      if (flags.suite !== 'sim') {
+        const runs = Math.max(flags.runs, 50);
+        log(`model service benchmarks (median of ${runs} calls, default ONNX pair, 1 onnxruntime thread):`);
+        const { modelBench } = await import('./bench-models');
+        const rows = await modelBench(runs, log);
+        doc.models = rows;
+        lines.push('', `${'model services'.padEnd(62)} ${'median ms'.padStart(10)}  notes`);
+        for (const row of rows) {
+          const notes = Object.entries(row)
+            .filter(([key]) => key !== 'name' && key !== 'median_ms')
+            .map(([key, value]) => `${key}=${typeof value === 'number' ? fixed(value, 3) : value}`)
+            .join(' ');
+          lines.push(`${row.name.padEnd(62)} ${fixed(row.median_ms, 3).padStart(10)}  ${notes}`);
+        }
+      }
+      process.stdout.write(flags.json ? JSON.stringify(doc) + '\n' : lines.join('\n') + '\n');
     });
 }

@@ -36,6 +36,11 @@ export async function up(flags: UpFlags): Promise<void> {
   };
   try {
     log('starting the local DSI stack...');
+    // The first start writes the built-in model pair (a few seconds, once); later starts find it.
+    const { ensureDefaultModels } = await import('@dsi/modelgen');
+    const { defaultModelsDir } = await import('../models-dir');
+    const models = await ensureDefaultModels(defaultModelsDir(env));
+    log(`models     ${models.root}`);
     services.push(await startService('simulator', ['--port', String(flags.simulatorPort)], { env, logs: flags.logs }));
     const [simulator] = services;
     const { waitForServing } = await import('@dsi/rpc');

@@ -1,0 +1,47 @@
+import { Command } from 'commander';
+import { UsageError } from '../errors';
+import { defaultModelsDir } from '../models-dir';
+import { fixed, numberOption } from '../options';
+
+interface AcceptanceFlags {
+  target?: string;
+  drafter?: string;
+  prompt?: string[];
+  tokens: number;
+  json?: boolean;
+}
+
+/** `dsi estimate acceptance`: a model pair's greedy acceptance rate, measured as the study did. */
+export function estimateCommand(): Command {
+  const estimate = new Command('estimate').description('measure a model pair: acceptance rate');
+  estimate
+    .command('acceptance')
+    .description('greedy acceptance rate of a drafter against a target (default: the built-in pair), the study estimator a = m/(1+m)')
+    .option('--target <dir>', 'target ONNX folder (Optimum layout)')
+    .option('--drafter <dir>', 'drafter ONNX folder (Optimum layout)')
+    .option('--prompt <text...>', 'prompts (default: the built-in ones)')
+    .addOption(numberOption('--tokens <n>', 'greedy tokens the target generates per prompt').default(64))
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (flags: AcceptanceFlags) => {
+      if (!Number.isInteger(flags.tokens) || flags.tokens < 2) throw new UsageError(`tokens=${flags.tokens} is below 2`);
+      if (Boolean(flags.target) !== Boolean(flags.drafter)) throw new UsageError('give both --target and --drafter, or neither');
+      const { ensureDefaultModels, measureAcceptance } = await import('@dsi/modelgen');
+      const { TextTokenizer } = await import('@dsi/models');
+      const pair = flags.target ? { target: flags.target, drafter: flags.drafter! } : await ensureDefaultModels(defaultModelsDir(process.env));
+      const tokenizer = TextTokenizer.load(pair.target);
+      const report = await measureAcceptance(pair.target, pair.drafter, {
+        prompts: flags.prompt,
+        maxNewTokens: flags.tokens,
+        encode: (text) => tokenizer.encode(text),
+      });
+      if (flags.json) {
+        process.stdout.write(JSON.stringify({ target: pair.target, drafter: pair.drafter, ...report }) + '\n');
+        return;
+      }
+      process.stdout.write(
+        `acceptance rate a = ${fixed(report.acceptanceRate, 3)} (mean run m = ${fixed(report.meanRunLength, 2)} over ${report.runs.length} closed runs)\n` +
+          `per-position agreement ${fixed(report.agreement, 3)} over ${report.positions} positions\n`,
+      );
+    });
+  return estimate;
+}
