@@ -12,6 +12,7 @@ const packages = {
   '@dsi/simulator-service': 'services/simulator',
   '@dsi/drafter-service': 'services/drafter',
   '@dsi/target-service': 'services/target',
+  '@dsi/orchestrator-service': 'services/orchestrator',
 };
 const moduleNameMapper = {};
 for (const [name, dir] of Object.entries(packages)) {

@@ -1,3 +1,6 @@
 /** @dsi/core: pure DSI logic (no I/O, no timers, no globals). */
 export * from './sampling';
 export * from './rules';
+export * from './ports';
+export * from './scheduler';
+export * from './virtual-clock';

@@ -6,4 +6,5 @@ export * from './gen/dsi/v1/common';
 export * from './gen/dsi/v1/simulator';
 export * from './gen/dsi/v1/drafter';
 export * from './gen/dsi/v1/target';
+export * from './gen/dsi/v1/orchestrator';
 export { FILE_DESCRIPTOR_SET_BASE64 } from './gen/descriptor-set';

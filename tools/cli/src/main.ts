@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { benchCommand } from './commands/bench';
 import { estimateCommand } from './commands/estimate';
+import { generateCommand } from './commands/generate';
 import { heatmapCommand } from './commands/heatmap';
 import { modelsCommand } from './commands/models';
 import { serveCommand } from './commands/serve';
@@ -19,7 +20,7 @@ export function program(): Command {
     .version(version)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const command of [upCommand(), simulateCommand(), heatmapCommand(), serveCommand(), modelsCommand(), estimateCommand(), benchCommand()]) {
+  for (const command of [upCommand(), generateCommand(), simulateCommand(), heatmapCommand(), serveCommand(), modelsCommand(), estimateCommand(), benchCommand()]) {
     dsi.addCommand(command.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   return dsi;

@@ -3,7 +3,7 @@
  * happen after telemetry starts in processes that trace.
  */
 import { credentials, status } from '@grpc/grpc-js';
-import { HeatmapRequest, SimulatorServiceClient } from '@dsi/proto';
+import { GenerateRequest, HeatmapRequest, OrchestratorServiceClient, SimulatorServiceClient, type GenerateResponse } from '@dsi/proto';
 import { callUnary, createChannelOptions, DsiError } from '@dsi/rpc';
 import type { HeatmapRow, HeatmapSpec, SimulationConfig, SimulationResult } from '@dsi/sim';
 import { configToWire, methodToWire, resultFromWire, rowFromWire } from '@dsi/simulator-service';
@@ -14,10 +14,14 @@ function client(address: string): SimulatorServiceClient {
 }
 
 /** A service's INVALID_ARGUMENT is the user's mistake (exit 2); anything else names the service. */
-function explain(address: string, reason: unknown): Error {
+export function explainService(service: string, address: string, reason: unknown): Error {
   const error = DsiError.from(reason);
   if (error.code === status.INVALID_ARGUMENT) return new UsageError(error.rawMessage);
-  return new Error(`simulator at ${address}: ${error.message}`, { cause: error });
+  return new Error(`${service} at ${address}: ${error.message}`, { cause: error });
+}
+
+function explain(address: string, reason: unknown): Error {
+  return explainService('simulator', address, reason);
 }
 
 /** Runs one simulation on the service at `address`. */
@@ -60,4 +64,17 @@ export async function heatmapRemote(
     simulator.close();
   }
   return rows.sort((x, y) => x.index - y.index);
+}
+
+/** Runs one generation on the orchestrator at `address`. */
+export async function generateRemote(address: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<GenerateResponse> {
+  const orchestrator = new OrchestratorServiceClient(address, credentials.createInsecure(), createChannelOptions());
+  try {
+    // Params in the proto JSON form (enum names), as grpcurl takes them.
+    return await callUnary(orchestrator, 'generate', GenerateRequest.fromJSON({ params }), { signal, deadlineMs: 600_000 });
+  } catch (error) {
+    throw explainService('orchestrator', address, error);
+  } finally {
+    orchestrator.close();
+  }
 }

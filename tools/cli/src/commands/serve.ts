@@ -6,7 +6,7 @@ import { choiceOption, numberOption } from '../options';
 import { defaultModelsDir } from '../models-dir';
 
 /** Services `dsi serve` can start, with their default ports. */
-export const SERVICES = { target: 50051, drafter: 50052, simulator: 50054 } as const;
+export const SERVICES = { orchestrator: 50050, target: 50051, drafter: 50052, simulator: 50054 } as const;
 export type ServiceName = keyof typeof SERVICES;
 
 /** Flags of `dsi serve` (every one also read from a `DSI_*` variable). */
@@ -25,6 +25,11 @@ export interface ServeFlags {
   idleTimeoutMs: number;
   maxTokensPerCall: number;
   syntheticSeed: number;
+  drafter?: string;
+  targets?: string;
+  targetsDns?: string;
+  tokenizer?: string;
+  maxNewTokensLimit: number;
   a: number;
   ttftMs: number;
   tpotMs: number;
@@ -65,6 +70,37 @@ export async function modelSpec(name: 'drafter' | 'target', flags: ServeFlags): 
 }
 
 /**
+ * The orchestrator's registration: the drafter, the target replicas (a list or a DNS name, health
+ * watched) and the tokenizer, from its flags.
+ */
+async function orchestratorRegistration(flags: ServeFlags, log: (line: string) => void, cleanups: (() => void)[]): Promise<ServiceRegistration> {
+  if (!flags.drafter) throw new UsageError('--drafter ADDRESS is required (env DSI_DRAFTER)');
+  if (!flags.targets === !flags.targetsDns) throw new UsageError('give exactly one of --targets ADDR,ADDR,... or --targets-dns NAME:PORT');
+  if (flags.targetsDns && !/^.+:\d+$/.test(flags.targetsDns)) throw new UsageError(`targets-dns=${flags.targetsDns} is not NAME:PORT`);
+  const { GrpcDrafter, ReplicaPool, orchestratorService } = await import('@dsi/orchestrator-service');
+  const { TextTokenizer, readDecoderConfig } = await import('@dsi/models');
+  let tokenizerDir = flags.tokenizer;
+  if (!tokenizerDir) {
+    const { ensureDefaultModels } = await import('@dsi/modelgen');
+    tokenizerDir = (await ensureDefaultModels(flags.modelsDir ?? defaultModelsDir(process.env))).target;
+  }
+  const tokenizer = TextTokenizer.load(tokenizerDir);
+  let eosTokenId: number | undefined;
+  try {
+    eosTokenId = readDecoderConfig(tokenizerDir).eosTokenId;
+  } catch {
+    eosTokenId = undefined; // a tokenizer-only folder: no end-of-sequence token known
+  }
+  const drafter = new GrpcDrafter(flags.drafter);
+  const source = flags.targets ? { addresses: flags.targets.split(',').map((a) => a.trim()).filter(Boolean) } : { dns: flags.targetsDns! };
+  const targets = new ReplicaPool(source, 1000, log);
+  await targets.start();
+  log(`targets: ${targets.healthy().length} of ${targets.all().length} healthy`);
+  cleanups.push(() => targets.stop(), () => drafter.close());
+  return orchestratorService({ drafter, targets, tokenizer, eosTokenId, maxNewTokensLimit: flags.maxNewTokensLimit });
+}
+
+/**
  * Starts one service: telemetry first (gRPC must load after it so the instrumentation patches it),
  * then the server (health NOT_SERVING), then the model and its warm-up forward, then SERVING; a
  * graceful drain on SIGTERM or SIGINT. Prints `NAME serving on HOST:PORT` on stdout when ready;
@@ -76,10 +112,13 @@ export async function serve(name: ServiceName, flags: ServeFlags): Promise<void>
   const { DsiServer } = await import('@dsi/rpc');
   const { ModelSlot, loadModel } = await import('@dsi/models');
   const slot = new ModelSlot();
+  const cleanups: (() => void)[] = [];
   let registration: ServiceRegistration;
   if (name === 'simulator') {
     const { simulatorService } = await import('@dsi/simulator-service');
     registration = simulatorService({ threads: flags.threads, tracer: telemetry.tracer });
+  } else if (name === 'orchestrator') {
+    registration = await orchestratorRegistration(flags, (line) => process.stderr.write(`${name}: ${line}\n`), cleanups);
   } else if (name === 'drafter') {
     const { drafterService } = await import('@dsi/drafter-service');
     registration = drafterService(slot, { maxTokens: flags.maxTokensPerCall });
@@ -87,7 +126,7 @@ export async function serve(name: ServiceName, flags: ServeFlags): Promise<void>
     const { targetService } = await import('@dsi/target-service');
     registration = targetService(slot, { maxBlock: flags.maxTokensPerCall });
   }
-  const spec = name === 'simulator' ? undefined : await modelSpec(name, flags);
+  const spec = name === 'simulator' || name === 'orchestrator' ? undefined : await modelSpec(name, flags);
   const server = new DsiServer([registration], {
     host: flags.host,
     port: flags.port ?? SERVICES[name],
@@ -105,6 +144,7 @@ export async function serve(name: ServiceName, flags: ServeFlags): Promise<void>
   });
   const cleanup = async () => {
     disposeSignals();
+    for (const fn of cleanups) fn();
     await slot.peek()?.close();
     await telemetry.shutdown();
   };
@@ -143,6 +183,11 @@ export function serveCommand(): Command {
     .addOption(numberOption('--max-cached-tokens <n>', 'tokens kept across all KV caches', 'DSI_MAX_CACHED_TOKENS').default(65_536))
     .addOption(numberOption('--idle-timeout-ms <ms>', 'drop a request\'s KV cache after this long unused', 'DSI_IDLE_TIMEOUT_MS').default(300_000))
     .addOption(numberOption('--max-tokens-per-call <n>', 'largest Draft n or Verify block', 'DSI_MAX_TOKENS_PER_CALL').default(64))
+    .addOption(new Option('--drafter <address>', 'orchestrator: the drafter service').env('DSI_DRAFTER'))
+    .addOption(new Option('--targets <addresses>', 'orchestrator: target replicas, comma-separated host:port').env('DSI_TARGETS'))
+    .addOption(new Option('--targets-dns <name:port>', 'orchestrator: a DNS name whose addresses are the replicas (a headless Service)').env('DSI_TARGETS_DNS'))
+    .addOption(new Option('--tokenizer <dir>', 'orchestrator: folder with the target\'s tokenizer.json (default: the built-in pair)').env('DSI_TOKENIZER'))
+    .addOption(numberOption('--max-new-tokens-limit <n>', 'orchestrator: largest max_new_tokens accepted', 'DSI_MAX_NEW_TOKENS_LIMIT').default(4096))
     .addOption(numberOption('--synthetic-seed <n>', 'synthetic backend: the oracle seed (drafter and target must agree)', 'DSI_SYNTHETIC_SEED').default(1))
     .addOption(numberOption('--a <rate>', 'synthetic drafter: probability it agrees with the target per position', 'DSI_A').default(0.8))
     .addOption(numberOption('--ttft-ms <ms>', 'synthetic: latency of a request\'s first forward', 'DSI_TTFT_MS').default(0))

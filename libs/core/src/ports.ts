@@ -1,0 +1,67 @@
+/**
+ * The ports through which the schedulers see the world (DESIGN.md, "one scheduler, two clocks"). The
+ * orchestrator implements them over gRPC with the real clock; the simulator's event mode implements
+ * them with simulated latencies on a {@link VirtualClock}. Every port call gets an AbortSignal: when the
+ * scheduler aborts it (a preemption, the end of the generation, the client going away), the port stops
+ * the work and rejects with the signal's reason.
+ */
+import type { SamplingParams } from './rules';
+
+/** Asks the drafter to extend `prefix` (prompt plus verified output plus drafts) by up to `maxTokens`. */
+export interface DraftCall {
+  /** Stable for the whole generation, so a drafter can keep one KV cache per request. */
+  requestId: string;
+  prefix: readonly number[];
+  maxTokens: number;
+  sampling: SamplingParams;
+  /** Set under the rejection rule, which needs the drafter's distribution q for every draft. */
+  returnProbs: boolean;
+}
+
+/** What a drafter proposes: at most `maxTokens` tokens (fewer is allowed, e.g. at the model's end). */
+export interface DraftResult {
+  tokens: number[];
+  /** tokens.length rows of vocab probabilities (row-major), present when `returnProbs` was set. */
+  probs?: Float32Array;
+}
+
+/** Asks a target replica to verify `drafts` (at absolute positions prefix.length, ...) after `prefix`. */
+export interface VerifyCall {
+  /** Stable for the whole generation: the replica keeps a KV cache per requestId. */
+  requestId: string;
+  prefix: readonly number[];
+  /** May be empty: then the replica performs one plain target step (the non-SI lane). */
+  drafts: readonly number[];
+  sampling: SamplingParams;
+  /** The drafter's q rows for exactly these drafts (drafts.length x vocab); rejection rule only. */
+  draftProbs?: Float32Array;
+}
+
+/** A replica's verdict: `accepted` drafts (a prefix of them) and then exactly one target token. */
+export interface VerifyResult {
+  accepted: number;
+  /** The accepted drafts followed by one target token (the correction, or the bonus token). */
+  tokens: number[];
+}
+
+/** The small model that guesses ahead. */
+export interface Drafter {
+  draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult>;
+}
+
+/** One target model instance (one GPU); at most one verification per replica runs at a time. */
+export interface TargetReplica {
+  /** Names the replica in events, traces and errors. */
+  readonly id: string;
+  verify(call: VerifyCall, signal: AbortSignal): Promise<VerifyResult>;
+}
+
+/**
+ * Time as the scheduler sees it: milliseconds on the real clock in the orchestrator, virtual ms in
+ * tests and in the simulator. `sleep` rejects with the signal's reason when the signal aborts, and then
+ * leaves no timer behind.
+ */
+export interface Clock {
+  now(): number;
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}

@@ -1,0 +1,901 @@
+/**
+ * The one scheduler behind non-SI, SI and DSI (DESIGN.md, "The DSI scheduler (per request)"). The three
+ * modes are the same state machine with different limits:
+ *
+ * | mode    | lookahead | parallel verifications | drafting while verifying | the lane waits for drafts |
+ * |---------|-----------|------------------------|--------------------------|---------------------------|
+ * | `nonsi` | 0         | 1                      | -                        | -                         |
+ * | `si`    | k         | 1                      | no                       | yes (one drafter call)    |
+ * | `dsi`   | k         | every replica          | yes                      | no                        |
+ *
+ * State: `verified` (prompt plus committed output, V), `drafts` (D, the drafts after V), `epoch`, and
+ * `blocks`: the dispatched verification blocks of the current epoch, contiguous and in position order.
+ *
+ * - Drafting: at most one drafter call in flight, of up to k tokens after V ++ D. D is kept within
+ *   (replicas + 1) * k drafts of V (k for SI) and never runs past the last position worth drafting.
+ * - Blocks: a block starts where the last dispatched block ends (or at the end of V when none is
+ *   dispatched) and is complete when it holds k drafts (or the drafts up to the last useful position).
+ *   A complete block goes to an idle replica; at most one task per replica.
+ * - The lane: when no dispatched block covers the end of V, one is dispatched at once with the drafts
+ *   available, even none (SI first waits for its one drafter call). So a verification whose block
+ *   covers the end of V is always running: with a verification latency that does not grow with the
+ *   block (the paper's assumption), DSI commits at least one token per target latency.
+ * - Commits, strictly in block order. A block's accepted drafts join V, then the target's token:
+ *   - a rejected draft (accepted < size): the target's token joins V, D is cleared, and every later
+ *     block and the drafter call are cancelled (if any was in flight, that is a preemption: the epoch
+ *     increases);
+ *   - all accepted: the target's (bonus) token joins V too. If D holds a draft at that position and it
+ *     differs, that is a rejection as above; if it agrees, it is verified and speculation goes on: the
+ *     next block, which starts at that position, overlaps V by one token, and its first draft is
+ *     already known to be right. Committing that block adds its tokens after the overlap.
+ * - An overlapping block whose verdict contradicts the overlapping token (a non-deterministic replica,
+ *   or under the rejection rule an independent rejection of a draft the bonus token confirmed) commits
+ *   nothing: speculation restarts from V. Under the greedy and seeded rules with deterministic
+ *   replicas this never happens, so the output is the target's, identical in every mode. Under the
+ *   rejection rule every committed token is still an exact sample (which verdict is used never
+ *   depends on the randomness of the position it decides), but such a restart costs a forward, so
+ *   "never slower than non-SI" holds for greedy and seeded and only nearly for rejection sampling.
+ * - Failures: a failed Verify call puts its block back to wait for an idle replica (the one with the
+ *   fewest consecutive failures; the failed one may be retried); 3 x replicas consecutive failures
+ *   fail the generation. A failed, timed-out or empty drafter call pauses drafting until the next
+ *   commit; the lane keeps generation going meanwhile, as non-SI.
+ * - Cancellation: the scheduler forgets a port call the moment it aborts its signal (a port that
+ *   ignores the abort cannot hold a replica or the drafter); late results are ignored.
+ */
+import type { Clock, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from './ports';
+import { SamplingParams, validateSamplingParams } from './rules';
+
+/** The decoding algorithm: target only, classic speculative inference, or distributed SI. */
+export type Mode = 'nonsi' | 'si' | 'dsi';
+
+/** Every mode, in the wire enum's order. */
+export const MODES: readonly Mode[] = ['nonsi', 'si', 'dsi'];
+
+/** The largest lookahead (drafts per verification) a request may ask for. */
+export const MAX_LOOKAHEAD = 64;
+
+/** What to generate and how; checked by {@link validateGenerateConfig}. */
+export interface GenerateConfig {
+  /** Stable id of this generation: the replicas key their KV caches by it. */
+  requestId: string;
+  mode: Mode;
+  prompt: readonly number[];
+  /** Output tokens at most (the output is truncated exactly there). */
+  maxNewTokens: number;
+  /** k, drafts per verification, in [1, {@link MAX_LOOKAHEAD}] for si and dsi; ignored by nonsi. */
+  lookahead: number;
+  sampling: SamplingParams;
+  /** The end-of-sequence token: generation stops after it (it is part of the output). */
+  eosTokenId?: number;
+  /** Generation stops when the output ends with one of these; the stop sequence is not returned. */
+  stopSequences?: readonly (readonly number[])[];
+  /** When known: prompt tokens are checked against it, and draft probability rows must have this width. */
+  vocabSize?: number;
+}
+
+/**
+ * Per-request figures. A draft is *judged* when the position it was proposed for is committed while
+ * the draft is still in D: the target's token there either agrees with it (accepted) or not.
+ */
+export interface GenerationMetrics {
+  /** Draft tokens the drafter returned, including drafts later discarded (stale or preempted). */
+  drafted: number;
+  /** Drafts that became output tokens: accepted by a verification, or equal to a bonus token. */
+  accepted: number;
+  /** accepted / judged drafts, in [0, 1]; 0 when no draft was judged (e.g. nonsi). */
+  acceptanceRate: number;
+  /** Tokens committed per verification that committed any, in [1, k + 1]; 0 when none committed. */
+  meanAcceptedLength: number;
+  /** Verify calls that ran on a replica: started minus failed (cancelled ones included). */
+  targetForwards: number;
+  /** Rejections that cancelled in-flight work (a drafter call or a later block); each bumps the epoch. */
+  preemptions: number;
+  /** Drafter calls started. */
+  draftCalls: number;
+  /** Verify calls started, including re-dispatches of failed ones. */
+  verifyCalls: number;
+  /** Verify calls aborted before their result was used: by preemptions and at the end of generation. */
+  cancelledVerifications: number;
+  /** From the call to the first committed token. */
+  ttftMs: number;
+  /** (wallMs - ttftMs) / (output tokens - 1); 0 with fewer than two output tokens. */
+  tpotMs: number;
+  /** From the call to the result. */
+  wallMs: number;
+}
+
+/** Why generation stopped. */
+export type FinishReason = 'length' | 'eos' | 'stop';
+
+/** A finished generation. */
+export interface GenerationResult {
+  /**
+   * Generated tokens only (no prompt), at most maxNewTokens; includes the end-of-sequence token when
+   * it ended generation, and excludes the stop sequence when one did (as most servers do).
+   */
+  tokens: number[];
+  finishReason: FinishReason;
+  metrics: GenerationMetrics;
+}
+
+/** Observability hooks (tracing); all optional, called synchronously. A hook that throws fails the run. */
+export interface SchedulerEvents {
+  draftStart?(e: { epoch: number; prefixLength: number; maxTokens: number }): void;
+  /**
+   * `used`: appended to D; `stale`: arrived for a prefix that is no longer current; `failed` (with the
+   * error) includes timeouts and malformed results; `cancelled`: aborted by the scheduler.
+   */
+  draftEnd?(e: { epoch: number; tokens: number; outcome: 'used' | 'stale' | 'failed' | 'cancelled'; error?: unknown }): void;
+  /** `start`: absolute position of the block's first draft; `block` is stable across re-dispatches. */
+  verifyStart?(e: { replica: string; block: number; epoch: number; start: number; size: number }): void;
+  /**
+   * `committed`: the result was committed (accepted says how many drafts); `rejected`: the result
+   * arrived but was discarded, because an earlier block's rejection invalidated its prefix or its
+   * verdict contradicted verified tokens; `cancelled`: aborted, or no longer needed at the end;
+   * `failed`: the replica call failed or returned a malformed result (`error` says how; the block is
+   * re-dispatched).
+   */
+  verifyEnd?(e: { replica: string; block: number; epoch: number; accepted: number; outcome: 'committed' | 'rejected' | 'cancelled' | 'failed'; error?: unknown }): void;
+  /** Tokens just appended to V; verifiedLength counts the prompt; at is clock time. */
+  commit?(e: { tokens: number[]; verifiedLength: number; at: number }): void;
+  /** A rejection cancelled in-flight work; `epoch` is the new epoch, `position` the rejected position. */
+  preempt?(e: { epoch: number; position: number }): void;
+}
+
+/** What the scheduler talks to. */
+export interface SchedulerPorts {
+  drafter: Drafter;
+  targets: readonly TargetReplica[];
+  clock: Clock;
+}
+
+/** Per-call options of {@link generate}. */
+export interface GenerateOptions {
+  /** The client's cancellation: everything in flight is aborted and generate rejects with its reason. */
+  signal?: AbortSignal;
+  /**
+   * Newly verified output tokens, in order. Tokens that may still turn out to be the start of a stop
+   * sequence are held back, so the concatenation of all calls equals the result's tokens.
+   */
+  onTokens?: (tokens: number[]) => void;
+  events?: SchedulerEvents;
+  /** Aborts a drafter call that takes longer (a hanging drafter); drafting resumes after the next commit. */
+  draftTimeoutMs?: number;
+}
+
+/** Thrown by {@link generate} for a configuration {@link validateGenerateConfig} rejects (a caller's mistake). */
+export class InvalidGenerateConfigError extends RangeError {
+  override readonly name = 'InvalidGenerateConfigError';
+}
+
+/** Thrown by {@link generate} when every target replica keeps failing; `cause` is the last failure. */
+export class TargetsUnavailableError extends Error {
+  override readonly name = 'TargetsUnavailableError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The reason of the signal the scheduler aborts when it no longer needs a port call's work. */
+export class WorkCancelledError extends Error {
+  /** The conventional name, so RPC layers map it to CANCELLED. */
+  override readonly name = 'AbortError';
+}
+
+/** The reason of a drafter call's signal when {@link GenerateOptions.draftTimeoutMs} expires. */
+export class DraftTimeoutError extends Error {
+  override readonly name = 'TimeoutError';
+}
+
+/**
+ * Checks a request before any model work. Returns a one-line message naming the first bad field, or
+ * undefined. Pass `targetCount` (the replicas available) to check that there is at least one.
+ */
+export function validateGenerateConfig(config: GenerateConfig, targetCount?: number): string | undefined {
+  const { requestId, mode, prompt, maxNewTokens, lookahead, sampling, eosTokenId, stopSequences, vocabSize } = config;
+  if (typeof requestId !== 'string' || requestId.length === 0) return 'requestId must be a non-empty string';
+  if (!MODES.includes(mode)) return `mode must be one of ${MODES.join(', ')}, got ${JSON.stringify(mode)}`;
+  if (vocabSize !== undefined && !(Number.isSafeInteger(vocabSize) && vocabSize >= 1)) {
+    return `vocabSize must be a positive integer, got ${vocabSize}`;
+  }
+  if (!Array.isArray(prompt) || prompt.length === 0) return 'prompt must hold at least one token';
+  const badPromptToken = prompt.find((token) => !isToken(token, vocabSize));
+  if (badPromptToken !== undefined) return `prompt token ${badPromptToken} is not a token id${vocabRange(vocabSize)}`;
+  if (!(Number.isSafeInteger(maxNewTokens) && maxNewTokens >= 1)) return `maxNewTokens must be an integer >= 1, got ${maxNewTokens}`;
+  if (mode !== 'nonsi' && !(Number.isInteger(lookahead) && lookahead >= 1 && lookahead <= MAX_LOOKAHEAD)) {
+    return `lookahead must be an integer in [1, ${MAX_LOOKAHEAD}] for mode ${mode}, got ${lookahead}`;
+  }
+  if (typeof sampling !== 'object' || sampling === null) return 'sampling is required';
+  const samplingProblem = validateSamplingParams(sampling);
+  if (samplingProblem) return `sampling: ${samplingProblem}`;
+  if (eosTokenId !== undefined && !isToken(eosTokenId, vocabSize)) return `eosTokenId ${eosTokenId} is not a token id${vocabRange(vocabSize)}`;
+  if (stopSequences !== undefined) {
+    if (!Array.isArray(stopSequences)) return 'stopSequences must be a list of token sequences';
+    for (let i = 0; i < stopSequences.length; i++) {
+      const sequence = stopSequences[i];
+      if (!Array.isArray(sequence) || sequence.length === 0) return `stopSequences[${i}] must hold at least one token`;
+      const bad = sequence.find((token) => !isToken(token, vocabSize));
+      if (bad !== undefined) return `stopSequences[${i}] token ${bad} is not a token id${vocabRange(vocabSize)}`;
+    }
+  }
+  if (targetCount !== undefined && !(targetCount >= 1)) return 'at least one target replica is required';
+  return undefined;
+}
+
+function isToken(token: unknown, vocabSize: number | undefined): boolean {
+  return typeof token === 'number' && Number.isSafeInteger(token) && token >= 0 && (vocabSize === undefined || token < vocabSize);
+}
+
+function vocabRange(vocabSize: number | undefined): string {
+  return vocabSize === undefined ? ' (an integer >= 0)' : ` in [0, ${vocabSize})`;
+}
+
+/**
+ * Generates with the configured mode over the given ports and resolves with the target's output and
+ * the request's metrics. Rejects with an {@link InvalidGenerateConfigError} for a bad configuration,
+ * with the signal's reason when the client aborts, and with a {@link TargetsUnavailableError} when the
+ * replicas fail 3 x replicas times in a row. On every outcome nothing is left in flight: every port
+ * call the scheduler no longer needs has had its signal aborted.
+ */
+export async function generate(config: GenerateConfig, ports: SchedulerPorts, options: GenerateOptions = {}): Promise<GenerationResult> {
+  const problem = validateGenerateConfig(config, ports.targets.length);
+  if (problem) throw new InvalidGenerateConfigError(problem);
+  const { draftTimeoutMs } = options;
+  if (draftTimeoutMs !== undefined && !(draftTimeoutMs > 0 && Number.isFinite(draftTimeoutMs))) {
+    throw new InvalidGenerateConfigError(`draftTimeoutMs must be a positive number, got ${draftTimeoutMs}`);
+  }
+  if (options.signal?.aborted) throw options.signal.reason;
+  return new Promise<GenerationResult>((resolve, reject) => {
+    new GenerationRun(config, ports, options, resolve, reject).start();
+  });
+}
+
+/** The limits that make one state machine behave as non-SI, SI or DSI. */
+interface ModeLimits {
+  /** k; 0 disables drafting (non-SI). */
+  lookahead: number;
+  maxParallelVerifications: number;
+  draftWhileVerifying: boolean;
+  /** SI: the lane waits for the drafter call instead of verifying whatever drafts exist. */
+  laneWaitsForDrafts: boolean;
+  /** Most drafts kept beyond V. */
+  draftHorizon: number;
+}
+
+function modeLimits(config: GenerateConfig, replicas: number): ModeLimits {
+  const k = config.lookahead;
+  switch (config.mode) {
+    case 'nonsi':
+      return { lookahead: 0, maxParallelVerifications: 1, draftWhileVerifying: false, laneWaitsForDrafts: false, draftHorizon: 0 };
+    case 'si':
+      return { lookahead: k, maxParallelVerifications: 1, draftWhileVerifying: false, laneWaitsForDrafts: true, draftHorizon: k };
+    case 'dsi':
+      return { lookahead: k, maxParallelVerifications: replicas, draftWhileVerifying: true, laneWaitsForDrafts: false, draftHorizon: (replicas + 1) * k };
+  }
+}
+
+interface DraftTask {
+  epoch: number;
+  /** Length of V ++ D when the call started: the absolute position of the first token it returns. */
+  prefixLength: number;
+  maxTokens: number;
+  controller: AbortController;
+  /** Cancels the draftTimeoutMs sleep. */
+  timeout?: AbortController;
+}
+
+interface Block {
+  id: number;
+  epoch: number;
+  /** Absolute position of drafts[0]. */
+  start: number;
+  drafts: number[];
+  /** q rows of the drafts (rejection rule). */
+  draftProbs?: Float32Array;
+  /** waiting: needs a replica (new, or its replica failed); verifying: in flight; done: awaits its commit. */
+  state: 'waiting' | 'verifying' | 'done';
+  /** The replica it was last dispatched to. */
+  replica?: string;
+  call?: VerifyTask;
+  result?: VerifyResult;
+}
+
+interface VerifyTask {
+  block: Block;
+  slot: ReplicaSlot;
+  controller: AbortController;
+}
+
+interface ReplicaSlot {
+  target: TargetReplica;
+  task?: VerifyTask;
+  /** Consecutive failures of this replica: idle replicas that failed least are preferred. */
+  failures: number;
+}
+
+/** How many consecutive failed Verify calls, per replica, make the generation give up. */
+const FAILURES_PER_REPLICA = 3;
+
+class GenerationRun {
+  private readonly clock: Clock;
+  private readonly limits: ModeLimits;
+  private readonly replicas: ReplicaSlot[];
+  private readonly promptLength: number;
+  /** The last absolute position worth drafting, plus one: the target supplies the final token. */
+  private readonly draftLimit: number;
+  private readonly returnProbs: boolean;
+  private readonly startedAt: number;
+
+  /** V: prompt plus committed output. */
+  private readonly verified: number[];
+  /** D: drafts at positions verified.length, verified.length + 1, ... */
+  private drafts: number[] = [];
+  private draftRows: (Float32Array | undefined)[] = [];
+  private epoch = 0;
+  private blocks: Block[] = [];
+  private nextBlockId = 0;
+  private draftTask?: DraftTask;
+  /** Set when a drafter call failed or returned nothing: drafting resumes after the next commit. */
+  private drafterResting = false;
+  private vocab?: number;
+
+  private consecutiveFailures = 0;
+  private finished = false;
+  private streamed = 0;
+  private readonly abortListener?: () => void;
+
+  // Metrics.
+  private drafted = 0;
+  private acceptedDrafts = 0;
+  private judgedDrafts = 0;
+  private committedTokens = 0;
+  private committingVerifications = 0;
+  private draftCalls = 0;
+  private verifyCalls = 0;
+  private failedVerifications = 0;
+  private cancelledVerifications = 0;
+  private preemptions = 0;
+  private firstCommitAt?: number;
+
+  constructor(
+    private readonly config: GenerateConfig,
+    private readonly ports: SchedulerPorts,
+    private readonly options: GenerateOptions,
+    private readonly resolve: (result: GenerationResult) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {
+    this.clock = ports.clock;
+    this.limits = modeLimits(config, ports.targets.length);
+    this.replicas = ports.targets.map((target) => ({ target, failures: 0 }));
+    this.verified = [...config.prompt];
+    this.promptLength = config.prompt.length;
+    this.draftLimit = this.promptLength + config.maxNewTokens - 1;
+    this.returnProbs = config.sampling.rule === 'rejection';
+    this.vocab = config.vocabSize;
+    this.startedAt = this.clock.now();
+    const { signal } = options;
+    if (signal) {
+      this.abortListener = () => this.fail(signal.reason);
+      signal.addEventListener('abort', this.abortListener, { once: true });
+    }
+  }
+
+  start(): void {
+    this.guard(() => this.pump());
+  }
+
+  // ---------------------------------------------------------------- dispatch
+
+  /** Makes every decision the current state allows: dispatch verifications, start drafting. */
+  private pump(): void {
+    if (this.finished) return;
+    for (const block of this.blocks) {
+      if (block.state === 'waiting') {
+        const slot = this.idleReplica();
+        if (!slot) break;
+        this.dispatch(block, slot);
+      }
+    }
+    if (this.blocks.length === 0) this.dispatchLane();
+    this.dispatchCompleteBlocks();
+    if (this.canStartDraft()) this.startDraft();
+  }
+
+  private get verifiedEnd(): number {
+    return this.verified.length;
+  }
+
+  /** End (exclusive) of V ++ D. */
+  private get draftedEnd(): number {
+    return this.verified.length + this.drafts.length;
+  }
+
+  /** Drafts at or after this position are not worth having: past the last useful position or an eos draft. */
+  private draftEnd(): number {
+    const { eosTokenId } = this.config;
+    const eosIndex = eosTokenId === undefined ? -1 : this.drafts.indexOf(eosTokenId);
+    return eosIndex < 0 ? this.draftLimit : Math.min(this.draftLimit, this.verifiedEnd + eosIndex + 1);
+  }
+
+  private draftRoom(): number {
+    return Math.min(this.limits.lookahead, this.limits.draftHorizon - this.drafts.length, this.draftEnd() - this.draftedEnd);
+  }
+
+  private canStartDraft(): boolean {
+    if (this.limits.lookahead === 0 || this.drafterResting || this.draftTask) return false;
+    if (!this.limits.draftWhileVerifying && this.blocks.length > 0) return false;
+    return this.draftRoom() > 0;
+  }
+
+  /** No dispatched block covers the end of V: dispatch one now (SI: once its drafter call is done). */
+  private dispatchLane(): void {
+    if (this.limits.laneWaitsForDrafts && (this.draftTask || (this.drafts.length === 0 && this.canStartDraft()))) return;
+    const slot = this.idleReplica();
+    if (!slot) return;
+    const size = Math.max(0, Math.min(this.limits.lookahead, this.drafts.length, this.draftEnd() - this.verifiedEnd));
+    this.dispatch(this.newBlock(this.verifiedEnd, size), slot);
+  }
+
+  private dispatchCompleteBlocks(): void {
+    for (;;) {
+      const last = this.blocks[this.blocks.length - 1];
+      if (!last) return;
+      const start = last.start + last.drafts.length;
+      const available = this.draftedEnd - start;
+      const complete = available >= this.limits.lookahead || (available > 0 && this.draftedEnd >= this.draftEnd());
+      if (this.limits.lookahead === 0 || !complete) return;
+      const slot = this.idleReplica();
+      if (!slot) return;
+      this.dispatch(this.newBlock(start, Math.min(this.limits.lookahead, available)), slot);
+    }
+  }
+
+  private newBlock(start: number, size: number): Block {
+    const from = start - this.verifiedEnd;
+    const block: Block = { id: this.nextBlockId++, epoch: this.epoch, start, drafts: this.drafts.slice(from, from + size), state: 'waiting' };
+    if (this.returnProbs) block.draftProbs = concatRows(this.draftRows.slice(from, from + size), this.vocab ?? 0);
+    this.blocks.push(block);
+    return block;
+  }
+
+  /** The idle replica with the fewest consecutive failures (ties: the first), or none at the mode's limit. */
+  private idleReplica(): ReplicaSlot | undefined {
+    let busy = 0;
+    let best: ReplicaSlot | undefined;
+    for (const slot of this.replicas) {
+      if (slot.task) busy++;
+      else if (!best || slot.failures < best.failures) best = slot;
+    }
+    return busy < this.limits.maxParallelVerifications ? best : undefined;
+  }
+
+  private dispatch(block: Block, slot: ReplicaSlot): void {
+    const task: VerifyTask = { block, slot, controller: new AbortController() };
+    block.state = 'verifying';
+    block.call = task;
+    block.replica = slot.target.id;
+    slot.task = task;
+    this.verifyCalls++;
+    const call: VerifyCall = {
+      requestId: this.config.requestId,
+      prefix: this.sequence(block.start),
+      drafts: block.drafts,
+      sampling: this.config.sampling,
+    };
+    if (block.draftProbs) call.draftProbs = block.draftProbs;
+    this.emit('verifyStart', { replica: slot.target.id, block: block.id, epoch: block.epoch, start: block.start, size: block.drafts.length });
+    invoke(() => slot.target.verify(call, task.controller.signal)).then(
+      (result) => this.guard(() => this.onVerified(task, result)),
+      (error: unknown) => this.guard(() => this.onVerifyFailed(task, error)),
+    );
+  }
+
+  /** V ++ D up to (not including) absolute position `end`. */
+  private sequence(end: number): number[] {
+    if (end <= this.verifiedEnd) return this.verified.slice(0, end);
+    return this.verified.concat(this.drafts.slice(0, end - this.verifiedEnd));
+  }
+
+  // ---------------------------------------------------------------- verification results
+
+  private onVerified(task: VerifyTask, result: VerifyResult): void {
+    const { block, slot } = task;
+    if (slot.task !== task) return; // cancelled: its result no longer matters
+    const problem = malformedVerifyResult(result, block.drafts, this.config.vocabSize);
+    if (problem) {
+      this.onVerifyFailed(task, new Error(`replica ${slot.target.id} returned a malformed result: ${problem}`));
+      return;
+    }
+    slot.task = undefined;
+    slot.failures = 0;
+    this.consecutiveFailures = 0;
+    block.call = undefined;
+    block.state = 'done';
+    block.result = result;
+    while (!this.finished && this.blocks.length > 0 && this.blocks[0].state === 'done') {
+      this.commitBlock(this.blocks.shift() as Block);
+    }
+    this.pump();
+  }
+
+  private onVerifyFailed(task: VerifyTask, error: unknown): void {
+    const { block, slot } = task;
+    if (slot.task !== task) return;
+    slot.task = undefined;
+    slot.failures++;
+    block.call = undefined;
+    block.state = 'waiting';
+    this.failedVerifications++;
+    this.consecutiveFailures++;
+    this.emit('verifyEnd', { replica: slot.target.id, block: block.id, epoch: block.epoch, accepted: 0, outcome: 'failed', error });
+    const limit = FAILURES_PER_REPLICA * this.replicas.length;
+    if (this.consecutiveFailures >= limit) {
+      const message = `target replicas failed ${this.consecutiveFailures} times in a row; last: replica ${slot.target.id}: ${errorMessage(error)}`;
+      this.fail(new TargetsUnavailableError(message, { cause: error }));
+      return;
+    }
+    this.pump();
+  }
+
+  /** Commits the head block's result (see the module comment). */
+  private commitBlock(block: Block): void {
+    const result = block.result as VerifyResult;
+    const size = block.drafts.length;
+    const overlap = this.verifiedEnd - block.start;
+    const replica = block.replica ?? '';
+    if (overlap > result.accepted) {
+      // The verdict contradicts a token V already holds: nothing to commit; restart from V.
+      this.emit('verifyEnd', { replica, block: block.id, epoch: block.epoch, accepted: result.accepted, outcome: 'rejected' });
+      this.discardSpeculation(this.verifiedEnd);
+      return;
+    }
+    this.emit('verifyEnd', { replica, block: block.id, epoch: block.epoch, accepted: result.accepted, outcome: 'committed' });
+    this.committingVerifications++;
+    const appended: number[] = [];
+    let finish: FinishReason | undefined;
+    // Accepted drafts after the overlap: D's front moves into V.
+    for (let i = overlap; i < result.accepted && !finish; i++) {
+      this.shiftDraft();
+      this.judgedDrafts++;
+      this.acceptedDrafts++;
+      finish = this.append(result.tokens[i], appended);
+    }
+    let rejectedAt: number | undefined;
+    if (!finish) {
+      const truth = result.tokens[result.accepted];
+      const position = this.verifiedEnd;
+      if (result.accepted < size) {
+        this.judgedDrafts++;
+        rejectedAt = position;
+      } else if (this.drafts.length > 0) {
+        this.judgedDrafts++;
+        if (this.drafts[0] === truth) {
+          this.acceptedDrafts++; // the bonus token confirms the next draft: speculation continues
+          this.shiftDraft();
+        } else {
+          rejectedAt = position;
+        }
+      }
+      finish = this.append(truth, appended);
+    }
+    this.committedTokens += appended.length;
+    this.afterCommit(appended, finish);
+    if (finish) {
+      this.finish(finish);
+      return;
+    }
+    if (rejectedAt !== undefined) this.discardSpeculation(rejectedAt);
+    else this.cancelOutrunDraft();
+  }
+
+  private shiftDraft(): void {
+    this.drafts.shift();
+    this.draftRows.shift();
+  }
+
+  /** Appends one verified token; returns why generation ends with it, if it does. */
+  private append(token: number, appended: number[]): FinishReason | undefined {
+    this.verified.push(token);
+    appended.push(token);
+    const outputLength = this.verified.length - this.promptLength;
+    if (this.matchedStopSequence() > 0) return 'stop';
+    if (token === this.config.eosTokenId) return 'eos';
+    if (outputLength >= this.config.maxNewTokens) return 'length';
+    return undefined;
+  }
+
+  private afterCommit(appended: number[], finish: FinishReason | undefined): void {
+    const at = this.clock.now();
+    this.firstCommitAt ??= at;
+    this.drafterResting = false;
+    this.emit('commit', { tokens: appended, verifiedLength: this.verifiedEnd, at });
+    // A finishing commit streams in finish(), which knows what a stop sequence removes.
+    if (!finish) this.stream(this.verifiedEnd - this.heldBack());
+  }
+
+  /** Streams output tokens up to absolute position `end`. */
+  private stream(end: number): void {
+    const from = this.promptLength + this.streamed;
+    if (end <= from) return;
+    const tokens = this.verified.slice(from, end);
+    this.streamed += tokens.length;
+    this.options.onTokens?.(tokens);
+  }
+
+  /** Length of the stop sequence the output ends with (0: none). */
+  private matchedStopSequence(): number {
+    for (const stop of this.config.stopSequences ?? []) {
+      if (this.outputEndsWith(stop, stop.length)) return stop.length;
+    }
+    return 0;
+  }
+
+  /** Output tokens that might be the start of a stop sequence: not streamed yet. */
+  private heldBack(): number {
+    let longest = 0;
+    for (const stop of this.config.stopSequences ?? []) {
+      for (let length = stop.length - 1; length > longest; length--) {
+        if (this.outputEndsWith(stop, length)) {
+          longest = length;
+          break;
+        }
+      }
+    }
+    return longest;
+  }
+
+  /** Whether the output ends with the first `length` tokens of `sequence`. */
+  private outputEndsWith(sequence: readonly number[], length: number): boolean {
+    const end = this.verified.length;
+    if (end - this.promptLength < length) return false;
+    for (let i = 0; i < length; i++) {
+      if (this.verified[end - length + i] !== sequence[i]) return false;
+    }
+    return true;
+  }
+
+  /**
+   * A rejection (or contradiction) at `position`: D is cleared and every later block and the drafter
+   * call are cancelled. When in-flight work was cancelled that is a preemption: the epoch increases.
+   */
+  private discardSpeculation(position: number): void {
+    const cancelledWork = this.blocks.length > 0 || this.draftTask !== undefined;
+    this.drafts = [];
+    this.draftRows = [];
+    this.cancelBlocks('rejected');
+    this.cancelDraft();
+    if (cancelledWork) {
+      this.epoch++;
+      this.preemptions++;
+      this.emit('preempt', { epoch: this.epoch, position });
+    }
+  }
+
+  /** A drafter call whose every token V already covers is of no use: cancel it and draft afresh. */
+  private cancelOutrunDraft(): void {
+    const task = this.draftTask;
+    if (task && task.prefixLength + task.maxTokens <= this.verifiedEnd) this.cancelDraft();
+  }
+
+  /** Cancels every dispatched block: in flight -> 'cancelled'; completed but uncommitted -> `completedOutcome`. */
+  private cancelBlocks(completedOutcome: 'rejected' | 'cancelled'): void {
+    const blocks = this.blocks;
+    this.blocks = [];
+    for (const block of blocks) {
+      const task = block.call;
+      if (block.state === 'verifying' && task) {
+        task.slot.task = undefined;
+        block.call = undefined;
+        this.cancelledVerifications++;
+        task.controller.abort(new WorkCancelledError(`verification of block ${block.id} is no longer needed`));
+        this.emit('verifyEnd', { replica: task.slot.target.id, block: block.id, epoch: block.epoch, accepted: 0, outcome: 'cancelled' });
+      } else if (block.state === 'done') {
+        this.emit('verifyEnd', { replica: block.replica ?? '', block: block.id, epoch: block.epoch, accepted: block.result?.accepted ?? 0, outcome: completedOutcome });
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- drafting
+
+  private startDraft(): void {
+    const maxTokens = this.draftRoom();
+    const task: DraftTask = { epoch: this.epoch, prefixLength: this.draftedEnd, maxTokens, controller: new AbortController() };
+    this.draftTask = task;
+    this.draftCalls++;
+    const prefix = this.sequence(this.draftedEnd);
+    const { sampling, requestId } = this.config;
+    this.emit('draftStart', { epoch: task.epoch, prefixLength: task.prefixLength, maxTokens });
+    invoke(() => this.ports.drafter.draft({ requestId, prefix, maxTokens, sampling, returnProbs: this.returnProbs }, task.controller.signal)).then(
+      (result) => this.guard(() => this.onDrafted(task, result)),
+      (error: unknown) => this.guard(() => this.onDraftFailed(task, error)),
+    );
+    const { draftTimeoutMs } = this.options;
+    if (draftTimeoutMs !== undefined) {
+      const timeout = new AbortController();
+      task.timeout = timeout;
+      this.clock.sleep(draftTimeoutMs, timeout.signal).then(
+        () => this.guard(() => this.onDraftTimeout(task, draftTimeoutMs)),
+        () => undefined, // the call ended first and cancelled the timer
+      );
+    }
+  }
+
+  private endDraft(task: DraftTask): void {
+    this.draftTask = undefined;
+    task.timeout?.abort(new WorkCancelledError('the drafter call ended'));
+  }
+
+  private onDrafted(task: DraftTask, result: DraftResult): void {
+    if (this.draftTask !== task) return; // cancelled or timed out
+    this.endDraft(task);
+    const problem = this.malformedDraftResult(result, task.maxTokens);
+    if (problem) {
+      this.drafterResting = true;
+      this.emit('draftEnd', { epoch: task.epoch, tokens: 0, outcome: 'failed', error: new Error(`the drafter returned a malformed result: ${problem}`) });
+      this.pump();
+      return;
+    }
+    const { tokens } = result;
+    this.drafted += tokens.length;
+    // The call may have started before V grew past D's end (bonus tokens with D empty): its first
+    // tokens then overlap V and must agree with it.
+    const overlap = this.draftedEnd - task.prefixLength;
+    let usable = task.epoch === this.epoch && overlap >= 0;
+    for (let i = 0; usable && i < overlap; i++) usable = i < tokens.length && tokens[i] === this.verified[task.prefixLength + i];
+    if (usable) {
+      const room = Math.max(0, this.draftEnd() - this.draftedEnd);
+      const fresh = tokens.slice(overlap, overlap + room);
+      const eosIndex = this.config.eosTokenId === undefined ? -1 : fresh.indexOf(this.config.eosTokenId);
+      const kept = eosIndex < 0 ? fresh.length : eosIndex + 1;
+      for (let i = 0; i < kept; i++) {
+        this.drafts.push(fresh[i]);
+        this.draftRows.push(result.probs && this.vocab ? result.probs.subarray((overlap + i) * this.vocab, (overlap + i + 1) * this.vocab) : undefined);
+      }
+    }
+    if (tokens.length === 0) this.drafterResting = true;
+    this.emit('draftEnd', { epoch: task.epoch, tokens: tokens.length, outcome: usable ? 'used' : 'stale' });
+    this.pump();
+  }
+
+  private onDraftFailed(task: DraftTask, error: unknown): void {
+    if (this.draftTask !== task) return;
+    this.endDraft(task);
+    this.drafterResting = true;
+    this.emit('draftEnd', { epoch: task.epoch, tokens: 0, outcome: 'failed', error });
+    this.pump();
+  }
+
+  private onDraftTimeout(task: DraftTask, ms: number): void {
+    if (this.draftTask !== task) return;
+    this.draftTask = undefined;
+    const error = new DraftTimeoutError(`drafter call took longer than ${ms} ms`);
+    task.controller.abort(error);
+    this.drafterResting = true;
+    this.emit('draftEnd', { epoch: task.epoch, tokens: 0, outcome: 'failed', error });
+    this.pump();
+  }
+
+  private cancelDraft(): void {
+    const task = this.draftTask;
+    if (!task) return;
+    this.endDraft(task);
+    task.controller.abort(new WorkCancelledError('the drafts are no longer needed'));
+    this.emit('draftEnd', { epoch: task.epoch, tokens: 0, outcome: 'cancelled' });
+  }
+
+  private malformedDraftResult(result: DraftResult, maxTokens: number): string | undefined {
+    const tokens = result?.tokens;
+    if (!Array.isArray(tokens) || tokens.length > maxTokens) return `expected at most ${maxTokens} tokens`;
+    if (tokens.some((token) => !isToken(token, this.vocab))) return 'a draft is not a token id';
+    if (!this.returnProbs || tokens.length === 0) return undefined;
+    const { probs } = result;
+    if (!probs) return 'the rejection rule needs draft probabilities';
+    const vocab = this.vocab ?? probs.length / tokens.length;
+    if (!Number.isInteger(vocab) || vocab < 1 || probs.length !== tokens.length * vocab) return 'draft probabilities have the wrong shape';
+    this.vocab = vocab;
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- ending
+
+  private finish(reason: FinishReason): void {
+    const stopLength = reason === 'stop' ? this.matchedStopSequence() : 0;
+    const outputEnd = this.verified.length - stopLength;
+    this.stream(outputEnd);
+    this.shutdown('cancelled');
+    const now = this.clock.now();
+    const tokens = this.verified.slice(this.promptLength, outputEnd);
+    const wallMs = now - this.startedAt;
+    const ttftMs = (this.firstCommitAt ?? now) - this.startedAt;
+    this.resolve({
+      tokens,
+      finishReason: reason,
+      metrics: {
+        drafted: this.drafted,
+        accepted: this.acceptedDrafts,
+        acceptanceRate: this.judgedDrafts > 0 ? this.acceptedDrafts / this.judgedDrafts : 0,
+        meanAcceptedLength: this.committingVerifications > 0 ? this.committedTokens / this.committingVerifications : 0,
+        targetForwards: this.verifyCalls - this.failedVerifications,
+        preemptions: this.preemptions,
+        draftCalls: this.draftCalls,
+        verifyCalls: this.verifyCalls,
+        cancelledVerifications: this.cancelledVerifications,
+        ttftMs,
+        tpotMs: tokens.length > 1 ? (wallMs - ttftMs) / (tokens.length - 1) : 0,
+        wallMs,
+      },
+    });
+  }
+
+  /** Ends the run with an error: the client's abort reason, exhausted replicas, or a throwing hook. */
+  private fail(error: unknown): void {
+    if (this.finished) return;
+    this.shutdown('cancelled');
+    this.reject(error);
+  }
+
+  private shutdown(completedOutcome: 'cancelled'): void {
+    this.finished = true;
+    if (this.abortListener) this.options.signal?.removeEventListener('abort', this.abortListener);
+    this.cancelBlocks(completedOutcome);
+    this.cancelDraft();
+  }
+
+  /**
+   * Calls an observability hook. A hook that throws fails the run, except while the run is already
+   * ending: then the cleanup must complete.
+   */
+  private emit<Name extends keyof SchedulerEvents>(name: Name, event: Parameters<NonNullable<SchedulerEvents[Name]>>[0]): void {
+    const hook = this.options.events?.[name] as ((e: typeof event) => void) | undefined;
+    if (!hook) return;
+    try {
+      hook.call(this.options.events, event);
+    } catch (error) {
+      if (!this.finished) throw error;
+    }
+  }
+
+  /** Runs a state transition; an exception (a throwing hook, a bug) fails the run instead of escaping. */
+  private guard(transition: () => void): void {
+    if (this.finished) return;
+    try {
+      transition();
+    } catch (error) {
+      if (this.finished) return;
+      this.fail(error);
+    }
+  }
+}
+
+function malformedVerifyResult(result: VerifyResult, drafts: readonly number[], vocabSize: number | undefined): string | undefined {
+  const accepted = result?.accepted;
+  const tokens = result?.tokens;
+  if (!Number.isInteger(accepted) || accepted < 0 || accepted > drafts.length) return `accepted must be in [0, ${drafts.length}], got ${accepted}`;
+  if (!Array.isArray(tokens) || tokens.length !== accepted + 1) return `expected ${accepted + 1} tokens, got ${Array.isArray(tokens) ? tokens.length : tokens}`;
+  for (let i = 0; i < accepted; i++) {
+    if (tokens[i] !== drafts[i]) return `accepted token ${i} differs from the draft`;
+  }
+  if (!isToken(tokens[accepted], vocabSize)) return `the target token ${tokens[accepted]} is not a token id`;
+  return undefined;
+}
+
+/** Calls a port, turning a synchronous throw into a rejection. */
+function invoke<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return Promise.resolve(call());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+function concatRows(rows: readonly (Float32Array | undefined)[], vocab: number): Float32Array {
+  const out = new Float32Array(rows.length * vocab);
+  rows.forEach((row, i) => {
+    if (row) out.set(row, i * vocab);
+  });
+  return out;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

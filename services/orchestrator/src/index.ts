@@ -1,0 +1,2 @@
+export * from './replicas';
+export * from './service';
