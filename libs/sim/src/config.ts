@@ -1,5 +1,8 @@
-/** How `simulate` computes costs: the study's Monte Carlo stream, or exact expectations. */
-export type SimulationMethod = 'seed' | 'exact';
+/**
+ * How costs are computed: the study's Monte Carlo stream (`seed`), exact expectations of the study's
+ * rules (`exact`), or the libs/core scheduler itself on a virtual clock with simulated ports (`event`).
+ */
+export type SimulationMethod = 'seed' | 'exact' | 'event';
 
 /** Every simulation parameter, defaults applied and validated. */
 export interface SimulationConfig {
@@ -20,6 +23,12 @@ export interface SimulationConfig {
   /** Seed of the MT19937 stream (seed method). */
   seed: number;
   method: SimulationMethod;
+  /** Event method: latency of a request's first target forward (default `t`). */
+  ttft?: number;
+  /** Event method: extra target latency per additional token verified in one forward (default 0). */
+  verifyPerToken?: number;
+  /** Event method: network round trip added to every call (default 0). */
+  rtt?: number;
 }
 
 /** The reference study's defaults. */
@@ -94,11 +103,22 @@ export function resolveConfig(partial: Partial<SimulationConfig> = {}): Simulati
   requireInteger('repeats', config.repeats, 1, LIMITS.repeats);
   requireInteger('seed', config.seed, 0, 0xffffffff);
   requireInteger('servers', config.servers, 1, LIMITS.servers);
-  if (config.method !== 'seed' && config.method !== 'exact') {
-    throw new SimulationConfigError('method', `method=${String(config.method)} is not one of seed, exact`);
+  if (config.method !== 'seed' && config.method !== 'exact' && config.method !== 'event') {
+    throw new SimulationConfigError('method', `method=${String(config.method)} is not one of seed, exact, event`);
+  }
+  for (const name of ['ttft', 'verifyPerToken', 'rtt'] as const) {
+    const value = config[name];
+    if (value === undefined) continue;
+    if (config.method !== 'event') throw new SimulationConfigError(name, `${name} is only used by the event method`);
+    requireFinite(name, value);
+    if (value < 0) throw new SimulationConfigError(name, `${name}=${fmt(value)} is below 0`);
+  }
+  if (config.method === 'event' && config.tokens * config.repeats > 200_000) {
+    throw new SimulationConfigError('repeats', `tokens*repeats=${config.tokens * config.repeats} is above the event method's limit 200000`);
   }
   const needed = requiredServers(t, k, c);
-  if (config.servers < needed) {
+  // The event method simulates finite servers (verifications queue), so any count is valid there.
+  if (config.method !== 'event' && config.servers < needed) {
     throw new SimulationConfigError('servers', `servers=${config.servers} is below ceil(t/(k*c)) = ${needed}`);
   }
   if (config.method === 'seed' && config.tokens * config.repeats > LIMITS.workPerRequest / 10) {

@@ -12,6 +12,8 @@ import {
   type VerifyCall,
   type VerifyResult,
 } from '@dsi/core';
+import { resolveConfig, type SimulationConfig } from './config';
+import { assembleResult, type AlgorithmResult, type SimulationResult } from './simulate';
 
 /** The event-mode world: latencies in target-forward units and a drafter that agrees with probability `a`. */
 export interface EventParams {
@@ -46,17 +48,37 @@ const STREAM_ORACLE = 11;
 const STREAM_AGREE = 12;
 const STREAM_WRONG = 13;
 
-/** The target's next token after `prefix`: a hash of the seed and the whole prefix (an oracle language model). */
-function oracleToken(seed: number, prefix: readonly number[]): number {
-  let h = seed;
-  for (let i = 0; i < prefix.length; i++) h = counterHash(h, i, STREAM_ORACLE, prefix[i]);
-  return h % VOCAB;
-}
+/**
+ * The oracle language model, as a rolling hash over a token sequence: `truth()` is the target's next
+ * token after the sequence so far (a hash of the seed and the whole prefix), `agrees()` whether the
+ * drafter guesses it there (probability `a`, independently per position and context).
+ */
+class OracleCursor {
+  private h: number;
+  private length = 0;
 
-function contextHash(seed: number, prefix: readonly number[]): number {
-  let h = seed;
-  for (let i = 0; i < prefix.length; i++) h = counterHash(h, i, STREAM_AGREE, prefix[i]);
-  return h;
+  constructor(
+    private readonly seed: number,
+    prefix: readonly number[],
+  ) {
+    this.h = seed;
+    for (const token of prefix) this.push(token);
+  }
+
+  push(token: number): void {
+    this.h = counterHash(this.h, this.length, STREAM_ORACLE, token);
+    this.length += 1;
+  }
+
+  truth(): number {
+    return this.h % VOCAB;
+  }
+
+  draft(a: number): number {
+    const truth = this.truth();
+    if (uniform(this.h, this.length, STREAM_AGREE, 0) < a) return truth;
+    return (truth + 1 + (counterHash(this.h, this.length, STREAM_WRONG, 0) % (VOCAB - 1))) % VOCAB;
+  }
 }
 
 class SimulatedDrafter implements Drafter {
@@ -68,15 +90,12 @@ class SimulatedDrafter implements Drafter {
 
   async draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult> {
     this.calls += 1;
-    const sequence = [...call.prefix];
+    const cursor = new OracleCursor(this.p.seed, call.prefix);
     const tokens: number[] = [];
     for (let i = 0; i < call.maxTokens; i++) {
-      const truth = oracleToken(this.p.seed, sequence);
-      const h = contextHash(this.p.seed, sequence);
-      // Agrees with the target with probability a, independently per position and context.
-      const token = uniform(h, sequence.length, STREAM_AGREE, 0) < this.p.a ? truth : (truth + 1 + (counterHash(h, 0, STREAM_WRONG, 0) % (VOCAB - 1))) % VOCAB;
+      const token = cursor.draft(this.p.a);
       tokens.push(token);
-      sequence.push(token);
+      cursor.push(token);
     }
     await this.clock.sleep((this.p.rtt ?? 0) + call.maxTokens * this.p.c, signal);
     return { tokens };
@@ -98,15 +117,15 @@ class SimulatedTarget implements TargetReplica {
     this.seen.add(call.requestId);
     const forward = first ? (this.p.ttft ?? this.p.t) : this.p.t;
     await this.clock.sleep((this.p.rtt ?? 0) + forward + call.drafts.length * (this.p.verifyPerToken ?? 0), signal);
-    const sequence = [...call.prefix];
+    const cursor = new OracleCursor(this.p.seed, call.prefix);
     const tokens: number[] = [];
     for (const draft of call.drafts) {
-      const truth = oracleToken(this.p.seed, sequence);
+      const truth = cursor.truth();
       if (draft !== truth) return { accepted: tokens.length, tokens: [...tokens, truth] };
       tokens.push(draft);
-      sequence.push(draft);
+      cursor.push(draft);
     }
-    return { accepted: tokens.length, tokens: [...tokens, oracleToken(this.p.seed, sequence)] };
+    return { accepted: tokens.length, tokens: [...tokens, cursor.truth()] };
   }
 }
 
@@ -134,4 +153,27 @@ export async function eventRun(mode: Mode, p: EventParams): Promise<EventRun> {
     preemptions: result.metrics.preemptions,
     tokens: result.tokens,
   };
+}
+
+/**
+ * `--method event`: each repeat r runs non-SI, SI and DSI through the scheduler on a virtual clock
+ * with seed `seed + r`; costs are virtual wall times (target-forward units), iterations are target
+ * forwards. Intended differences from the study's rules: a fully accepted block yields the target's
+ * extra token (the study conservatively drops it), drafting continues while replicas verify (the
+ * study's DSI assumes as much), finite servers queue, and ttft, verifyPerToken and rtt add latency.
+ */
+export async function simulateEvent(partial: Partial<SimulationConfig>): Promise<SimulationResult> {
+  const config = resolveConfig({ ...partial, method: 'event' });
+  const algorithms = { nonsi: [] as EventRun[], si: [] as EventRun[], dsi: [] as EventRun[] };
+  for (let r = 0; r < config.repeats; r++) {
+    const params: EventParams = { ...config, seed: (config.seed + r) >>> 0 };
+    for (const mode of ['nonsi', 'si', 'dsi'] as const) algorithms[mode].push(await eventRun(mode, params));
+  }
+  const summary = (runs: EventRun[]): AlgorithmResult => {
+    const costs = runs.map((run) => run.cost);
+    return { cost: costs.reduce((s, x) => s + x, 0) / costs.length, costs, iterations: runs.map((run) => run.targetForwards) };
+  };
+  const result = assembleResult(config, summary(algorithms.si), summary(algorithms.dsi));
+  const nonsi = summary(algorithms.nonsi).cost;
+  return { ...result, nonsi: { cost: nonsi }, speedup: { si_vs_nonsi: nonsi / result.si.cost, dsi_vs_si: result.si.cost / result.dsi.cost, dsi_vs_nonsi: nonsi / result.dsi.cost } };
 }

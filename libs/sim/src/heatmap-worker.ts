@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { SimulationConfig } from './config';
 import { HeatmapComputer, type HeatmapPoint, type HeatmapRow, type HeatmapSpec } from './heatmap';
+import { simulateEvent } from './event';
 import { simulate } from './simulate';
 
 /** What a worker is asked to do. */
@@ -13,7 +14,8 @@ export type WorkerJob = { kind: 'heatmap'; spec: HeatmapSpec; points: HeatmapPoi
 
 const job = workerData as WorkerJob;
 if (job.kind === 'simulate') {
-  parentPort!.postMessage(simulate(job.config));
+  if (job.config.method === 'event') void simulateEvent(job.config).then((result) => parentPort!.postMessage(result));
+  else parentPort!.postMessage(simulate(job.config));
 } else {
   const computer = new HeatmapComputer(job.spec);
   let batch: HeatmapRow[] = [];

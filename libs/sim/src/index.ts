@@ -7,3 +7,4 @@ export * from './simulate';
 export * from './heatmap';
 export * from './pool';
 export * from './svg';
+export * from './event';

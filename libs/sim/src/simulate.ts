@@ -61,11 +61,13 @@ export function assembleResult(config: SimulationConfig, si: AlgorithmResult, ds
 }
 
 /**
- * Simulates non-SI, SI and DSI for one configuration (partial: defaults applied, then validated;
- * throws {@link SimulationConfigError} on a bad parameter).
+ * Simulates non-SI, SI and DSI for one configuration with the seed or exact method (partial: defaults
+ * applied, then validated; throws {@link SimulationConfigError} on a bad parameter). The event method
+ * runs the real scheduler and is asynchronous: {@link simulateEvent}.
  */
 export function simulate(partial: Partial<SimulationConfig> = {}): SimulationResult {
   const config = resolveConfig(partial);
+  if (config.method === 'event') throw new Error('the event method is asynchronous: use simulateEvent');
   if (config.method === 'exact') {
     const si = expectedSi(config);
     const dsi = expectedDsi(config);

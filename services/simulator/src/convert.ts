@@ -17,6 +17,8 @@ export function methodFromWire(method: WireMethod | undefined): SimulationMethod
       return 'seed';
     case WireMethod.SIMULATION_METHOD_EXACT:
       return 'exact';
+    case WireMethod.SIMULATION_METHOD_EVENT:
+      return 'event';
     default:
       // An unknown enum number from a newer client: let validation name it.
       return String(method) as SimulationMethod;
@@ -25,7 +27,7 @@ export function methodFromWire(method: WireMethod | undefined): SimulationMethod
 
 /** The simulator's method name as the wire enum. */
 export function methodToWire(method: SimulationMethod): WireMethod {
-  return method === 'exact' ? WireMethod.SIMULATION_METHOD_EXACT : WireMethod.SIMULATION_METHOD_SEED;
+  return { seed: WireMethod.SIMULATION_METHOD_SEED, exact: WireMethod.SIMULATION_METHOD_EXACT, event: WireMethod.SIMULATION_METHOD_EVENT }[method];
 }
 
 /** A wire configuration as the partial configuration the simulator validates (unset fields stay unset). */
@@ -40,6 +42,9 @@ export function configFromWire(config: WireConfig | undefined): Partial<Simulati
     repeats: config?.repeats,
     seed: config?.seed,
     method: methodFromWire(config?.method),
+    ttft: config?.ttft,
+    verifyPerToken: config?.verifyPerToken,
+    rtt: config?.rtt,
   };
 }
 
@@ -47,7 +52,7 @@ export function configFromWire(config: WireConfig | undefined): Partial<Simulati
 export function resultToWire(result: SimulationResult): SimulateResponse {
   const { config } = result;
   return {
-    config: { ...config, method: methodToWire(config.method) },
+    config: { a: config.a, c: config.c, k: config.k, t: config.t, tokens: config.tokens, servers: config.servers, repeats: config.repeats, seed: config.seed, method: methodToWire(config.method) },
     nonsi: { cost: result.nonsi.cost, costs: [result.nonsi.cost], iterations: [config.tokens] },
     si: result.si,
     dsi: result.dsi,
@@ -118,6 +123,9 @@ export function configToWire(partial: Partial<SimulationConfig>): WireConfig {
     repeats: partial.repeats,
     seed: partial.seed,
     method: partial.method === undefined ? WireMethod.SIMULATION_METHOD_UNSPECIFIED : methodToWire(partial.method),
+    ttft: partial.ttft,
+    verifyPerToken: partial.verifyPerToken,
+    rtt: partial.rtt,
   };
 }
 

@@ -127,12 +127,46 @@ describe('dsi serve and dsi up', () => {
     expect(run.stderr).toContain('unknown service teapot');
   });
 
-  it('runs the stack, the demonstration, and exits 0 with --once', async () => {
-    const run = await dsi('up', '--once', '--json', '--simulator-port', '0');
+  it('runs the whole stack, one request per mode with identical outputs, and exits 0 with --once', async () => {
+    const run = await dsi('up', '--once', '--json', '--base-port', '0', '--targets', '2', '--max-new-tokens', '24');
     expect(run.code).toBe(0);
     const doc = JSON.parse(run.stdout);
-    expect(doc.services.simulator).toMatch(/^127\.0\.0\.1:\d+$/);
-    expect(doc.simulation.seed.si.costs).toEqual([332.8, 316, 314.7, 321, 326.7].map((c) => expect.closeTo(c, 9)));
-    expect(doc.simulation.exact.dsi.cost).toBeCloseTo(217.819, 3);
+    expect(doc.services.orchestrator).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(doc.services.targets).toHaveLength(2);
+    expect(Object.keys(doc.modes)).toEqual(['non_si', 'si', 'dsi']);
+    expect(doc.modes.dsi.tokens).toHaveLength(24);
+    expect(doc.modes.si.tokens).toEqual(doc.modes.non_si.tokens);
+    expect(doc.modes.dsi.tokens).toEqual(doc.modes.non_si.tokens);
+    expect(doc.identical).toBe(true);
+    expect(doc.modes.dsi.wall_ms).toBeGreaterThan(0);
+  });
+
+  it('streams a generation through dsi generate, and exits 2 on a bad request', async () => {
+    const up = spawn(process.execPath, [bin, 'up', '--base-port', '0', '--targets', '1', '--backend', 'synthetic', '--target-ms', '1', '--max-new-tokens', '4'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const address = await new Promise<string>((resolve, reject) => {
+      up.once('exit', (code) => reject(new Error(`dsi up exited ${code}`)));
+      readline.createInterface({ input: up.stdout }).on('line', (line) => {
+        const match = line.match(/dsi generate --orchestrator (\S+)/);
+        if (match) resolve(match[1]);
+      });
+    });
+    try {
+      const streamed = await dsi('generate', '--orchestrator', address, '--prompt', 'Hi', '--max-new-tokens', '12', '--mode', 'dsi');
+      expect(streamed.code).toBe(0);
+      expect(streamed.stderr).toMatch(/\[dsi\] 12 tokens in/);
+      const full = await dsi('generate', '--orchestrator', address, '--prompt', 'Hi', '--max-new-tokens', '12', '--mode', 'nonsi', '--json');
+      const doc = JSON.parse(full.stdout);
+      expect(doc.tokens).toHaveLength(12);
+      expect(doc.metrics.targetForwards).toBe(12);
+      const bad = await dsi('generate', '--orchestrator', address, '--prompt', 'Hi', '--rule', 'seeded');
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toContain('seed');
+    } finally {
+      const exited = new Promise((resolve) => up.once('exit', resolve));
+      up.kill('SIGINT');
+      await exited;
+    }
   });
 });

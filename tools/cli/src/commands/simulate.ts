@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { simulate, SimulationConfigError, type SimulationConfig, type SimulationResult } from '@dsi/sim';
+import { simulate, simulateEvent, SimulationConfigError, type SimulationConfig, type SimulationResult } from '@dsi/sim';
 import { UsageError } from '../errors';
 import { choiceOption, fixed, numberOption } from '../options';
 
@@ -13,6 +13,9 @@ interface SimulateFlags {
   repeats?: number;
   seed?: number;
   method?: SimulationConfig['method'];
+  ttft?: number;
+  verifyPerToken?: number;
+  rtt?: number;
   json?: boolean;
   simulator?: string;
 }
@@ -29,13 +32,16 @@ async function run(flags: SimulateFlags): Promise<SimulationResult> {
     repeats: flags.repeats,
     seed: flags.seed,
     method: flags.method,
+    ttft: flags.ttft,
+    verifyPerToken: flags.verifyPerToken,
+    rtt: flags.rtt,
   };
   if (flags.simulator) {
     const { simulateRemote } = await import('../remote');
     return simulateRemote(flags.simulator, partial);
   }
   try {
-    return simulate(partial);
+    return partial.method === 'event' ? await simulateEvent(partial) : simulate(partial);
   } catch (error) {
     if (error instanceof SimulationConfigError) throw new UsageError(error.message);
     throw error;
@@ -47,10 +53,13 @@ export function formatSimulation(result: SimulationResult): string {
   const { config } = result;
   const perRepeat = (values: number[], digits: number) => values.map((v) => fixed(v, digits)).join(' ');
   const exact = config.method === 'exact';
+  const title = {
+    exact: 'DSI simulation (exact expectations)',
+    seed: `DSI simulation (seed method: ${config.repeats} repeat${config.repeats === 1 ? '' : 's'}, seed ${config.seed})`,
+    event: `DSI simulation (event method: the scheduler on a virtual clock, ${config.repeats} repeat${config.repeats === 1 ? '' : 's'}; iterations = target forwards)`,
+  }[config.method];
   const lines = [
-    exact
-      ? 'DSI simulation (exact expectations)'
-      : `DSI simulation (seed method: ${config.repeats} repeat${config.repeats === 1 ? '' : 's'}, seed ${config.seed})`,
+    title,
     `  a=${config.a}  c=${config.c}  k=${config.k}  t=${config.t}  S=${config.tokens}  servers=${config.servers}`,
     '',
     `  ${'algorithm'.padEnd(9)} ${'cost'.padStart(9)}   ${exact ? 'expected iterations' : 'per repeat: cost | iterations'}`,
@@ -91,7 +100,10 @@ export function simulateCommand(): Command {
     .addOption(numberOption('--servers <n>', 'target servers; DSI needs >= ceil(t/(k*c)) (default 7)'))
     .addOption(numberOption('--repeats <n>', 'independent repeats, seed method (default 5)'))
     .addOption(numberOption('--seed <n>', 'MT19937 seed, seed method (default 42)'))
-    .addOption(choiceOption('--method <method>', 'seed: the study Monte Carlo, bit for bit; exact: expectations (default seed)', ['seed', 'exact']))
+    .addOption(choiceOption('--method <method>', 'seed: the study Monte Carlo, bit for bit; exact: expectations; event: the orchestrator\'s scheduler on a virtual clock (default seed)', ['seed', 'exact', 'event']))
+    .addOption(numberOption('--ttft <latency>', 'event: latency of the first target forward (default t)'))
+    .addOption(numberOption('--verify-per-token <latency>', 'event: extra target latency per extra token verified (default 0)'))
+    .addOption(numberOption('--rtt <latency>', 'event: network round trip per call (default 0)'))
     .option('--simulator <address>', 'ask a running simulator service (host:port) instead of computing locally')
     .option('--json', 'print one JSON document on stdout')
     .action(async (flags: SimulateFlags) => {

@@ -30,6 +30,8 @@ export enum SimulationMethod {
   SIMULATION_METHOD_SEED = 1,
   /** SIMULATION_METHOD_EXACT - Exact expectations of the same rules, without sampling. */
   SIMULATION_METHOD_EXACT = 2,
+  /** SIMULATION_METHOD_EVENT - The orchestrator's own scheduler on a virtual clock with simulated drafter and target replicas. */
+  SIMULATION_METHOD_EVENT = 3,
   UNRECOGNIZED = -1,
 }
 
@@ -44,6 +46,9 @@ export function simulationMethodFromJSON(object: any): SimulationMethod {
     case 2:
     case "SIMULATION_METHOD_EXACT":
       return SimulationMethod.SIMULATION_METHOD_EXACT;
+    case 3:
+    case "SIMULATION_METHOD_EVENT":
+      return SimulationMethod.SIMULATION_METHOD_EVENT;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -59,6 +64,8 @@ export function simulationMethodToJSON(object: SimulationMethod): string {
       return "SIMULATION_METHOD_SEED";
     case SimulationMethod.SIMULATION_METHOD_EXACT:
       return "SIMULATION_METHOD_EXACT";
+    case SimulationMethod.SIMULATION_METHOD_EVENT:
+      return "SIMULATION_METHOD_EVENT";
     case SimulationMethod.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -101,6 +108,16 @@ export interface SimulationConfig {
     | undefined;
   /** How costs are computed. Default SIMULATION_METHOD_SEED. */
   method: SimulationMethod;
+  /** Event method: latency of a request's first target forward. Default t. */
+  ttft?:
+    | number
+    | undefined;
+  /** Event method: extra target latency per additional token in one forward. Default 0. */
+  verifyPerToken?:
+    | number
+    | undefined;
+  /** Event method: network round trip added to every call. Default 0. */
+  rtt?: number | undefined;
 }
 
 /** ResolvedConfig is a SimulationConfig with every default applied. */
@@ -196,6 +213,9 @@ function createBaseSimulationConfig(): SimulationConfig {
     repeats: undefined,
     seed: undefined,
     method: 0,
+    ttft: undefined,
+    verifyPerToken: undefined,
+    rtt: undefined,
   };
 }
 
@@ -227,6 +247,15 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
     }
     if (message.method !== 0) {
       writer.uint32(72).int32(message.method);
+    }
+    if (message.ttft !== undefined) {
+      writer.uint32(81).double(message.ttft);
+    }
+    if (message.verifyPerToken !== undefined) {
+      writer.uint32(89).double(message.verifyPerToken);
+    }
+    if (message.rtt !== undefined) {
+      writer.uint32(97).double(message.rtt);
     }
     return writer;
   },
@@ -316,6 +345,30 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
             message.method = reader.int32() as any;
             continue;
           }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.ttft = reader.double();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.verifyPerToken = reader.double();
+            continue;
+          }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.rtt = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -339,6 +392,13 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
       repeats: isSet(object.repeats) ? globalThis.Number(object.repeats) : undefined,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
       method: isSet(object.method) ? simulationMethodFromJSON(object.method) : 0,
+      ttft: isSet(object.ttft) ? globalThis.Number(object.ttft) : undefined,
+      verifyPerToken: isSet(object.verifyPerToken)
+        ? globalThis.Number(object.verifyPerToken)
+        : isSet(object.verify_per_token)
+        ? globalThis.Number(object.verify_per_token)
+        : undefined,
+      rtt: isSet(object.rtt) ? globalThis.Number(object.rtt) : undefined,
     };
   },
 
@@ -371,6 +431,15 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
     if (message.method !== 0) {
       obj.method = simulationMethodToJSON(message.method);
     }
+    if (message.ttft !== undefined) {
+      obj.ttft = floatToJson(message.ttft);
+    }
+    if (message.verifyPerToken !== undefined) {
+      obj.verifyPerToken = floatToJson(message.verifyPerToken);
+    }
+    if (message.rtt !== undefined) {
+      obj.rtt = floatToJson(message.rtt);
+    }
     return obj;
   },
 
@@ -388,6 +457,9 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
     message.repeats = object.repeats ?? undefined;
     message.seed = object.seed ?? undefined;
     message.method = object.method ?? 0;
+    message.ttft = object.ttft ?? undefined;
+    message.verifyPerToken = object.verifyPerToken ?? undefined;
+    message.rtt = object.rtt ?? undefined;
     return message;
   },
 };
