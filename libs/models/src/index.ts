@@ -1,6 +1,7 @@
 export * from './backend';
 export * from './factory';
 export * from './onnx';
+export * from './replica';
 export * from './serving';
 export { checkTokens, ModelLoadError, readDecoderConfig, type DecoderConfig } from './onnx-config';
 export * from './synthetic';

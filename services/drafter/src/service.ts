@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { DrafterServiceService, type DraftRequest, type DraftResponse } from '@dsi/proto';
-import { draftToken } from '@dsi/core';
 import { unary, type ServiceRegistration } from '@dsi/rpc';
 import {
   asInvalidArgument,
@@ -9,7 +8,7 @@ import {
   requireValidSampling,
   samplingFromWire,
   statsToWire,
-  type ForwardResult,
+  draftWithModel,
   type ModelSlot,
 } from '@dsi/models';
 
@@ -32,33 +31,20 @@ export function drafterService(slot: ModelSlot, options: DrafterServiceOptions =
     implementation: {
       draft: unary<DraftRequest, DraftResponse>(async (request, { signal }) => {
         const model = slot.get();
-        const { vocabSize: vocab, contextLength, eosTokenId } = model.info;
         requireCallShape(request.prefix.length, 'max_tokens', request.maxTokens, 1, maxTokens);
         const params = samplingFromWire(request.sampling);
         requireValidSampling(params);
         // A one-off call still caches between its own steps, then lets go.
         const cacheKey = request.requestId || `oneoff-${randomUUID()}`;
-        const sequence = [...request.prefix];
-        const tokens: number[] = [];
-        const probs: number[] = [];
-        const forwards: ForwardResult[] = [];
         try {
-          while (tokens.length < request.maxTokens && sequence.length < contextLength) {
-            signal.throwIfAborted();
-            const forward = await model.logits(cacheKey, sequence, sequence.length - 1, signal);
-            forwards.push(forward);
-            const drafted = draftToken(forward.logits, vocab, params, sequence.length);
-            tokens.push(drafted.token);
-            if (request.returnProbs && drafted.probs) probs.push(...drafted.probs);
-            sequence.push(drafted.token);
-            if (drafted.token === eosTokenId) break;
-          }
+          const call = { requestId: cacheKey, prefix: request.prefix, maxTokens: request.maxTokens, sampling: params, returnProbs: request.returnProbs };
+          const drafted = await draftWithModel(model, call, signal);
+          return { tokens: drafted.tokens, probs: drafted.probs ? Array.from(drafted.probs) : [], vocabSize: model.info.vocabSize, stats: statsToWire(drafted.forwards) };
         } catch (error) {
           throw asInvalidArgument(error);
         } finally {
           if (!request.requestId) void model.release(cacheKey);
         }
-        return { tokens, probs, vocabSize: vocab, stats: statsToWire(forwards) };
       }),
       ...replicaHandlers(slot, maxTokens),
     },

@@ -1,7 +1,6 @@
 import { TargetServiceService, type VerifyRequest, type VerifyResponse } from '@dsi/proto';
-import { verifyBlock } from '@dsi/core';
 import { invalidArgument, unary, type ServiceRegistration } from '@dsi/rpc';
-import { asInvalidArgument, replicaHandlers, requireCallShape, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/models';
+import { asInvalidArgument, replicaHandlers, requireCallShape, requireValidSampling, samplingFromWire, statsToWire, verifyWithModel, type ModelSlot } from '@dsi/models';
 
 /** Limits of one target replica. */
 export interface TargetServiceOptions {
@@ -34,12 +33,12 @@ export function targetService(slot: ModelSlot, options: TargetServiceOptions = {
           }
           draftProbs = Float32Array.from(request.draftProbs);
         }
-        const tokens = [...prefix, ...drafts];
-        const forward = await model.logits(request.requestId, tokens, prefix.length - 1, signal).catch((error: unknown) => {
-          throw asInvalidArgument(error);
-        });
-        const verdict = verifyBlock({ targetLogits: forward.logits, vocab, drafts, start: prefix.length, params, draftProbs });
-        return { accepted: verdict.accepted, tokens: verdict.tokens, stats: statsToWire([forward]) };
+        const verdict = await verifyWithModel(model, { requestId: request.requestId, prefix, drafts, sampling: params, draftProbs }, signal).catch(
+          (error: unknown) => {
+            throw asInvalidArgument(error);
+          },
+        );
+        return { accepted: verdict.accepted, tokens: verdict.tokens, stats: statsToWire([verdict.forward]) };
       }),
       ...replicaHandlers(slot, maxBlock),
     },

@@ -82,15 +82,16 @@ export function benchCommand(): Command {
   return new Command('bench')
     .description('measure the simulator (heatmap cells per second) and the model services (serving overhead, Verify cost, synthetic latency)')
     .addOption(numberOption('--runs <n>', 'runs per figure; the median is reported').default(3))
-    .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models']).default('all'))
+    .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online']).default('all'))
+    .addOption(numberOption('--tokens <n>', 'online: tokens per generation').default(96))
     .option('--json', 'print one JSON document on stdout')
-    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models'; json?: boolean }) => {
+    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online'; tokens: number; json?: boolean }) => {
       const log = (line: string) => {
         if (!flags.json) process.stderr.write(line + '\n');
       };
       const doc: Record<string, unknown> = { study_heatmap_seconds: STUDY_HEATMAP_SECONDS };
       const lines: string[] = [];
-      if (flags.suite !== 'models') {
+      if (flags.suite === 'all' || flags.suite === 'sim') {
         log(`simulator benchmarks (median of ${flags.runs} runs, ${os.availableParallelism()} cores):`);
         const rows = await simulatorBench(flags.runs, log);
         doc.simulator = rows;
@@ -104,7 +105,7 @@ export function benchCommand(): Command {
           'vs study: the reference study took 95 s for this sweep on one core of this machine kind (its published figure).',
         );
       }
-      if (flags.suite !== 'sim') {
+      if (flags.suite === 'all' || flags.suite === 'models') {
         const runs = Math.max(flags.runs, 50);
         log(`model service benchmarks (median of ${runs} calls, default ONNX pair, 1 onnxruntime thread):`);
         const { modelBench } = await import('./bench-models');
@@ -118,6 +119,21 @@ export function benchCommand(): Command {
             .join(' ');
           lines.push(`${row.name.padEnd(62)} ${fixed(row.median_ms, 3).padStart(10)}  ${notes}`);
         }
+      }
+      if (flags.suite === 'all' || flags.suite === 'online') {
+        log(`online benchmark: real services, synthetic backend (target ${50} ms per forward), ${flags.tokens} tokens per request, 2 prompts:`);
+        const { onlineBench } = await import('./bench-online');
+        const online = await onlineBench(flags.tokens, log);
+        doc.online = online;
+        lines.push(
+          '',
+          `online (target 50 ms/forward): overhead per verification ${fixed(online.overheadMs, 3)} ms`,
+          `${'c'.padStart(5)} ${'a'.padStart(4)} ${'k'.padStart(3)} ${'srv'.padStart(4)} ${'non-SI ms'.padStart(10)} ${'SI ms'.padStart(9)} ${'DSI ms'.padStart(9)} ${'DSI/SI'.padStart(7)} ${'DSI/nonSI'.padStart(10)} ${'meas/pred nonSI SI DSI'.padStart(24)}`,
+          ...online.rows.map(
+            (r) =>
+              `${String(r.c).padStart(5)} ${String(r.a).padStart(4)} ${String(r.k).padStart(3)} ${String(r.servers).padStart(4)} ${fixed(r.wall_ms.nonsi, 0).padStart(10)} ${fixed(r.wall_ms.si, 0).padStart(9)} ${fixed(r.wall_ms.dsi, 0).padStart(9)} ${`${fixed(r.speedup.dsi_vs_si, 2)}x`.padStart(7)} ${`${fixed(r.speedup.dsi_vs_nonsi, 2)}x`.padStart(10)} ${[r.measured_vs_predicted.nonsi, r.measured_vs_predicted.si, r.measured_vs_predicted.dsi].map((x) => fixed(x, 3)).join(' ').padStart(24)}`,
+          ),
+        );
       }
       process.stdout.write(flags.json ? JSON.stringify(doc) + '\n' : lines.join('\n') + '\n');
     });
