@@ -56,11 +56,20 @@ describe('SimulatorService/Simulate', () => {
     expect(response.dsi?.cost).toBeCloseTo(217.819, 3);
   });
 
+  it('runs the orchestrator\'s scheduler on a virtual clock with the event method', async () => {
+    const response = await simulate({ method: SimulationMethod.SIMULATION_METHOD_EVENT, tokens: 100, repeats: 3, rtt: 0.1 });
+    expect(response.config?.method).toBe(SimulationMethod.SIMULATION_METHOD_EVENT);
+    expect(response.nonsi?.cost).toBeCloseTo(110, 9); // 100 forwards of t + rtt
+    expect(response.dsi?.costs).toHaveLength(3);
+    expect(response.dsi!.cost).toBeLessThan(response.si!.cost);
+  });
+
   it.each([
     [{ servers: 3, k: 1, c: 0.3 }, 'servers=3 is below ceil(t/(k*c)) = 4'],
     [{ a: 2 }, 'a=2 is outside [0, 1]'],
     [{ k: -1 }, 'k=-1 is below 1'],
-    [{ method: 7 }, 'method=7 is not one of seed, exact'],
+    [{ method: 7 }, 'method=7 is not one of seed, exact, event'],
+    [{ rtt: 0.5 }, 'rtt is only used by the event method'],
   ])('answers %j with INVALID_ARGUMENT: %s', async (config, message) => {
     const error = (await simulate(config).catch((e: ServiceError) => e)) as ServiceError;
     expect(error.code).toBe(status.INVALID_ARGUMENT);
