@@ -6,4 +6,5 @@ export * from './serving';
 export { checkTokens, ModelLoadError, readDecoderConfig, type DecoderConfig } from './onnx-config';
 export * from './synthetic';
 export * from './tokenizer';
+export * from './traced';
 export * from './wire';

@@ -60,6 +60,57 @@ export const DsiAttributes = {
   SIM_METHOD: 'dsi.sim.method',
   HEATMAP_NDIM: 'dsi.heatmap.ndim',
   HEATMAP_CELLS: 'dsi.heatmap.cells',
+  /** The generation's id (also the replicas' KV-cache key). */
+  REQUEST_ID: 'dsi.request_id',
+  /** nonsi | si | dsi. */
+  MODE: 'dsi.mode',
+  LOOKAHEAD: 'dsi.lookahead',
+  /** Speculation epoch: bumped by every rejection that cancels in-flight work. */
+  EPOCH: 'dsi.epoch',
+  /** Target replica (its address) that ran a verification. */
+  REPLICA: 'dsi.replica',
+  /** Verification block index within the request (dispatch order). */
+  BLOCK_INDEX: 'dsi.block.index',
+  /** Absolute position of the block's first draft. */
+  BLOCK_START: 'dsi.block.start',
+  /** Drafts in the block (0: the non-SI lane's plain step). */
+  BLOCK_SIZE: 'dsi.block.size',
+  /** Drafts of the block the target accepted. */
+  ACCEPTED: 'dsi.block.accepted',
+  /** dsi.verify: committed | rejected | cancelled | failed; dsi.draft: used | stale | cancelled | failed. */
+  OUTCOME: 'dsi.outcome',
+  /** Tokens before the drafted ones (dsi.draft). */
+  PREFIX_LENGTH: 'dsi.prefix_length',
+  /** Tokens drafted (dsi.draft) or generated (dsi.generate). */
+  TOKENS: 'dsi.tokens',
+  /** length | eos | stop. */
+  FINISH_REASON: 'dsi.finish_reason',
+  /** Verified tokens after a commit (dsi.commit event). */
+  VERIFIED_LENGTH: 'dsi.verified_length',
+  /** Absolute position of a rejection (dsi.preemption event). */
+  POSITION: 'dsi.position',
+  /** Tokens run through the model in one forward (dsi.forward). */
+  TOKENS_COMPUTED: 'dsi.tokens.computed',
+  /** Tokens whose keys and values came from the KV cache (dsi.forward). */
+  TOKENS_REUSED: 'dsi.tokens.reused',
+  /** Per-request metrics on dsi.generate. */
+  DRAFTED: 'dsi.metrics.drafted',
+  ACCEPTED_TOTAL: 'dsi.metrics.accepted',
+  ACCEPTANCE_RATE: 'dsi.metrics.acceptance_rate',
+  TARGET_FORWARDS: 'dsi.metrics.target_forwards',
+  PREEMPTIONS: 'dsi.metrics.preemptions',
+} as const;
+
+/** OpenTelemetry GenAI semantic-convention attributes we set where they fit. */
+export const GenAiAttributes = {
+  OPERATION_NAME: 'gen_ai.operation.name',
+  REQUEST_MODEL: 'gen_ai.request.model',
+  REQUEST_MAX_TOKENS: 'gen_ai.request.max_tokens',
+  REQUEST_TEMPERATURE: 'gen_ai.request.temperature',
+  REQUEST_SEED: 'gen_ai.request.seed',
+  RESPONSE_FINISH_REASONS: 'gen_ai.response.finish_reasons',
+  USAGE_INPUT_TOKENS: 'gen_ai.usage.input_tokens',
+  USAGE_OUTPUT_TOKENS: 'gen_ai.usage.output_tokens',
 } as const;
 
 /**
@@ -70,6 +121,22 @@ export const DsiSpans = {
   SIMULATE: 'dsi.simulate',
   HEATMAP: 'dsi.heatmap',
   HEATMAP_CELL: 'dsi.heatmap.cell',
+  /** Orchestrator: one generation request (child of the gRPC server span). */
+  GENERATE: 'dsi.generate',
+  /** Orchestrator: one drafter call (parent of its gRPC client span). */
+  DRAFT: 'dsi.draft',
+  /** Orchestrator: one verification on one target replica (parent of its gRPC client span). */
+  VERIFY: 'dsi.verify',
+  /** Drafter and target: one model forward (child of the gRPC server span). */
+  FORWARD: 'dsi.forward',
+} as const;
+
+/** Events DSI records on its spans. */
+export const DsiEvents = {
+  /** On dsi.generate: a rejection cancelled in-flight work (attributes dsi.epoch, dsi.position). */
+  PREEMPTION: 'dsi.preemption',
+  /** On dsi.generate: tokens joined the verified output (attributes dsi.tokens, dsi.verified_length). */
+  COMMIT: 'dsi.commit',
 } as const;
 
 /** Any `dsi.*` attribute name; narrows attribute keys in helpers that accept only ours. */

@@ -2,7 +2,7 @@
  * OpenTelemetry for every DSI process: `startTelemetry` (call it before anything loads `@grpc/grpc-js`),
  * span helpers, shared span and attribute names, and the JSON-lines span file used by local runs and tests.
  */
-export { DsiAttributes, type DsiAttributeName, DsiSpans, RpcAttributes } from './attributes';
+export { DsiAttributes, type DsiAttributeName, DsiEvents, DsiSpans, GenAiAttributes, RpcAttributes } from './attributes';
 export {
   type Environment,
   type ExporterName,

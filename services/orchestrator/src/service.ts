@@ -9,7 +9,9 @@ import {
   type GenerateStreamResponse,
   type GenerationParams,
 } from '@dsi/proto';
-import { generate, validateGenerateConfig, type GenerateConfig, type GenerationResult, type Mode, type SchedulerEvents } from '@dsi/core';
+import { generate, validateGenerateConfig, type GenerateConfig, type GenerationResult, type Mode } from '@dsi/core';
+import { trace, type Tracer } from '@opentelemetry/api';
+import { GenerationTrace } from './tracing';
 import { realClock, samplingFromWire, type TextTokenizer } from '@dsi/models';
 import { invalidArgument, serverStream, unary, unavailable, type ServiceRegistration } from '@dsi/rpc';
 import type { GrpcDrafter, ReplicaPool } from './replicas';
@@ -26,8 +28,8 @@ export interface OrchestratorOptions {
   maxNewTokensLimit?: number;
   /** Default lookahead k. Default 5. */
   defaultLookahead?: number;
-  /** Scheduler hooks (tracing). */
-  events?: (requestId: string) => SchedulerEvents | undefined;
+  /** Tracer for the dsi.generate / dsi.draft / dsi.verify spans; default: the global provider's. */
+  tracer?: Tracer;
 }
 
 const MODES: Record<number, Mode | undefined> = {
@@ -107,12 +109,21 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
       targets = options.targets.healthy();
     }
     if (targets.length === 0) throw unavailable('no healthy target replica: check the targets and their health');
+    const spans = new GenerationTrace(options.tracer ?? trace.getTracer('dsi-orchestrator'), config);
     try {
-      const result = await generate(
-        config,
-        { drafter: options.drafter, targets, clock: realClock },
-        { signal, onTokens, events: options.events?.(requestId) },
-      );
+      const result = await spans
+        .within(() =>
+          generate(
+            config,
+            { drafter: spans.drafter(options.drafter), targets: targets.map((t) => spans.target(t)), clock: realClock },
+            { signal, onTokens, events: spans.events() },
+          ),
+        )
+        .catch((error: unknown) => {
+          spans.fail(error);
+          throw error;
+        });
+      spans.finish(result);
       const m = result.metrics;
       return {
         text: options.tokenizer.decode(result.tokens),

@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import type { ServiceRegistration } from '@dsi/rpc';
 import type { ModelSpec } from '@dsi/models';
+import type { Tracer } from '@opentelemetry/api';
 import { UsageError } from '../errors';
 import { choiceOption, numberOption } from '../options';
 import { defaultModelsDir } from '../models-dir';
@@ -73,7 +74,7 @@ export async function modelSpec(name: 'drafter' | 'target', flags: ServeFlags): 
  * The orchestrator's registration: the drafter, the target replicas (a list or a DNS name, health
  * watched) and the tokenizer, from its flags.
  */
-async function orchestratorRegistration(flags: ServeFlags, log: (line: string) => void, cleanups: (() => void)[]): Promise<ServiceRegistration> {
+async function orchestratorRegistration(flags: ServeFlags, log: (line: string) => void, cleanups: (() => void)[], tracer: Tracer): Promise<ServiceRegistration> {
   if (!flags.drafter) throw new UsageError('--drafter ADDRESS is required (env DSI_DRAFTER)');
   if (!flags.targets === !flags.targetsDns) throw new UsageError('give exactly one of --targets ADDR,ADDR,... or --targets-dns NAME:PORT');
   if (flags.targetsDns && !/^.+:\d+$/.test(flags.targetsDns)) throw new UsageError(`targets-dns=${flags.targetsDns} is not NAME:PORT`);
@@ -97,7 +98,7 @@ async function orchestratorRegistration(flags: ServeFlags, log: (line: string) =
   await targets.start();
   log(`targets: ${targets.healthy().length} of ${targets.all().length} healthy`);
   cleanups.push(() => targets.stop(), () => drafter.close());
-  return orchestratorService({ drafter, targets, tokenizer, eosTokenId, maxNewTokensLimit: flags.maxNewTokensLimit });
+  return orchestratorService({ drafter, targets, tokenizer, eosTokenId, maxNewTokensLimit: flags.maxNewTokensLimit, tracer });
 }
 
 /**
@@ -118,7 +119,7 @@ export async function serve(name: ServiceName, flags: ServeFlags): Promise<void>
     const { simulatorService } = await import('@dsi/simulator-service');
     registration = simulatorService({ threads: flags.threads, tracer: telemetry.tracer });
   } else if (name === 'orchestrator') {
-    registration = await orchestratorRegistration(flags, (line) => process.stderr.write(`${name}: ${line}\n`), cleanups);
+    registration = await orchestratorRegistration(flags, (line) => process.stderr.write(`${name}: ${line}\n`), cleanups, telemetry.tracer);
   } else if (name === 'drafter') {
     const { drafterService } = await import('@dsi/drafter-service');
     registration = drafterService(slot, { maxTokens: flags.maxTokensPerCall });
@@ -152,7 +153,8 @@ export async function serve(name: ServiceName, flags: ServeFlags): Promise<void>
     await server.start();
     if (spec) {
       process.stderr.write(`${name}: loading the ${spec.backend} model${spec.backend === 'onnx' ? ` from ${spec.dir}` : ''}\n`);
-      slot.set(await loadModel(spec));
+      const { tracedModel } = await import('@dsi/models');
+      slot.set(tracedModel(await loadModel(spec), telemetry.tracer));
     }
   } catch (error) {
     await server.shutdown();

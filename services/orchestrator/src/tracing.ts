@@ -1,0 +1,136 @@
+import { context, SpanStatusCode, trace, type Context, type Span, type Tracer } from '@opentelemetry/api';
+import type { Drafter, GenerateConfig, GenerationResult, SchedulerEvents, TargetReplica } from '@dsi/core';
+import { DsiAttributes as A, DsiEvents, DsiSpans, GenAiAttributes as G, recordSpanError } from '@dsi/telemetry';
+
+/**
+ * The spans of one generation: `dsi.generate` around it, a `dsi.draft` per drafter call and a
+ * `dsi.verify` per verification (each the parent of its gRPC client span, so the drafter's and the
+ * targets' server spans join the same trace), preemptions and commits as events. The scheduler's
+ * events open and close the spans (a verification's outcome is known only when its block commits or
+ * is cancelled); the port wrappers make the open span current for the gRPC call.
+ */
+export class GenerationTrace {
+  readonly span: Span;
+  private readonly context: Context;
+  /** Open dsi.verify spans by block (a block's outcome may come after its replica moved on). */
+  private readonly verifySpans = new Map<number, Span>();
+  /** The span of the verification each replica is running now (the scheduler calls the port right after verifyStart). */
+  private readonly runningOn = new Map<string, Span>();
+  private draftSpan?: Span;
+
+  constructor(
+    private readonly tracer: Tracer,
+    config: GenerateConfig,
+  ) {
+    this.span = tracer.startSpan(DsiSpans.GENERATE, {
+      attributes: {
+        [A.REQUEST_ID]: config.requestId,
+        [A.MODE]: config.mode,
+        [A.LOOKAHEAD]: config.mode === 'nonsi' ? 0 : config.lookahead,
+        [G.OPERATION_NAME]: 'text_completion',
+        [G.REQUEST_MAX_TOKENS]: config.maxNewTokens,
+        [G.USAGE_INPUT_TOKENS]: config.prompt.length,
+        'dsi.rule': config.sampling.rule,
+        ...(config.sampling.rule !== 'greedy' ? { [G.REQUEST_TEMPERATURE]: config.sampling.temperature } : {}),
+        ...(config.sampling.seed !== undefined ? { [G.REQUEST_SEED]: config.sampling.seed } : {}),
+      },
+    });
+    this.context = trace.setSpan(context.active(), this.span);
+  }
+
+  /** Runs `fn` with dsi.generate as the active span. */
+  within<T>(fn: () => T): T {
+    return context.with(this.context, fn);
+  }
+
+  /** The drafter port, each call under its dsi.draft span. */
+  drafter(inner: Drafter): Drafter {
+    return {
+      draft: (call, signal) => context.with(trace.setSpan(this.context, this.draftSpan ?? this.span), () => inner.draft(call, signal)),
+    };
+  }
+
+  /** A target replica port, each call under its dsi.verify span. */
+  target(inner: TargetReplica): TargetReplica {
+    return {
+      id: inner.id,
+      verify: (call, signal) => context.with(trace.setSpan(this.context, this.runningOn.get(inner.id) ?? this.span), () => inner.verify(call, signal)),
+    };
+  }
+
+  /** Scheduler hooks that open, annotate and close the spans. */
+  events(): SchedulerEvents {
+    return {
+      draftStart: (e) => {
+        this.draftSpan = this.tracer.startSpan(
+          DsiSpans.DRAFT,
+          { attributes: { [A.EPOCH]: e.epoch, [A.PREFIX_LENGTH]: e.prefixLength, 'dsi.draft.max_tokens': e.maxTokens } },
+          this.context,
+        );
+      },
+      draftEnd: (e) => {
+        const span = this.draftSpan;
+        this.draftSpan = undefined;
+        if (!span) return;
+        span.setAttributes({ [A.TOKENS]: e.tokens, [A.OUTCOME]: e.outcome });
+        if (e.outcome === 'failed') recordSpanError(span, e.error);
+        span.end();
+      },
+      verifyStart: (e) => {
+        this.verifySpans.get(e.block)?.end(); // a re-dispatch after a failure: the failed attempt is over
+        const span = this.tracer.startSpan(
+          DsiSpans.VERIFY,
+          { attributes: { [A.REPLICA]: e.replica, [A.BLOCK_INDEX]: e.block, [A.EPOCH]: e.epoch, [A.BLOCK_START]: e.start, [A.BLOCK_SIZE]: e.size } },
+          this.context,
+        );
+        this.verifySpans.set(e.block, span);
+        this.runningOn.set(e.replica, span);
+      },
+      verifyEnd: (e) => {
+        const span = this.verifySpans.get(e.block);
+        if (!span) return;
+        span.setAttributes({ [A.ACCEPTED]: e.accepted, [A.OUTCOME]: e.outcome });
+        if (e.outcome === 'failed') recordSpanError(span, e.error);
+        span.end();
+        this.verifySpans.delete(e.block);
+      },
+      preempt: (e) => this.span.addEvent(DsiEvents.PREEMPTION, { [A.EPOCH]: e.epoch, [A.POSITION]: e.position }),
+      commit: (e) => this.span.addEvent(DsiEvents.COMMIT, { [A.TOKENS]: e.tokens.length, [A.VERIFIED_LENGTH]: e.verifiedLength }),
+    };
+  }
+
+  /** Ends dsi.generate with the result's figures. */
+  finish(result: GenerationResult): void {
+    const m = result.metrics;
+    this.span.setAttributes({
+      [A.TOKENS]: result.tokens.length,
+      [A.FINISH_REASON]: result.finishReason,
+      [G.USAGE_OUTPUT_TOKENS]: result.tokens.length,
+      [G.RESPONSE_FINISH_REASONS]: [result.finishReason],
+      [A.DRAFTED]: m.drafted,
+      [A.ACCEPTED_TOTAL]: m.accepted,
+      [A.ACCEPTANCE_RATE]: m.acceptanceRate,
+      [A.TARGET_FORWARDS]: m.targetForwards,
+      [A.PREEMPTIONS]: m.preemptions,
+    });
+    this.close();
+  }
+
+  /** Ends every span still open (a failed or cancelled generation). */
+  fail(error: unknown): void {
+    recordSpanError(this.span, error);
+    this.close();
+  }
+
+  private close(): void {
+    this.draftSpan?.setAttribute(A.OUTCOME, 'cancelled');
+    this.draftSpan?.end();
+    for (const span of this.verifySpans.values()) {
+      span.setAttribute(A.OUTCOME, 'cancelled');
+      span.end();
+    }
+    this.verifySpans.clear();
+    if (this.span.isRecording()) this.span.setStatus({ code: SpanStatusCode.UNSET });
+    this.span.end();
+  }
+}

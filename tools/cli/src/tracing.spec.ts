@@ -1,0 +1,118 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import readline from 'node:readline';
+import { testModelsDir } from '@dsi/models/test-models';
+import { startService, type StackService } from './stack';
+
+// A fake OTLP/HTTP receiver in its own process: prints every exported request body as one JSON line.
+const RECEIVER = `
+const http = require('node:http');
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    process.stdout.write(JSON.stringify({ path: req.url, body: JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') }) + '\\n');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{}');
+  });
+});
+server.listen(0, '127.0.0.1', () => process.stdout.write('listening ' + server.address().port + '\\n'));
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+`;
+
+interface OtlpSpan {
+  service: string;
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  attributes: Record<string, unknown>;
+}
+
+function flatten(body: { resourceSpans?: unknown[] }): OtlpSpan[] {
+  const value = (v: Record<string, unknown>) => v.stringValue ?? v.intValue ?? v.doubleValue ?? v.boolValue;
+  const spans: OtlpSpan[] = [];
+  for (const rs of (body.resourceSpans ?? []) as { resource: { attributes: { key: string; value: Record<string, unknown> }[] }; scopeSpans: { spans: Record<string, unknown>[] }[] }[]) {
+    const service = String(value(rs.resource.attributes.find((a) => a.key === 'service.name')!.value));
+    for (const ss of rs.scopeSpans) {
+      for (const s of ss.spans) {
+        const attributes = Object.fromEntries(((s.attributes ?? []) as { key: string; value: Record<string, unknown> }[]).map((a) => [a.key, value(a.value)]));
+        spans.push({ service, traceId: String(s.traceId), spanId: String(s.spanId), parentSpanId: (s.parentSpanId as string) || undefined, name: String(s.name), attributes });
+      }
+    }
+  }
+  return spans;
+}
+
+describe('tracing across processes', () => {
+  it('exports one trace per DSI request from the orchestrator, the drafter and every target, with the parent -> child edges', async () => {
+    const receiver: ChildProcess = spawn(process.execPath, ['-e', RECEIVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const received: OtlpSpan[] = [];
+    const port = await new Promise<string>((resolve) => {
+      readline.createInterface({ input: receiver.stdout! }).on('line', (line) => {
+        const listening = line.match(/^listening (\d+)$/);
+        if (listening) return resolve(listening[1]);
+        received.push(...flatten(JSON.parse(line).body));
+      });
+    });
+    const env = {
+      ...process.env,
+      DSI_MODELS_DIR: testModelsDir(),
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      OTEL_BSP_SCHEDULE_DELAY: '200',
+    };
+    const services: StackService[] = [];
+    try {
+      // A fast drafter and slow targets: blocks pile up in flight, so rejections cancel some.
+      const synthetic = (ms: number) => ['--backend', 'synthetic', '--a', '0.6', '--tpot-ms', String(ms), '--ttft-ms', String(ms)];
+      const [drafter, ...targets] = await Promise.all([
+        startService('drafter', ['--port', '0', ...synthetic(2)], { env }),
+        startService('target', ['--port', '0', ...synthetic(30)], { env }),
+        startService('target', ['--port', '0', ...synthetic(30)], { env }),
+      ]);
+      services.push(drafter, ...targets);
+      const orchestrator = await startService('orchestrator', ['--port', '0', '--drafter', drafter.address, '--targets', targets.map((t) => t.address).join(',')], { env });
+      services.push(orchestrator);
+      const { generateRemote } = await import('./remote');
+      const response = await generateRemote(orchestrator.address, { prompt: 'trace me', mode: 'MODE_DSI', lookahead: 3, maxNewTokens: 40 });
+      expect(response.tokens).toHaveLength(40);
+      // Stopping drains and flushes every exporter.
+      await Promise.all(services.splice(0).map((s) => s.stop()));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+
+      const generate = received.find((s) => s.name === 'dsi.generate' && s.attributes['dsi.request_id'] === response.requestId);
+      expect(generate).toBeDefined();
+      const inTrace = received.filter((s) => s.traceId === generate!.traceId);
+      const byId = new Map(inTrace.map((s) => [s.spanId, s]));
+      const parentOf = (s: OtlpSpan) => (s.parentSpanId ? byId.get(s.parentSpanId) : undefined);
+      expect(new Set(inTrace.map((s) => s.service))).toEqual(new Set(['dsi-orchestrator', 'dsi-drafter', 'dsi-target']));
+
+      // orchestrator -> drafter: dsi.draft -> client span -> the drafter's server span -> its forwards.
+      const drafterServer = inTrace.filter((s) => s.service === 'dsi-drafter' && s.name.endsWith('DrafterService/Draft'));
+      expect(drafterServer.length).toBeGreaterThan(0);
+      for (const server of drafterServer) {
+        const client = parentOf(server)!;
+        expect(client.service).toBe('dsi-orchestrator');
+        expect(parentOf(client)!.name).toBe('dsi.draft');
+        expect(parentOf(parentOf(client)!)!.spanId).toBe(generate!.spanId);
+      }
+      // orchestrator -> target-N: dsi.verify (with its replica) -> client span -> the target's server span.
+      const targetServers = inTrace.filter((s) => s.service === 'dsi-target' && s.name.endsWith('TargetService/Verify'));
+      const replicasSeen = new Set<unknown>();
+      for (const server of targetServers) {
+        const verify = parentOf(parentOf(server)!)!;
+        expect(verify.name).toBe('dsi.verify');
+        replicasSeen.add(verify.attributes['dsi.replica']);
+        expect(inTrace.some((s) => s.name === 'dsi.forward' && s.parentSpanId === server.spanId)).toBe(true);
+      }
+      expect(replicasSeen).toEqual(new Set(targets.map((t) => t.address)));
+      // Every verification says how it ended; with a = 0.6 some were rejected or cancelled.
+      const outcomes = inTrace.filter((s) => s.name === 'dsi.verify').map((s) => s.attributes['dsi.outcome']);
+      expect(outcomes.every((o) => ['committed', 'rejected', 'cancelled', 'failed'].includes(String(o)))).toBe(true);
+      expect(outcomes).toContain('cancelled');
+    } finally {
+      await Promise.all(services.map((s) => s.stop()));
+      receiver.kill('SIGTERM');
+    }
+  });
+});
