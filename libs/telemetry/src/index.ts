@@ -22,3 +22,4 @@ export {
 } from './span-file';
 export { errorType, grpcStatusName, type GrpcStatusName, recordSpanError, withSpan } from './spans';
 export { startTelemetry, type Telemetry, type TelemetryOptions } from './telemetry';
+export { generationInstruments, startMetrics, type DsiMetricsPipeline, type GenerationInstruments, type MetricsOptions } from './metrics';

@@ -10,7 +10,8 @@ import {
   type GenerationParams,
 } from '@dsi/proto';
 import { generate, validateGenerateConfig, type GenerateConfig, type GenerationResult, type Mode } from '@dsi/core';
-import { trace, type Tracer } from '@opentelemetry/api';
+import { metrics, trace, type Tracer } from '@opentelemetry/api';
+import { generationInstruments, type GenerationInstruments } from '@dsi/telemetry';
 import { GenerationTrace } from './tracing';
 import { realClock, samplingFromWire, type TextTokenizer } from '@dsi/models';
 import { invalidArgument, serverStream, unary, unavailable, type ServiceRegistration } from '@dsi/rpc';
@@ -30,6 +31,8 @@ export interface OrchestratorOptions {
   defaultLookahead?: number;
   /** Tracer for the dsi.generate / dsi.draft / dsi.verify spans; default: the global provider's. */
   tracer?: Tracer;
+  /** Counters and histograms; default: instruments on the global meter provider's meter. */
+  instruments?: GenerationInstruments;
 }
 
 const MODES: Record<number, Mode | undefined> = {
@@ -77,6 +80,7 @@ class TextStream {
  */
 export function orchestratorService(options: OrchestratorOptions): ServiceRegistration {
   const limit = options.maxNewTokensLimit ?? 4096;
+  const instruments = options.instruments ?? generationInstruments(metrics.getMeter('dsi-orchestrator'));
 
   function configOf(params: GenerationParams | undefined, requestId: string): GenerateConfig {
     if (!params) throw invalidArgument('params is missing');
@@ -109,7 +113,7 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
       targets = options.targets.healthy();
     }
     if (targets.length === 0) throw unavailable('no healthy target replica: check the targets and their health');
-    const spans = new GenerationTrace(options.tracer ?? trace.getTracer('dsi-orchestrator'), config);
+    const spans = new GenerationTrace(options.tracer ?? trace.getTracer('dsi-orchestrator'), config, instruments);
     try {
       const result = await spans
         .within(() =>

@@ -1,13 +1,15 @@
 import { context, SpanStatusCode, trace, type Context, type Span, type Tracer } from '@opentelemetry/api';
 import type { Drafter, GenerateConfig, GenerationResult, SchedulerEvents, TargetReplica } from '@dsi/core';
-import { DsiAttributes as A, DsiEvents, DsiSpans, GenAiAttributes as G, recordSpanError } from '@dsi/telemetry';
+import { DsiAttributes as A, DsiEvents, DsiSpans, GenAiAttributes as G, recordSpanError, type GenerationInstruments } from '@dsi/telemetry';
 
 /**
- * The spans of one generation: `dsi.generate` around it, a `dsi.draft` per drafter call and a
+ * The spans and metrics of one generation: `dsi.generate` around it, a `dsi.draft` per drafter call and a
  * `dsi.verify` per verification (each the parent of its gRPC client span, so the drafter's and the
  * targets' server spans join the same trace), preemptions and commits as events. The scheduler's
  * events open and close the spans (a verification's outcome is known only when its block commits or
- * is cancelled); the port wrappers make the open span current for the gRPC call.
+ * is cancelled); the port wrappers make the open span current for the gRPC call. Metrics: every
+ * verification by outcome; for committing ones (committed or rejected) the drafts judged and accepted,
+ * and each accepted draft by its position in the block; per request the totals and latencies.
  */
 export class GenerationTrace {
   readonly span: Span;
@@ -17,11 +19,15 @@ export class GenerationTrace {
   /** The span of the verification each replica is running now (the scheduler calls the port right after verifyStart). */
   private readonly runningOn = new Map<string, Span>();
   private draftSpan?: Span;
+  private readonly blockSizes = new Map<number, number>();
+  private readonly modeAttributes: { 'dsi.mode': string };
 
   constructor(
     private readonly tracer: Tracer,
     config: GenerateConfig,
+    private readonly instruments?: GenerationInstruments,
   ) {
+    this.modeAttributes = { [A.MODE]: config.mode };
     this.span = tracer.startSpan(DsiSpans.GENERATE, {
       attributes: {
         [A.REQUEST_ID]: config.requestId,
@@ -69,6 +75,8 @@ export class GenerationTrace {
         );
       },
       draftEnd: (e) => {
+        this.instruments?.drafts.add(1, this.modeAttributes);
+        this.instruments?.draftedTokens.add(e.tokens, this.modeAttributes);
         const span = this.draftSpan;
         this.draftSpan = undefined;
         if (!span) return;
@@ -85,23 +93,53 @@ export class GenerationTrace {
         );
         this.verifySpans.set(e.block, span);
         this.runningOn.set(e.replica, span);
+        this.blockSizes.set(e.block, e.size);
       },
       verifyEnd: (e) => {
+        // The scheduler's "committed" covers a block with a rejected draft too (its accepted prefix and
+        // the target's token were committed): the trace calls that "rejected".
+        const size = this.blockSizes.get(e.block) ?? e.accepted;
+        const outcome = e.outcome === 'committed' && e.accepted < size ? 'rejected' : e.outcome;
+        this.countVerification(e.block, e.accepted, outcome);
         const span = this.verifySpans.get(e.block);
         if (!span) return;
-        span.setAttributes({ [A.ACCEPTED]: e.accepted, [A.OUTCOME]: e.outcome });
+        span.setAttributes({ [A.ACCEPTED]: e.accepted, [A.OUTCOME]: outcome });
         if (e.outcome === 'failed') recordSpanError(span, e.error);
         span.end();
         this.verifySpans.delete(e.block);
       },
-      preempt: (e) => this.span.addEvent(DsiEvents.PREEMPTION, { [A.EPOCH]: e.epoch, [A.POSITION]: e.position }),
+      preempt: (e) => {
+        this.instruments?.preemptions.add(1, this.modeAttributes);
+        this.span.addEvent(DsiEvents.PREEMPTION, { [A.EPOCH]: e.epoch, [A.POSITION]: e.position });
+      },
       commit: (e) => this.span.addEvent(DsiEvents.COMMIT, { [A.TOKENS]: e.tokens.length, [A.VERIFIED_LENGTH]: e.verifiedLength }),
     };
+  }
+
+  private countVerification(block: number, accepted: number, outcome: string): void {
+    const instruments = this.instruments;
+    if (!instruments) return;
+    instruments.verifications.add(1, { ...this.modeAttributes, [A.OUTCOME]: outcome });
+    if (outcome !== 'committed' && outcome !== 'rejected') return;
+    const size = this.blockSizes.get(block) ?? accepted;
+    // A committed block had every draft judged; a rejected one, those up to the first rejection.
+    instruments.verifiedDrafts.add(outcome === 'committed' ? size : Math.min(size, accepted + 1), this.modeAttributes);
+    instruments.acceptedTokens.add(accepted, this.modeAttributes);
+    for (let position = 0; position < accepted; position++) instruments.acceptedByPosition.add(1, { ...this.modeAttributes, [A.POSITION]: position });
   }
 
   /** Ends dsi.generate with the result's figures. */
   finish(result: GenerationResult): void {
     const m = result.metrics;
+    if (this.instruments) {
+      const attributes = { ...this.modeAttributes, [A.FINISH_REASON]: result.finishReason };
+      this.instruments.requests.add(1, attributes);
+      this.instruments.targetForwards.add(m.targetForwards, this.modeAttributes);
+      this.instruments.generatedTokens.add(result.tokens.length, this.modeAttributes);
+      this.instruments.ttft.record(m.ttftMs, this.modeAttributes);
+      if (result.tokens.length > 1) this.instruments.tpot.record(m.tpotMs, this.modeAttributes);
+      this.instruments.duration.record(m.wallMs, this.modeAttributes);
+    }
     this.span.setAttributes({
       [A.TOKENS]: result.tokens.length,
       [A.FINISH_REASON]: result.finishReason,

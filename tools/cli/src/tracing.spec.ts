@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import readline from 'node:readline';
 import { testModelsDir } from '@dsi/models/test-models';
 import { startService, type StackService } from './stack';
@@ -43,7 +44,16 @@ function flatten(body: { resourceSpans?: unknown[] }): OtlpSpan[] {
   return spans;
 }
 
-describe('tracing across processes', () => {
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+describe('tracing and metrics across processes', () => {
   it('exports one trace per DSI request from the orchestrator, the drafter and every target, with the parent -> child edges', async () => {
     const receiver: ChildProcess = spawn(process.execPath, ['-e', RECEIVER], { stdio: ['ignore', 'pipe', 'inherit'] });
     const received: OtlpSpan[] = [];
@@ -71,11 +81,35 @@ describe('tracing across processes', () => {
         startService('target', ['--port', '0', ...synthetic(30)], { env }),
       ]);
       services.push(drafter, ...targets);
-      const orchestrator = await startService('orchestrator', ['--port', '0', '--drafter', drafter.address, '--targets', targets.map((t) => t.address).join(',')], { env });
+      const metricsPort = await freePort();
+      const orchestrator = await startService(
+        'orchestrator',
+        ['--port', '0', '--drafter', drafter.address, '--targets', targets.map((t) => t.address).join(','), '--metrics-port', String(metricsPort)],
+        { env },
+      );
       services.push(orchestrator);
       const { generateRemote } = await import('./remote');
       const response = await generateRemote(orchestrator.address, { prompt: 'trace me', mode: 'MODE_DSI', lookahead: 3, maxNewTokens: 40 });
       expect(response.tokens).toHaveLength(40);
+
+      // Metrics on the Prometheus endpoint: rates derived from the counters stay in their bounds.
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const total = (name: string, label = '') =>
+        text
+          .split('\n')
+          .filter((line) => line.startsWith(`${name}{`) && line.includes(label))
+          .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
+      const accepted = total('dsi_accepted_tokens_total');
+      const judged = total('dsi_verified_drafts_total');
+      const committing = total('dsi_verifications_total', 'dsi_outcome="committed"') + total('dsi_verifications_total', 'dsi_outcome="rejected"');
+      expect(judged).toBeGreaterThan(0);
+      expect(accepted / judged).toBeGreaterThanOrEqual(0);
+      expect(accepted / judged).toBeLessThanOrEqual(1);
+      expect((accepted + committing) / committing).toBeGreaterThanOrEqual(1);
+      expect((accepted + committing) / committing).toBeLessThanOrEqual(3 + 1);
+      expect(total('dsi_generated_tokens_total')).toBe(40);
+      expect(total('dsi_requests_total', 'dsi_mode="dsi"')).toBe(1);
+      expect(total('dsi_request_duration_count')).toBe(1);
       // Stopping drains and flushes every exporter.
       await Promise.all(services.splice(0).map((s) => s.stop()));
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -110,6 +144,7 @@ describe('tracing across processes', () => {
       const outcomes = inTrace.filter((s) => s.name === 'dsi.verify').map((s) => s.attributes['dsi.outcome']);
       expect(outcomes.every((o) => ['committed', 'rejected', 'cancelled', 'failed'].includes(String(o)))).toBe(true);
       expect(outcomes).toContain('cancelled');
+      expect(outcomes).toContain('rejected');
     } finally {
       await Promise.all(services.map((s) => s.stop()));
       receiver.kill('SIGTERM');

@@ -31,6 +31,8 @@ export interface ServeFlags {
   targetsDns?: string;
   tokenizer?: string;
   maxNewTokensLimit: number;
+  metricsPort?: number;
+  metricsHost: string;
   a: number;
   ttftMs: number;
   tpotMs: number;
@@ -110,6 +112,9 @@ async function orchestratorRegistration(flags: ServeFlags, log: (line: string) =
 export async function serve(name: ServiceName, flags: ServeFlags): Promise<void> {
   const { startTelemetry } = await import('@dsi/telemetry');
   const telemetry = startTelemetry({ serviceName: `dsi-${name}`, env: process.env, traceFile: flags.traceFile });
+  const { startMetrics } = await import('@dsi/telemetry');
+  const metrics = startMetrics({ serviceName: `dsi-${name}`, env: process.env, prometheusPort: flags.metricsPort, prometheusHost: flags.metricsHost });
+  if (metrics.prometheusUrl) process.stderr.write(`${name}: metrics on ${metrics.prometheusUrl}\n`);
   const { DsiServer } = await import('@dsi/rpc');
   const { ModelSlot, loadModel } = await import('@dsi/models');
   const slot = new ModelSlot();
@@ -147,6 +152,7 @@ export async function serve(name: ServiceName, flags: ServeFlags): Promise<void>
     disposeSignals();
     for (const fn of cleanups) fn();
     await slot.peek()?.close();
+    await metrics.shutdown();
     await telemetry.shutdown();
   };
   try {
@@ -185,6 +191,8 @@ export function serveCommand(): Command {
     .addOption(numberOption('--max-cached-tokens <n>', 'tokens kept across all KV caches', 'DSI_MAX_CACHED_TOKENS').default(65_536))
     .addOption(numberOption('--idle-timeout-ms <ms>', 'drop a request\'s KV cache after this long unused', 'DSI_IDLE_TIMEOUT_MS').default(300_000))
     .addOption(numberOption('--max-tokens-per-call <n>', 'largest Draft n or Verify block', 'DSI_MAX_TOKENS_PER_CALL').default(64))
+    .addOption(numberOption('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics', 'DSI_METRICS_PORT'))
+    .addOption(new Option('--metrics-host <address>', 'address the metrics endpoint binds').env('DSI_METRICS_HOST').default('127.0.0.1'))
     .addOption(new Option('--drafter <address>', 'orchestrator: the drafter service').env('DSI_DRAFTER'))
     .addOption(new Option('--targets <addresses>', 'orchestrator: target replicas, comma-separated host:port').env('DSI_TARGETS'))
     .addOption(new Option('--targets-dns <name:port>', 'orchestrator: a DNS name whose addresses are the replicas (a headless Service)').env('DSI_TARGETS_DNS'))
