@@ -8,6 +8,7 @@ import { heatmapCommand } from './commands/heatmap';
 import { modelsCommand } from './commands/models';
 import { serveCommand } from './commands/serve';
 import { simulateCommand } from './commands/simulate';
+import { traceCommand } from './commands/trace';
 import { upCommand } from './commands/up';
 import { ExitCode, UsageError } from './errors';
 
@@ -20,7 +21,7 @@ export function program(): Command {
     .version(version)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const command of [upCommand(), generateCommand(), simulateCommand(), heatmapCommand(), serveCommand(), modelsCommand(), estimateCommand(), benchCommand()]) {
+  for (const command of [upCommand(), generateCommand(), simulateCommand(), heatmapCommand(), serveCommand(), modelsCommand(), estimateCommand(), traceCommand(), benchCommand()]) {
     dsi.addCommand(command.exitOverride().showHelpAfterError('(run with --help for usage)'));
   }
   return dsi;
