@@ -151,3 +151,42 @@ describe('tracing and metrics across processes', () => {
     }
   });
 });
+
+describe('dsi trace on a recorded run', () => {
+  it('draws one lane per drafter and replica and one bar per span, matching the file', async () => {
+    const { execFile } = await import('node:child_process');
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const bin = path.resolve(__dirname, '../bin/dsi.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsi-trace-'));
+    const spansFile = path.join(dir, 'run.jsonl');
+    const run = (...args: string[]) =>
+      new Promise<string>((resolve, reject) =>
+        execFile(process.execPath, [bin, ...args], { env: { ...process.env, DSI_MODELS_DIR: testModelsDir() } }, (error, stdout, stderr) =>
+          error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout),
+        ),
+      );
+    await run('up', '--once', '--json', '--base-port', '0', '--backend', 'synthetic', '--target-ms', '10', '--a', '0.7', '--targets', '3', '--max-new-tokens', '30', '--trace-file', spansFile);
+    const svgFile = path.join(dir, 'timeline.svg');
+    const report = JSON.parse(await run('trace', spansFile, '--out', svgFile, '--json'));
+    const svg = fs.readFileSync(svgFile, 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
+
+    // The spans of the request the report picked (the last to finish: DSI).
+    const spans = fs.readFileSync(spansFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const generate = spans.find((s) => s.name === 'dsi.generate' && s.traceId === report.trace_id);
+    expect(generate.attributes['dsi.mode']).toBe('dsi');
+    const verifies = spans.filter((s) => s.traceId === report.trace_id && s.name === 'dsi.verify');
+    const drafts = spans.filter((s) => s.traceId === report.trace_id && s.name === 'dsi.draft');
+    const replicas = new Set(verifies.map((s) => s.attributes['dsi.replica']));
+    for (const replica of replicas) expect(svg).toContain(`target ${replica}`);
+    expect(svg).toContain('>drafter<');
+    const count = (outcome: string) => verifies.filter((s) => s.attributes['dsi.outcome'] === outcome).length;
+    expect(report.verifications).toMatchObject({ committed: count('committed'), rejected: count('rejected'), cancelled: count('cancelled') });
+    expect(report.drafts.total).toBe(drafts.length);
+    expect(report.lanes).toHaveLength(replicas.size + 1);
+    fs.rmSync(dir, { recursive: true });
+  });
+});
