@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { ModelInputError } from './backend';
 
 /** The parts of a Hugging Face `config.json` the ONNX backend needs. */
 export interface DecoderConfig {
@@ -55,21 +54,4 @@ export function readDecoderConfig(dir: string): DecoderConfig {
     contextLength,
     eosTokenId: typeof eos === 'number' ? eos : Array.isArray(eos) && typeof eos[0] === 'number' ? eos[0] : undefined,
   };
-}
-
-/** Checks token ids against a vocabulary and a context length; throws {@link ModelInputError}. */
-export function checkTokens(tokens: readonly number[], from: number, vocabSize: number, contextLength: number): void {
-  if (tokens.length === 0) throw new ModelInputError('the token sequence is empty');
-  if (tokens.length > contextLength) {
-    throw new ModelInputError(`${tokens.length} tokens exceed the context length ${contextLength}`);
-  }
-  if (!Number.isInteger(from) || from < 0 || from >= tokens.length) {
-    throw new ModelInputError(`from=${from} is outside [0, ${tokens.length - 1}]`);
-  }
-  for (let i = 0; i < tokens.length; i++) {
-    const token = tokens[i];
-    if (!Number.isInteger(token) || token < 0 || token >= vocabSize) {
-      throw new ModelInputError(`token ${token} at position ${i} is outside the vocabulary [0, ${vocabSize - 1}]`);
-    }
-  }
 }

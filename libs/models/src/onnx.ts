@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { ModelInputError, type ForwardResult, type LanguageModel, type ModelInfo } from './backend';
-import { checkTokens, ModelLoadError, readDecoderConfig, type DecoderConfig } from './onnx-config';
+import { checkTokens, type ForwardResult, type LanguageModel, type ModelInfo } from './backend';
+import { ModelLoadError, readDecoderConfig, type DecoderConfig } from './onnx-config';
 import type { OnnxWorkerData, OnnxWorkerRequest, OnnxWorkerResponse } from './onnx-worker';
 
 /** How an ONNX model instance runs and how much KV cache it may keep. */
@@ -196,4 +196,3 @@ export class OnnxModel implements LanguageModel {
   }
 }
 
-export { ModelInputError };

@@ -23,7 +23,7 @@
  * The duration is measured from when the call gets the device and includes the (tiny) compute time.
  */
 import { counterHash, uniform } from '@dsi/core';
-import { ModelInputError, type ForwardResult, type LanguageModel, type ModelInfo } from './backend';
+import { checkTokens, type ForwardResult, type LanguageModel, type ModelInfo } from './backend';
 
 /** Time as the synthetic model sees it: inject a virtual clock in tests and simulations. */
 export interface SyntheticClock {
@@ -231,7 +231,7 @@ class SyntheticModel implements LanguageModel {
   }
 
   async logits(requestId: string, tokens: readonly number[], from: number, signal?: AbortSignal): Promise<ForwardResult> {
-    this.checkInput(tokens, from);
+    checkTokens(tokens, from, this.info.vocabSize, this.info.contextLength);
     if (signal?.aborted) throw abortReason(signal);
     await this.device.acquire(signal);
     try {
@@ -278,21 +278,6 @@ class SyntheticModel implements LanguageModel {
   async close(): Promise<void> {
     this.closed = true;
     this.caches.clear();
-  }
-
-  private checkInput(tokens: readonly number[], from: number): void {
-    const { vocabSize, contextLength } = this.info;
-    if (tokens.length === 0) throw new ModelInputError('the token sequence is empty');
-    if (tokens.length > contextLength) throw new ModelInputError(`${tokens.length} tokens exceed the context length ${contextLength}`);
-    if (!Number.isInteger(from) || from < 0 || from >= tokens.length) {
-      throw new ModelInputError(`from=${from} is outside [0, ${tokens.length - 1}]`);
-    }
-    for (let i = 0; i < tokens.length; i++) {
-      const token = tokens[i];
-      if (!Number.isInteger(token) || token < 0 || token >= vocabSize) {
-        throw new ModelInputError(`token ${token} at position ${i} is outside the vocabulary [0, ${vocabSize - 1}]`);
-      }
-    }
   }
 
   /** Completes `known` (the hashes of a prefix of `tokens`, possibly empty) to all of `tokens`. */

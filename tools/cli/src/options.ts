@@ -22,3 +22,9 @@ export function choiceOption(flags: string, description: string, choices: string
 export function fixed(value: number, digits = 2): string {
   return Number.isFinite(value) ? value.toFixed(digits) : String(value);
 }
+
+/** The median of a non-empty list (the upper one of the middle pair). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  return sorted[Math.floor(sorted.length / 2)];
+}

@@ -2,7 +2,7 @@ import { credentials } from '@grpc/grpc-js';
 import { DecoderSession, ensureDefaultModels } from '@dsi/modelgen';
 import { TargetServiceClient, VerifyRequest, type VerifyResponse } from '@dsi/proto';
 import { defaultModelsDir } from '../models-dir';
-import { fixed } from '../options';
+import { fixed, median } from '../options';
 import { startService, type StackService } from '../stack';
 
 /** One row of the model-service benchmarks. */
@@ -10,11 +10,6 @@ export interface ModelBenchRow {
   name: string;
   median_ms: number;
   [key: string]: number | string;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  return sorted[Math.floor(sorted.length / 2)];
 }
 
 function verify(client: TargetServiceClient, request: Partial<VerifyRequest>): Promise<VerifyResponse> {

@@ -1,6 +1,6 @@
 import { requiredServers } from '@dsi/sim';
 import { predictSynthetic } from '../predict';
-import { fixed } from '../options';
+import { fixed, median } from '../options';
 import { startService, type StackService } from '../stack';
 
 /** One configuration of the online benchmark, measured and predicted. */
@@ -16,11 +16,6 @@ export interface OnlineBenchRow {
 }
 
 const TARGET_MS = 50;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  return sorted[Math.floor(sorted.length / 2)];
-}
 
 /** A synthetic target's real time per forward (its own measurement, sleep lateness included). */
 async function measuredVerifyForwardMs(address: string): Promise<number> {

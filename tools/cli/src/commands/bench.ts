@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { DEFAULT_HEATMAP, HeatmapComputer, heatmapGrid, runHeatmap } from '@dsi/sim';
-import { fixed, numberOption } from '../options';
+import { fixed, median, numberOption } from '../options';
 import { startService } from '../stack';
 
 /** The reference study's sequential per-cell simulation of the ndim=20 heatmap on one core of this machine kind. */
@@ -16,11 +16,6 @@ interface BenchRow {
   cells?: number;
   cells_per_second?: number;
   vs_study?: number;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  return sorted[Math.floor(sorted.length / 2)];
 }
 
 async function timed(runs: number, fn: () => Promise<unknown> | unknown): Promise<number> {

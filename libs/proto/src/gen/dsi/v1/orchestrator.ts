@@ -194,7 +194,7 @@ export interface GenerateStreamResponse {
 /** TokensDelta holds tokens that were verified since the previous message. */
 export interface TokensDelta {
   tokens: number[];
-  /** Their text (may split a multi-byte character across messages; concatenate the bytes, or use done.text). */
+  /** Their text; a multi-byte character split across tokens is held back until it is complete. */
   text: string;
 }
 
