@@ -78,6 +78,19 @@ describe('the KV cache', () => {
     }
   });
 
+  it('drops a request\'s cache after it sat unused for the idle timeout', async () => {
+    const idle = await OnnxModel.load(pair.drafter, { idleTimeoutMs: 100 });
+    try {
+      await idle.logits('idle', tokens, tokens.length - 1);
+      expect((await idle.cacheStats()).requests).toBe(1);
+      // Eviction runs every idleTimeout/2: well after 100 ms + 50 ms the entry is gone.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect((await idle.cacheStats()).requests).toBe(0);
+    } finally {
+      await idle.close();
+    }
+  });
+
   it('drops a call aborted while queued, and the next call is still right', async () => {
     const controller = new AbortController();
     const long = Array.from({ length: 400 }, (_, i) => 32 + (i % 90));

@@ -63,7 +63,7 @@ export class OnnxModel implements LanguageModel {
       settle?.(response);
     });
     worker.on('error', (error) => this.failAll(new ModelWorkerError(`model worker failed: ${error.message}`, { cause: error })));
-    this.idleTimer = setInterval(() => this.post({ type: 'evict-idle', id: this.nextId++, idleMs: idleTimeoutMs }), Math.max(1000, idleTimeoutMs / 2));
+    this.idleTimer = setInterval(() => this.post({ type: 'evict-idle', id: this.nextId++, idleMs: idleTimeoutMs }), Math.max(50, idleTimeoutMs / 2));
     this.idleTimer.unref();
   }
 
