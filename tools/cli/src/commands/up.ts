@@ -128,6 +128,13 @@ export async function up(flags: UpFlags): Promise<void> {
         }),
         '',
         `outputs identical across modes: ${identical ? 'yes' : 'NO'}`,
+        ...(flags.backend === 'onnx'
+          ? [
+              'note: the built-in models run a forward in under 1 ms on this CPU, less than one gRPC round trip, so',
+              '      speculation cannot pay off here; `npm start -- --backend synthetic --target-ms 20` shows the regime',
+              '      of a large target on a GPU (forwards of tens of ms), through the same services.',
+            ]
+          : []),
         '',
         'Call it yourself:',
         `  npx dsi generate --orchestrator ${orchestrator.address} --mode dsi --prompt "Once upon a time"`,
