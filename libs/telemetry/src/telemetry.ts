@@ -130,7 +130,11 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   const unregisterInstrumentations =
     options.instrumentGrpc === false
       ? () => {}
-      : registerInstrumentations({ tracerProvider: provider, instrumentations: [new GrpcInstrumentation()] });
+      : registerInstrumentations({
+          tracerProvider: provider,
+          // The OTLP gRPC exporter's own Export calls must not produce spans about exporting spans.
+          instrumentations: [new GrpcInstrumentation({ ignoreGrpcMethods: ['Export'] })],
+        });
 
   let stopping: Promise<void> | undefined;
   const telemetry: Telemetry = {
