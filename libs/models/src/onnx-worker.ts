@@ -14,6 +14,7 @@ export interface OnnxWorkerData {
   threads: number;
   maxCachedRequests: number;
   maxCachedTokens: number;
+  executionProvider: 'cpu' | 'cuda';
 }
 
 /** Parent -> worker messages. */
@@ -38,7 +39,7 @@ interface CacheEntry {
   lastUsed: number;
 }
 
-const { modelFile, config, threads, maxCachedRequests, maxCachedTokens } = workerData as OnnxWorkerData;
+const { modelFile, config, threads, maxCachedRequests, maxCachedTokens, executionProvider } = workerData as OnnxWorkerData;
 const port = parentPort!;
 const cache = new Map<string, CacheEntry>();
 const { numLayers, numHeads, headDim, vocabSize } = config;
@@ -113,7 +114,8 @@ async function main(): Promise<void> {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
-    executionProviders: ['cpu'],
+    // CUDA needs onnxruntime-node's CUDA libraries (installed with ONNXRUNTIME_NODE_INSTALL=cuda12) and a GPU.
+    executionProviders: executionProvider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
   });
   port.on('message', async (message: OnnxWorkerRequest) => {
     try {

@@ -9,6 +9,8 @@ import type { OnnxWorkerData, OnnxWorkerRequest, OnnxWorkerResponse } from './on
 export interface OnnxModelOptions {
   /** onnxruntime intra-op threads for this instance (`--threads`). Default 1. */
   threads?: number;
+  /** Where forwards run (`--execution-provider`): `cpu` (default) or `cuda` (with `cpu` as the fallback for unsupported nodes). */
+  executionProvider?: 'cpu' | 'cuda';
   /** Requests whose KV cache is kept (least recently used evicted first). Default 64. */
   maxCachedRequests?: number;
   /** Tokens kept across all cached requests. Default 65536. */
@@ -74,6 +76,7 @@ export class OnnxModel implements LanguageModel {
       modelFile: path.join(dir, 'model.onnx'),
       config,
       threads: options.threads ?? 1,
+      executionProvider: options.executionProvider ?? 'cpu',
       maxCachedRequests: options.maxCachedRequests ?? 64,
       maxCachedTokens: options.maxCachedTokens ?? 65_536,
     };

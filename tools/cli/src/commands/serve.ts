@@ -32,6 +32,7 @@ export interface ServeFlags {
   tokenizer?: string;
   maxNewTokensLimit: number;
   metricsPort?: number;
+  executionProvider: 'cpu' | 'cuda';
   metricsHost: string;
   a: number;
   ttftMs: number;
@@ -66,6 +67,7 @@ export async function modelSpec(name: 'drafter' | 'target', flags: ServeFlags): 
     backend: 'onnx',
     dir,
     threads: flags.threads ?? 1,
+    executionProvider: flags.executionProvider,
     maxCachedRequests: flags.maxCachedRequests,
     maxCachedTokens: flags.maxCachedTokens,
     idleTimeoutMs: flags.idleTimeoutMs,
@@ -185,6 +187,7 @@ export function serveCommand(): Command {
     .addOption(numberOption('--max-message-bytes <n>', 'largest request accepted', 'DSI_MAX_MESSAGE_BYTES').default(4 * 1024 * 1024))
     .addOption(new Option('--trace-file <file>', 'also write spans as JSON lines to this file').env('DSI_TRACE_FILE'))
     .addOption(choiceOption('--backend <backend>', 'model backend (drafter, target)', ['onnx', 'synthetic'], 'DSI_BACKEND').default('onnx'))
+    .addOption(choiceOption('--execution-provider <provider>', 'onnx: where forwards run (cuda needs onnxruntime-node\'s CUDA libraries and a GPU)', ['cpu', 'cuda'], 'DSI_EXECUTION_PROVIDER').default('cpu'))
     .addOption(new Option('--model <dir>', 'ONNX model folder (Optimum layout); default: the built-in pair').env('DSI_MODEL'))
     .addOption(new Option('--models-dir <dir>', 'where the built-in pair is cached').env('DSI_MODELS_DIR'))
     .addOption(numberOption('--max-cached-requests <n>', 'requests whose KV cache is kept (LRU)', 'DSI_MAX_CACHED_REQUESTS').default(64))
