@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { testModelsDir } from '@dsi/models/test-models';
+import { startService } from './stack';
 
 const bin = path.resolve(__dirname, '../bin/dsi.js');
 // `dsi up` writes the built-in model pair on first start: keep the tests' copy out of the home folder.
@@ -77,6 +78,23 @@ describe('dsi heatmap', () => {
     // Not a terminal: the progress bar still reports on stderr.
     expect(run.stderr).toContain('1089/1089 cells');
     fs.rmSync(out, { recursive: true });
+  });
+
+  it('shards a sweep across simulator services and writes the same cells as a local run', async () => {
+    const start = () => startService('simulator', ['--port', '0']);
+    const simulators = await Promise.all([start(), start()]);
+    try {
+      const local = fs.mkdtempSync(path.join(os.tmpdir(), 'dsi-heatmap-'));
+      const remote = fs.mkdtempSync(path.join(os.tmpdir(), 'dsi-heatmap-'));
+      expect((await dsi('heatmap', '--ndim', '8', '--out', local, '--json')).code).toBe(0);
+      const sharded = await dsi('heatmap', '--ndim', '8', '--out', remote, '--json', '--simulator', simulators.map((s) => s.address).join(','));
+      expect(sharded.code).toBe(0);
+      expect(fs.readFileSync(path.join(remote, 'heatmap.csv'), 'utf8')).toBe(fs.readFileSync(path.join(local, 'heatmap.csv'), 'utf8'));
+      fs.rmSync(local, { recursive: true });
+      fs.rmSync(remote, { recursive: true });
+    } finally {
+      await Promise.all(simulators.map((s) => s.stop()));
+    }
   });
 
   it('exits 2 on a bad grid', async () => {

@@ -37,31 +37,49 @@ export async function simulateRemote(address: string, partial: Partial<Simulatio
   }
 }
 
-/** Streams a heatmap's cells from the service at `address`, in completion order; resolves in grid order. */
+/**
+ * Streams a heatmap's cells from simulator services. With several addresses the sweep is sharded:
+ * replica i computes the cells whose index mod N is i, all at once, and progress counts every shard.
+ * Resolves with the rows in grid order; any shard failing cancels the others.
+ */
 export async function heatmapRemote(
-  address: string,
+  addresses: string | readonly string[],
   spec: HeatmapSpec,
   onRow: (row: HeatmapRow, done: number, total: number) => void,
   signal?: AbortSignal,
 ): Promise<HeatmapRow[]> {
-  const simulator = client(address);
-  const request = HeatmapRequest.fromPartial({ ...spec, method: methodToWire(spec.method) });
-  const stream = simulator.heatmap(request);
-  const onAbort = () => stream.cancel();
-  signal?.addEventListener('abort', onAbort, { once: true });
+  const list = typeof addresses === 'string' ? [addresses] : addresses;
+  const totals = new Array<number>(list.length).fill(0);
   const rows: HeatmapRow[] = [];
-  try {
-    for await (const message of stream as AsyncIterable<{ cell?: Parameters<typeof rowFromWire>[0]; done: number; total: number }>) {
-      if (!message.cell) continue;
-      const row = rowFromWire(message.cell);
-      rows.push(row);
-      onRow(row, message.done, message.total);
+  const abort = new AbortController();
+  const onAbort = () => abort.abort(signal?.reason);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const shard = async (address: string, index: number) => {
+    const simulator = client(address);
+    const request = HeatmapRequest.fromPartial({ ...spec, method: methodToWire(spec.method), shardIndex: index, shardCount: list.length });
+    const stream = simulator.heatmap(request);
+    const cancel = () => stream.cancel();
+    abort.signal.addEventListener('abort', cancel, { once: true });
+    try {
+      for await (const message of stream as AsyncIterable<{ cell?: Parameters<typeof rowFromWire>[0]; done: number; total: number }>) {
+        totals[index] = message.total;
+        if (!message.cell) continue;
+        const row = rowFromWire(message.cell);
+        rows.push(row);
+        onRow(row, rows.length, totals.reduce((sum, t) => sum + t, 0));
+      }
+    } catch (error) {
+      abort.abort(error);
+      throw explain(address, error);
+    } finally {
+      abort.signal.removeEventListener('abort', cancel);
+      simulator.close();
     }
-  } catch (error) {
-    throw explain(address, error);
+  };
+  try {
+    await Promise.all(list.map(shard));
   } finally {
     signal?.removeEventListener('abort', onAbort);
-    simulator.close();
   }
   return rows.sort((x, y) => x.index - y.index);
 }

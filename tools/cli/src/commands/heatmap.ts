@@ -67,7 +67,8 @@ export async function writeHeatmap(flags: HeatmapFlags, signal?: AbortSignal): P
     const onRow = (_row: HeatmapRow, done: number, total: number) => progress.update(done, total);
     if (flags.simulator) {
       const { heatmapRemote } = await import('../remote');
-      rows = await heatmapRemote(flags.simulator, spec, onRow, signal);
+      const simulators = flags.simulator.split(',').map((a) => a.trim()).filter(Boolean);
+      rows = await heatmapRemote(simulators, spec, onRow, signal);
     } else {
       rows = await runHeatmap(spec, { threads: flags.threads, onRow, signal });
     }
@@ -103,7 +104,7 @@ export function heatmapCommand(): Command {
     .addOption(numberOption('--seed <n>', 'seed (default 42)'))
     .addOption(numberOption('--threads <n>', 'worker threads (default: all cores)', 'DSI_THREADS'))
     .option('--out <dir>', 'output folder', 'heatmap')
-    .option('--simulator <address>', 'stream the cells from a running simulator service (host:port)')
+    .option('--simulator <addresses>', 'stream the cells from simulator services (host:port, comma-separated: the sweep is sharded across them)')
     .option('--no-progress', 'no progress bar on stderr')
     .option('--json', 'print one JSON document on stdout')
     .action(async (flags: HeatmapFlags) => {
