@@ -72,16 +72,37 @@ export function callUnary<Client extends grpc.Client, Method extends UnaryMethod
 export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
 
 /**
+ * Health checks of one server over one channel, for callers that ask repeatedly (a replica pool's
+ * watch): no new connection per check. Close it when the server is no longer of interest.
+ */
+export class HealthProbe {
+  private readonly client: grpc.Client;
+
+  constructor(readonly address: string) {
+    this.client = new grpc.Client(address, grpc.credentials.createInsecure(), createChannelOptions());
+  }
+
+  /** The server's health for `serviceName` (`''`: the whole server); rejects like {@link checkHealth}. */
+  check(serviceName = '', options: CallOptions = {}): Promise<HealthStatus> {
+    return checkWith(this.client, this.address, serviceName, { deadlineMs: 5_000, ...options });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/**
  * Asks a server once for the health of one service (`''`: the whole server). Rejects with a
  * NOT_FOUND {@link DsiError} for a service the server does not know, and with the call's error
  * (e.g. UNAVAILABLE) when the server cannot be reached.
  */
 export async function checkHealth(address: string, serviceName = '', options: CallOptions = {}): Promise<HealthStatus> {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure(), createChannelOptions());
+  const probe = new HealthProbe(address);
   try {
-    return await checkWith(client, address, serviceName, { deadlineMs: 5_000, ...options });
+    return await probe.check(serviceName, options);
   } finally {
-    client.close();
+    probe.close();
   }
 }
 

@@ -37,6 +37,7 @@ export {
   type UnaryRequest,
   type UnaryResponse,
   checkHealth,
+  HealthProbe,
   type HealthStatus,
   waitForServing,
   type WaitForServingOptions,

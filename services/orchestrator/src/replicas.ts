@@ -3,7 +3,7 @@ import { credentials } from '@grpc/grpc-js';
 import { DrafterServiceClient, TargetServiceClient, VerifyRequest } from '@dsi/proto';
 import type { DraftCall, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from '@dsi/core';
 import { samplingToWire } from '@dsi/models';
-import { callUnary, checkHealth, createChannelOptions } from '@dsi/rpc';
+import { callUnary, createChannelOptions, HealthProbe } from '@dsi/rpc';
 
 /** Waits its turn for a resource held by one caller at a time; a waiter whose signal aborts leaves the line. */
 class Mutex {
@@ -104,7 +104,7 @@ export type ReplicaSource = { addresses: readonly string[] } | { dns: string /* 
  * are handed to a generation.
  */
 export class ReplicaPool {
-  private readonly replicas = new Map<string, { replica: GrpcTargetReplica; healthy: boolean }>();
+  private readonly replicas = new Map<string, { replica: GrpcTargetReplica; probe: HealthProbe; healthy: boolean }>();
   private timer?: NodeJS.Timeout;
   private refreshing?: Promise<void>;
 
@@ -139,7 +139,10 @@ export class ReplicaPool {
 
   stop(): void {
     clearInterval(this.timer);
-    for (const { replica } of this.replicas.values()) replica.close();
+    for (const { replica, probe } of this.replicas.values()) {
+      replica.close();
+      probe.close();
+    }
     this.replicas.clear();
   }
 
@@ -162,16 +165,19 @@ export class ReplicaPool {
     for (const [address, entry] of this.replicas) {
       if (!addresses.has(address)) {
         entry.replica.close();
+        entry.probe.close();
         this.replicas.delete(address);
         this.log(`target ${address} left`);
       }
     }
     for (const address of addresses) {
-      if (!this.replicas.has(address)) this.replicas.set(address, { replica: new GrpcTargetReplica(address), healthy: false });
+      if (!this.replicas.has(address)) {
+        this.replicas.set(address, { replica: new GrpcTargetReplica(address), probe: new HealthProbe(address), healthy: false });
+      }
     }
     await Promise.all(
       [...this.replicas.entries()].map(async ([address, entry]) => {
-        const status = await checkHealth(address, 'dsi.v1.TargetService', { deadlineMs: 1000 }).catch(() => 'UNKNOWN');
+        const status = await entry.probe.check('dsi.v1.TargetService', { deadlineMs: 1000 }).catch(() => 'UNKNOWN');
         const healthy = status === 'SERVING';
         if (healthy !== entry.healthy) this.log(`target ${address} is ${healthy ? 'SERVING' : `not serving (${status})`}`);
         entry.healthy = healthy;
