@@ -5,6 +5,7 @@ import {
   resolveConfig,
   resolveHeatmapSpec,
   runHeatmap,
+  simulate,
   simulateOffThread,
   SimulationConfigError,
   type HeatmapSpec,
@@ -29,6 +30,16 @@ function validated<T>(resolve: () => T): T {
     if (error instanceof SimulationConfigError) throw invalidArgument(error.message, { cause: error });
     throw error;
   }
+}
+
+/**
+ * A simulation small enough to run on the event loop (a few ms at most): starting a worker thread
+ * would cost ~50 ms more than the work itself.
+ */
+function isQuick(config: SimulationConfig): boolean {
+  if (config.method === 'event') return false;
+  const work = config.method === 'exact' ? config.tokens * Math.min(config.k, config.tokens) : config.tokens * config.repeats;
+  return work <= 50_000;
 }
 
 function configAttributes(config: SimulationConfig | HeatmapSpec) {
@@ -58,7 +69,7 @@ export function simulatorService(options: SimulatorServiceOptions = {}): Service
       simulate: unary<SimulateRequest, SimulateResponse>(async (request, { signal }) => {
         const config = validated(() => resolveConfig(configFromWire(request.config)));
         return withSpan(tracer(), DsiSpans.SIMULATE, configAttributes(config), async () =>
-          resultToWire(await simulateOffThread(config, signal)),
+          resultToWire(isQuick(config) ? simulate(config) : await simulateOffThread(config, signal)),
         );
       }),
       heatmap: serverStream<HeatmapRequest, HeatmapResponse>(async (request, { signal, send }) => {
