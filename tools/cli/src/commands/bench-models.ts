@@ -2,7 +2,7 @@ import { credentials } from '@grpc/grpc-js';
 import { DecoderSession, ensureDefaultModels } from '@dsi/modelgen';
 import { TargetServiceClient, VerifyRequest, type VerifyResponse } from '@dsi/proto';
 import { defaultModelsDir } from '../models-dir';
-import { fixed, median } from '../options';
+import { fixed, median, timeEach } from '../options';
 import { startService, type StackService } from '../stack';
 
 /** One row of the model-service benchmarks. */
@@ -16,16 +16,6 @@ function verify(client: TargetServiceClient, request: Partial<VerifyRequest>): P
   return new Promise((resolve, reject) =>
     client.verify(VerifyRequest.fromPartial(request), (error, response) => (error ? reject(error) : resolve(response!))),
   );
-}
-
-async function timeEach(runs: number, fn: (i: number) => Promise<unknown>): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const started = performance.now();
-    await fn(i);
-    times.push(performance.now() - started);
-  }
-  return times;
 }
 
 const PROMPT = Array.from({ length: 100 }, (_, i) => 32 + ((i * 7) % 90));

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { DEFAULT_HEATMAP, HeatmapComputer, heatmapGrid, runHeatmap } from '@dsi/sim';
-import { fixed, median, numberOption } from '../options';
+import { fixed, median, numberOption, timeEach } from '../options';
 import { startService } from '../stack';
 
 /** The reference study's sequential per-cell simulation of the ndim=20 heatmap on one core of this machine kind. */
@@ -18,14 +18,9 @@ interface BenchRow {
   vs_study?: number;
 }
 
+/** The median wall time of `runs` runs, in seconds. */
 async function timed(runs: number, fn: () => Promise<unknown> | unknown): Promise<number> {
-  const seconds: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const started = performance.now();
-    await fn();
-    seconds.push((performance.now() - started) / 1000);
-  }
-  return median(seconds);
+  return median(await timeEach(runs, fn)) / 1000;
 }
 
 /** Simulator benchmarks, measured side by side in one run. */
