@@ -1,5 +1,5 @@
 /**
- * The ports through which the schedulers see the world (DESIGN.md, "one scheduler, two clocks"). The
+ * The ports through which the schedulers see the world (docs/architecture.md, "One scheduler, two clocks"). The
  * orchestrator implements them over gRPC with the real clock; the simulator's event mode implements
  * them with simulated latencies on a {@link VirtualClock}. Every port call gets an AbortSignal: when the
  * scheduler aborts it (a preemption, the end of the generation, the client going away), the port stops

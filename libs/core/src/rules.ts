@@ -1,5 +1,5 @@
 /**
- * The three verification rules (DESIGN.md, "Verification rules"). Pure functions of logits and the
+ * The three verification rules (docs/architecture.md, "Verification rules"). Pure functions of logits and the
  * request's sampling parameters; every random decision is drawn from the counter-based source at
  * (seed, absolute position, stream), so any replica reaches the same decision for the same inputs.
  */
@@ -7,7 +7,7 @@ import { argmax, gumbelRow, Logits, sampleIndex, softmax, uniform } from './samp
 
 const { fround } = Math;
 
-/** How drafts are checked against the target; see DESIGN.md. */
+/** How drafts are checked against the target; see docs/architecture.md. */
 export type VerificationRule = 'greedy' | 'seeded' | 'rejection';
 
 /** Every rule, in the wire enum's order. */

@@ -1,5 +1,5 @@
 /**
- * The one scheduler behind non-SI, SI and DSI (DESIGN.md, "The DSI scheduler (per request)"). The three
+ * The one scheduler behind non-SI, SI and DSI (docs/architecture.md, "The DSI scheduler (per request)"). The three
  * modes are the same state machine with different limits:
  *
  * | mode    | lookahead | parallel verifications | drafting while verifying | the lane waits for drafts |
