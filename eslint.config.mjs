@@ -1,6 +1,7 @@
 import js from '@eslint/js';
 import nx from '@nx/eslint-plugin';
 import tseslint from 'typescript-eslint';
+import dsi from './tools/eslint/declared-dependencies.mjs';
 
 /**
  * Which packages may import which (tags live in each package's project.json): `core` is pure and
@@ -30,9 +31,10 @@ export default tseslint.config(
   },
   {
     files: ['**/*.ts'],
-    plugins: { '@nx': nx },
+    plugins: { '@nx': nx, dsi },
     rules: {
       '@nx/enforce-module-boundaries': ['error', { allow: [], depConstraints, enforceBuildableLibDependency: false }],
+      'dsi/declared-dependencies': 'off',
     },
   },
   {
