@@ -802,7 +802,7 @@ class GenerationRun {
     const stopLength = reason === 'stop' ? this.matchedStopSequence() : 0;
     const outputEnd = this.verified.length - stopLength;
     this.stream(outputEnd);
-    this.shutdown('cancelled');
+    this.shutdown();
     const now = this.clock.now();
     const tokens = this.verified.slice(this.promptLength, outputEnd);
     const wallMs = now - this.startedAt;
@@ -830,14 +830,15 @@ class GenerationRun {
   /** Ends the run with an error: the client's abort reason, exhausted replicas, or a throwing hook. */
   private fail(error: unknown): void {
     if (this.finished) return;
-    this.shutdown('cancelled');
+    this.shutdown();
     this.reject(error);
   }
 
-  private shutdown(completedOutcome: 'cancelled'): void {
+  /** Ends the run: every dispatched block is cancelled (a completed but uncommitted one too) and so is the drafter call. */
+  private shutdown(): void {
     this.finished = true;
     if (this.abortListener) this.options.signal?.removeEventListener('abort', this.abortListener);
-    this.cancelBlocks(completedOutcome);
+    this.cancelBlocks('cancelled');
     this.cancelDraft();
   }
 
