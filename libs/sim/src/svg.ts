@@ -1,9 +1,11 @@
+import { escapeXml, labelledIndices, labelStride, svgOpenTag } from '@dsi/svg';
 import type { HeatmapSummaryRow } from './heatmap';
 
-/** One of the paper's four Figure 1 panels. */
+/** One of the paper's four Figure 1 panels: which speedup column to draw, under which title and file name. */
 export interface HeatmapPanel {
   /** File-name stem, e.g. `dsi_vs_si`. */
   name: string;
+  /** Heading of the panel (escaped when drawn). */
   title: string;
   column: keyof HeatmapSummaryRow;
 }
@@ -49,7 +51,8 @@ function label(value: number): string {
 
 /**
  * Renders one panel as a standalone SVG: c on x, a on y (upwards), one square per (c, a), coloured by
- * the panel's speedup, with its value written in the square, axes and a colour bar.
+ * the panel's speedup, with its value written in the square, axes and a colour bar. `subtitle` is
+ * written before the fixed legend line; it and the title are escaped, so any text is safe.
  */
 export function heatmapSvg(rows: readonly HeatmapSummaryRow[], panel: HeatmapPanel, subtitle = ''): string {
   const values = new Map<string, number>();
@@ -68,10 +71,10 @@ export function heatmapSvg(rows: readonly HeatmapSummaryRow[], panel: HeatmapPan
   const height = top + as.length * cell + 70;
   const out: string[] = [];
   out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif">`,
+    svgOpenTag(width, height),
     `<rect width="100%" height="100%" fill="#fff"/>`,
-    `<text x="${left}" y="24" font-size="17" font-weight="bold">${panel.title} (x)</text>`,
-    `<text x="${left}" y="44" font-size="12" fill="#555">${subtitle}best lookahead k per cell; pink: slower (below 1x)</text>`,
+    `<text x="${left}" y="24" font-size="17" font-weight="bold">${escapeXml(panel.title)} (x)</text>`,
+    `<text x="${left}" y="44" font-size="12" fill="#555">${escapeXml(subtitle)}best lookahead k per cell; pink: slower (below 1x)</text>`,
   );
   const fontSize = Math.max(7, Math.min(11, cell / 3.4));
   as.forEach((a, yi) => {
@@ -89,15 +92,14 @@ export function heatmapSvg(rows: readonly HeatmapSummaryRow[], panel: HeatmapPan
       );
     });
   });
-  const every = Math.ceil(cs.length / 11);
-  cs.forEach((c, xi) => {
-    if (xi % every !== 0 && xi !== cs.length - 1) return;
-    out.push(`<text x="${left + xi * cell + cell / 2}" y="${top + as.length * cell + 16}" font-size="11" text-anchor="middle">${label(c)}</text>`);
-  });
-  as.forEach((a, yi) => {
-    if (yi % every !== 0 && yi !== as.length - 1) return;
-    out.push(`<text x="${left - 6}" y="${top + (as.length - 1 - yi) * cell + cell / 2 + 4}" font-size="11" text-anchor="end">${label(a)}</text>`);
-  });
+  // One stride for both axes (set by c), so the two axes are thinned alike.
+  const every = labelStride(cs.length, 11);
+  for (const xi of labelledIndices(cs.length, every)) {
+    out.push(`<text x="${left + xi * cell + cell / 2}" y="${top + as.length * cell + 16}" font-size="11" text-anchor="middle">${label(cs[xi])}</text>`);
+  }
+  for (const yi of labelledIndices(as.length, every)) {
+    out.push(`<text x="${left - 6}" y="${top + (as.length - 1 - yi) * cell + cell / 2 + 4}" font-size="11" text-anchor="end">${label(as[yi])}</text>`);
+  }
   out.push(
     `<text x="${left + (cs.length * cell) / 2}" y="${top + as.length * cell + 40}" font-size="13" text-anchor="middle">drafter latency c (fraction of the target's)</text>`,
     `<text x="18" y="${top + (as.length * cell) / 2}" font-size="13" text-anchor="middle" transform="rotate(-90 18 ${top + (as.length * cell) / 2})">acceptance rate a</text>`,
