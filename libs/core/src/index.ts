@@ -4,3 +4,4 @@ export * from './rules';
 export * from './ports';
 export * from './scheduler';
 export * from './virtual-clock';
+export * from './oracle';

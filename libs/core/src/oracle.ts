@@ -1,0 +1,345 @@
+/**
+ * The oracle language model: one deterministic drafter/target pair with a configured acceptance rate
+ * and a configured latency, shared by the synthetic model backend (libs/models, served through the real
+ * services and wire) and the simulator's event mode (libs/sim, on a virtual clock). Because both run
+ * this one model, an event-mode prediction produces exactly the tokens the synthetic services produce.
+ *
+ * The hash chain. Every prefix of a token sequence has a 52-bit rolling hash,
+ * `H(0) = counterHash(seed, 0, CONTEXT, 0)` and `H(n) = counterHash(H(n-1), n, CONTEXT, tokens[n-1])`,
+ * so the hash at a position depends on the seed, the position and the whole prefix. The target's next
+ * token after a prefix (the truth) is chosen by that hash; its logits are {@link ORACLE_PEAK_LOGIT}
+ * there and hash-derived values in [-1, 1] elsewhere, so greedy decoding returns the truth and seeded or
+ * rejection sampling see a proper distribution (about 0.9 on the peak at temperature 1 with the default
+ * vocab). The drafter, sharing the seed, computes the same hash; with probability `acceptance` (a
+ * uniform drawn from the hash, so independent per position) it peaks on the truth, else on a different
+ * token, with its own noise elsewhere.
+ *
+ * Only ordinary tokens are ever peaked or sampled: ids below min(vocabSize, 256), the byte tokens of
+ * the byte-level default models. Other ids (eos 257 among them) get {@link ORACLE_MASKED_LOGIT}, so runs
+ * never stop early at an end-of-sequence token and only stop at max tokens or a stop sequence.
+ *
+ * The latency model ({@link OracleReplica}: one replica = one device; calls are served one at a time,
+ * in arrival order): a call on a request with nothing reusable in its cache (a prefill) takes `ttftMs`;
+ * any other call takes `tpotMs + verifyMsPerToken * (computedTokens - 1)`, the extra tokens computed in
+ * one forward. The duration is measured from when the call gets the device and includes the compute.
+ */
+import type { Clock } from './ports';
+import { counterHash, uniform } from './sampling';
+
+// Builtins bound once: global lookups are slow inside vm contexts (jest), and imul sits in a hot loop.
+const { imul, max, min } = Math;
+
+/** The target's (and an agreeing drafter's) logit on the oracle token. */
+export const ORACLE_PEAK_LOGIT = 8;
+/** The logit of ids the oracle never produces (eos and other non-byte ids): never sampled in practice. */
+export const ORACLE_MASKED_LOGIT = -1e4;
+/** The default vocabulary, like the byte-level default models: 256 bytes, then bos, eos, pad. */
+export const ORACLE_VOCAB_SIZE = 259;
+/** The end-of-sequence id when the vocabulary has one (as in the byte-level default models). */
+export const ORACLE_EOS_TOKEN_ID = 257;
+/** A drafter's default probability of agreeing with the target per position. */
+export const ORACLE_DEFAULT_ACCEPTANCE = 0.8;
+/** How many ids the oracle draws from at most: the byte tokens. */
+const MAX_ORDINARY_TOKENS = 256;
+
+// Streams of the counter-based hash, distinct from the verification rules' streams.
+const STREAM_CONTEXT = 0x5e01;
+const STREAM_ORACLE = 0x5e02;
+const STREAM_AGREE = 0x5e03;
+const STREAM_ALTERNATIVE = 0x5e04;
+const STREAM_TARGET_NOISE = 0x5e05;
+const STREAM_DRAFTER_NOISE = 0x5e06;
+
+/** Which side of the pair a model plays: the target (the truth) or the drafter (agrees with probability a). */
+export type OracleRole = 'target' | 'drafter';
+
+/** Configuration of one side of the oracle pair; the drafter and the target must share the seed. */
+export interface OracleModelOptions {
+  role: OracleRole;
+  /** The oracle's seed: an integer in [0, 2^53). */
+  seed: number;
+  /** Default {@link ORACLE_VOCAB_SIZE}. */
+  vocabSize?: number;
+  /** Drafter only (a target ignores it): probability it agrees with the target per position. Default 0.8. */
+  acceptance?: number;
+}
+
+/**
+ * Fills `out[offset .. offset + vocab)` with values in [-1, 1] from a 32-bit counter hash keyed by
+ * `key` (a splitmix32-style finalizer over an incrementing counter): cheap, deterministic row noise.
+ */
+function fillNoise(out: Float32Array, offset: number, vocab: number, key: number): void {
+  let state = key >>> 0;
+  for (let i = 0; i < vocab; i++) {
+    state = (state + 0x9e3779b9) >>> 0;
+    let z = state;
+    z = imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = imul(z ^ (z >>> 13), 0xc2b2ae35);
+    z = (z ^ (z >>> 16)) >>> 0;
+    out[offset + i] = (z / 4294967296) * 2 - 1;
+  }
+}
+
+/**
+ * One side of the oracle pair, as pure functions of prefix hashes (see the module comment). Use
+ * {@link OracleModel.hashes} or an {@link OracleReplica} to hash a sequence, then {@link OracleModel.next}
+ * for the greedy token (what simulations need) or {@link OracleModel.fillLogits} for the full row (what
+ * a model backend serves).
+ */
+export class OracleModel {
+  readonly role: OracleRole;
+  readonly seed: number;
+  readonly vocabSize: number;
+  /** The drafter's agreement probability (1 for a target, which is the truth). */
+  readonly acceptance: number;
+  /** {@link ORACLE_EOS_TOKEN_ID} when the vocabulary holds it, else undefined. */
+  readonly eosTokenId: number | undefined;
+  /** Ids the oracle may produce: [0, ordinaryTokens). */
+  readonly ordinaryTokens: number;
+
+  /** Throws a RangeError naming the first bad option. */
+  constructor(options: OracleModelOptions) {
+    const vocabSize = options.vocabSize ?? ORACLE_VOCAB_SIZE;
+    if (options.role !== 'target' && options.role !== 'drafter') throw new RangeError(`role=${options.role} is not target or drafter`);
+    if (!Number.isSafeInteger(options.seed) || options.seed < 0) throw new RangeError(`seed=${options.seed} must be an integer in [0, 2^53)`);
+    if (!Number.isInteger(vocabSize) || vocabSize < 2) throw new RangeError(`vocabSize=${vocabSize} must be an integer >= 2`);
+    const acceptance = options.acceptance ?? ORACLE_DEFAULT_ACCEPTANCE;
+    if (!(acceptance >= 0 && acceptance <= 1)) throw new RangeError(`acceptance=${options.acceptance} is outside [0, 1]`);
+    this.role = options.role;
+    this.seed = options.seed;
+    this.vocabSize = vocabSize;
+    this.acceptance = options.role === 'target' ? 1 : acceptance;
+    this.eosTokenId = vocabSize > ORACLE_EOS_TOKEN_ID ? ORACLE_EOS_TOKEN_ID : undefined;
+    this.ordinaryTokens = min(vocabSize, MAX_ORDINARY_TOKENS);
+  }
+
+  /** H(0), the hash of the empty prefix. */
+  rootHash(): number {
+    return counterHash(this.seed, 0, STREAM_CONTEXT, 0);
+  }
+
+  /** H(length) from H(length - 1) and the token at position length - 1. */
+  nextHash(previous: number, length: number, token: number): number {
+    return counterHash(previous, length, STREAM_CONTEXT, token);
+  }
+
+  /**
+   * The hashes of every prefix of `tokens` (H(0) .. H(tokens.length)), completing `known` (the hashes
+   * of a prefix of `tokens`, possibly empty) in place.
+   */
+  hashes(tokens: readonly number[], known: number[] = []): number[] {
+    if (known.length === 0) known.push(this.rootHash());
+    for (let n = known.length; n <= tokens.length; n++) known.push(this.nextHash(known[n - 1], n, tokens[n - 1]));
+    return known;
+  }
+
+  /** The target's token after a prefix with hash `prefixHash` (the truth every rule converges on greedily). */
+  truth(prefixHash: number): number {
+    return counterHash(prefixHash, 0, STREAM_ORACLE, 0) % this.ordinaryTokens;
+  }
+
+  /** This model's greedy token after a prefix with hash `prefixHash`: the truth, or a drafter's guess. */
+  next(prefixHash: number): number {
+    const truth = this.truth(prefixHash);
+    if (this.role === 'target' || uniform(prefixHash, 0, STREAM_AGREE, 0) < this.acceptance) return truth;
+    const ordinary = this.ordinaryTokens;
+    return (truth + 1 + (counterHash(prefixHash, 0, STREAM_ALTERNATIVE, 0) % (ordinary - 1))) % ordinary;
+  }
+
+  /** Writes this model's logits after a prefix with hash `prefixHash` into `out[offset .. offset + vocabSize)`. */
+  fillLogits(out: Float32Array, offset: number, prefixHash: number): void {
+    const ordinary = this.ordinaryTokens;
+    const noiseStream = this.role === 'target' ? STREAM_TARGET_NOISE : STREAM_DRAFTER_NOISE;
+    fillNoise(out, offset, ordinary, counterHash(prefixHash, 0, noiseStream, 0));
+    out.fill(ORACLE_MASKED_LOGIT, offset + ordinary, offset + this.vocabSize);
+    out[offset + this.next(prefixHash)] = ORACLE_PEAK_LOGIT;
+  }
+}
+
+/** The configured latencies of an {@link OracleReplica}, in the clock's unit (ms on the real clock). */
+export interface OracleLatency {
+  /** Latency of a forward with nothing cached (a prefill). Default 0. */
+  ttftMs?: number;
+  /** Latency of a forward that continues a cached request. Default 0. */
+  tpotMs?: number;
+  /** Extra latency per additional token computed in one forward (verification of k drafts). Default 0. */
+  verifyMsPerToken?: number;
+}
+
+/**
+ * How long a forward takes under the latency model: `ttftMs` when nothing was reused (a prefill), else
+ * `tpotMs` plus `verifyMsPerToken` per token computed beyond the first.
+ */
+export function oracleForwardMs(latency: Required<OracleLatency>, reusedTokens: number, computedTokens: number): number {
+  return reusedTokens === 0 ? latency.ttftMs : latency.tpotMs + latency.verifyMsPerToken * max(0, computedTokens - 1);
+}
+
+function nonNegative(name: string, value: number | undefined): number {
+  const resolved = value ?? 0;
+  if (!(resolved >= 0) || !Number.isFinite(resolved)) throw new RangeError(`${name}=${value} must be a finite number >= 0`);
+  return resolved;
+}
+
+/** The latencies with defaults applied; throws a RangeError naming a negative or non-finite one. */
+export function resolveOracleLatency(latency: OracleLatency): Required<OracleLatency> {
+  return {
+    ttftMs: nonNegative('ttftMs', latency.ttftMs),
+    tpotMs: nonNegative('tpotMs', latency.tpotMs),
+    verifyMsPerToken: nonNegative('verifyMsPerToken', latency.verifyMsPerToken),
+  };
+}
+
+function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+/** One device: calls run one at a time in arrival order; a waiting call leaves the queue when aborted. */
+class DeviceQueue {
+  private busy = false;
+  private readonly waiting: Array<() => void> = [];
+
+  acquire(signal?: AbortSignal): Promise<void> {
+    if (!this.busy) {
+      this.busy = true;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const grant = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        const index = this.waiting.indexOf(grant);
+        if (index >= 0) this.waiting.splice(index, 1);
+        reject(abortReason(signal as AbortSignal));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiting.push(grant);
+    });
+  }
+
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.busy = false;
+  }
+}
+
+/** What a request's "KV cache" holds: its tokens and the rolling hash of every prefix of them. */
+interface RequestCache {
+  tokens: number[];
+  /** hashes[n] = H(n), for n = 0 .. tokens.length. */
+  hashes: number[];
+}
+
+/** The prefix hashes of one forward's token sequence, as its `compute` step sees them. */
+export interface PrefixHashes {
+  /** H(length): the hash of the sequence's first `length` tokens, 0 <= length <= the sequence's length. */
+  at(length: number): number;
+}
+
+/** What one {@link OracleReplica.forward} did: the caller's result and the work and time it took. */
+export interface OracleForward<T> {
+  result: T;
+  /** Tokens whose state came from the request's cache. */
+  reusedTokens: number;
+  /** Tokens this forward computed (the sequence's length minus the reused ones). */
+  computedTokens: number;
+  /** Clock time from getting the device to the end of the forward. */
+  modelMs: number;
+}
+
+/** Thrown by {@link OracleReplica.forward} after {@link OracleReplica.close}. */
+export class OracleReplicaClosedError extends Error {
+  override readonly name = 'OracleReplicaClosedError';
+}
+
+/**
+ * One oracle replica (one device) with a "KV cache" per request and the latency model of the module
+ * comment, on an injected {@link Clock}: the synthetic model backend serves its forwards with it on the
+ * real clock, the simulator's event mode on a {@link VirtualClock}. The cache behaves like a real one:
+ * a forward reuses the common prefix with what the request's cache holds (but recomputes from `from` at
+ * least), and only a finished forward replaces the cache, so an aborted one leaves it consistent.
+ */
+export class OracleReplica {
+  private readonly latency: Required<OracleLatency>;
+  private readonly caches = new Map<string, RequestCache>();
+  private readonly device = new DeviceQueue();
+  private closed = false;
+
+  /** Throws a RangeError for a negative or non-finite latency. */
+  constructor(
+    readonly model: OracleModel,
+    latency: OracleLatency,
+    private readonly clock: Clock,
+  ) {
+    this.latency = resolveOracleLatency(latency);
+  }
+
+  /**
+   * Runs one forward over `tokens` for `requestId` (empty: never cached): waits for the device, calls
+   * `compute` with the sequence's prefix hashes (the caller derives tokens or logits for positions
+   * `from` onwards), then sleeps out the forward's latency. Rejects with the signal's reason when it
+   * aborts (the device is then free at once), with {@link OracleReplicaClosedError} after close.
+   */
+  async forward<T>(requestId: string, tokens: readonly number[], from: number, compute: (hashes: PrefixHashes) => T, signal?: AbortSignal): Promise<OracleForward<T>> {
+    if (signal?.aborted) throw abortReason(signal);
+    await this.device.acquire(signal);
+    try {
+      if (this.closed) throw new OracleReplicaClosedError('the oracle replica is closed');
+      const started = this.clock.now();
+      const cached = (requestId && this.caches.get(requestId)) || { tokens: [], hashes: [this.model.rootHash()] };
+      const common = commonPrefix(cached.tokens, tokens);
+      // Like a KV cache: reuse the common prefix, but recompute from `from` at least (logits are not cached).
+      const reusedTokens = min(common, from);
+      const computedTokens = tokens.length - reusedTokens;
+      // H(0 .. common) come from the cache, H(common + 1 .. length) are computed here.
+      const fresh: number[] = [];
+      let hash = cached.hashes[common];
+      for (let n = common + 1; n <= tokens.length; n++) fresh.push((hash = this.model.nextHash(hash, n, tokens[n - 1])));
+      const at = (length: number): number => (length <= common ? cached.hashes[length] : fresh[length - common - 1]);
+      const result = compute({ at });
+
+      const remaining = oracleForwardMs(this.latency, reusedTokens, computedTokens) - (this.clock.now() - started);
+      if (remaining > 0) await this.clock.sleep(remaining, signal);
+      if (signal?.aborted) throw abortReason(signal);
+      // Commit only a finished forward: an aborted one leaves the previous, consistent cache.
+      if (requestId) this.commit(requestId, cached, common, tokens, fresh);
+      return { result, reusedTokens, computedTokens, modelMs: this.clock.now() - started };
+    } finally {
+      this.device.release();
+    }
+  }
+
+  /** Drops a request's cache, queued behind the device's pending forwards (none can bring it back). */
+  async release(requestId: string): Promise<boolean> {
+    await this.device.acquire();
+    try {
+      return this.caches.delete(requestId);
+    } finally {
+      this.device.release();
+    }
+  }
+
+  /** Drops every cache; forwards that get the device afterwards reject. */
+  close(): void {
+    this.closed = true;
+    this.caches.clear();
+  }
+
+  /** Replaces the cache's tokens after `common` by the forward's (in place: only the new tokens are copied). */
+  private commit(requestId: string, cache: RequestCache, common: number, tokens: readonly number[], fresh: readonly number[]): void {
+    cache.tokens.length = common;
+    cache.hashes.length = common + 1;
+    for (let n = common; n < tokens.length; n++) cache.tokens.push(tokens[n]);
+    for (const hash of fresh) cache.hashes.push(hash);
+    this.caches.set(requestId, cache);
+  }
+}
+
+function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  const n = min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
