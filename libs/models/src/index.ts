@@ -1,4 +1,5 @@
 export * from './backend';
+export * from './clock';
 export * from './factory';
 export * from './onnx';
 export * from './replica';

@@ -1,11 +1,11 @@
-import { argmax, softmax, uniform } from '@dsi/core';
+import { argmax, ORACLE_MASKED_LOGIT as MASKED_LOGIT, ORACLE_PEAK_LOGIT as PEAK_LOGIT, softmax, uniform, VirtualClock, type Clock } from '@dsi/core';
 import { ModelInputError } from './backend';
-import { createSyntheticModel, MASKED_LOGIT, PEAK_LOGIT, realClock, type SyntheticClock, type SyntheticOptions } from './synthetic';
+import { createSyntheticModel, type SyntheticOptions } from './synthetic';
 
 const VOCAB = 259;
 
 /** A virtual clock whose sleeps finish at once, recording what was asked. */
-class InstantClock implements SyntheticClock {
+class InstantClock implements Clock {
   time = 0;
   readonly sleeps: number[] = [];
   now(): number {
@@ -19,7 +19,7 @@ class InstantClock implements SyntheticClock {
 }
 
 /** A virtual clock whose sleeps finish only when the test says so (or are aborted). */
-class ManualClock implements SyntheticClock {
+class ManualClock implements Clock {
   readonly sleeps: number[] = [];
   private readonly pending: Array<() => void> = [];
   now(): number {
@@ -285,36 +285,61 @@ describe('aborting a synthetic forward', () => {
     expect(clock.sleeps).toEqual([]);
   });
 
-  it('stops a real-clock sleep promptly', async () => {
-    const target = createSyntheticModel({ role: 'target', seed: 1, ttftMs: 10000 });
+  it('stops a real-clock sleep when aborted, long before its latency', async () => {
+    const target = createSyntheticModel({ role: 'target', seed: 1, ttftMs: 600_000 });
     const controller = new AbortController();
-    const started = performance.now();
     const call = target.logits('r', [1, 2], 0, controller.signal);
-    setTimeout(() => controller.abort(), 10);
+    await settle();
+    controller.abort();
+    // A ten-minute forward: only the abort can settle it within the test's timeout.
     await expect(call).rejects.toMatchObject({ name: 'AbortError' });
-    expect(performance.now() - started).toBeLessThan(1000);
     await expect(target.logits('r', [1, 2], 0, AbortSignal.timeout(5))).rejects.toMatchObject({ name: 'TimeoutError' });
   });
 });
 
-describe('the real clock', () => {
-  it('times a 20 ms forward with a median error under 1 ms over 20 calls', async () => {
-    const target = createSyntheticModel({ role: 'target', seed: 1, ttftMs: 20, tpotMs: 20 });
-    const tokens = [1];
-    const errors: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      const started = performance.now();
-      await target.logits('r', tokens, tokens.length - 1);
-      errors.push(Math.abs(performance.now() - started - 20));
-      tokens.push(i % 256);
-    }
-    errors.sort((a, b) => a - b);
-    expect(errors[10]).toBeLessThan(1);
+describe('the synthetic latency model on a virtual clock', () => {
+  it('takes exactly its configured latency per forward, and reports it as model time', async () => {
+    const clock = new VirtualClock();
+    const target = model({ clock, ttftMs: 20, tpotMs: 7, verifyMsPerToken: 1.5 });
+    const ends: number[] = [];
+    const modelMs: number[] = [];
+    const forward = async (tokens: number[], from: number) => {
+      const result = await target.logits('r', tokens, from);
+      ends.push(clock.now());
+      modelMs.push(result.modelMs ?? NaN);
+    };
+    await clock.run(
+      (async () => {
+        await forward([1, 2, 3], 0); // prefill: 20
+        await forward([1, 2, 3, 4], 3); // one token: 7
+        await forward([1, 2, 3, 4, 5, 6, 7], 3); // verifying 3 drafts after [1 2 3 4] computes 4 tokens: 7 + 3 * 1.5
+      })(),
+    );
+    expect(modelMs).toEqual([20, 7, 11.5]);
+    expect(ends).toEqual([20, 27, 38.5]);
   });
 
-  it('sleeps zero or negative durations without a timer and rejects an aborted signal', async () => {
-    await expect(realClock.sleep(0)).resolves.toBeUndefined();
-    await expect(realClock.sleep(5, AbortSignal.abort(new Error('no')))).rejects.toThrow('no');
+  it('queues concurrent calls on one replica: each starts when the previous one ends', async () => {
+    const clock = new VirtualClock();
+    const target = model({ clock, ttftMs: 30, tpotMs: 7 });
+    const ends: Record<string, number> = {};
+    const call = (name: string, requestId: string, tokens: number[], from: number) =>
+      target.logits(requestId, tokens, from).then(() => (ends[name] = clock.now()));
+    await clock.run(Promise.all([call('a', 'a', [1, 2], 0), call('b', 'b', [3, 4], 0), call('a2', 'a', [1, 2, 3], 2)]));
+    expect(ends).toEqual({ a: 30, b: 60, a2: 67 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('frees the device at the moment a running forward is aborted', async () => {
+    const clock = new VirtualClock();
+    const target = model({ clock, ttftMs: 30 });
+    const controller = new AbortController();
+    const aborted = target.logits('a', [1], 0, controller.signal).catch((error: unknown) => error);
+    const next = target.logits('b', [2], 0).then(() => clock.now());
+    const abortAt10 = clock.sleep(10).then(() => controller.abort());
+    const [reason, nextEnd] = await clock.run(Promise.all([aborted, next, abortAt10]));
+    expect(reason).toMatchObject({ name: 'AbortError' });
+    expect(nextEnd).toBe(40);
   });
 });
 

@@ -1,0 +1,27 @@
+import { realClock } from './clock';
+
+describe('the real clock', () => {
+  it('never ends a sleep before its deadline, on the timer path and on the polling path', async () => {
+    for (const ms of [0.5, 3, 12]) {
+      const started = realClock.now();
+      await realClock.sleep(ms);
+      expect(realClock.now() - started).toBeGreaterThanOrEqual(ms);
+    }
+  });
+
+  it('sleeps zero or negative durations without a timer and rejects an aborted signal', async () => {
+    await expect(realClock.sleep(0)).resolves.toBeUndefined();
+    await expect(realClock.sleep(-5)).resolves.toBeUndefined();
+    await expect(realClock.sleep(5, AbortSignal.abort(new Error('no')))).rejects.toThrow('no');
+  });
+
+  it('rejects a running sleep with the signal\'s reason when it aborts', async () => {
+    const controller = new AbortController();
+    const reason = new Error('cancelled');
+    // Ten minutes: only the abort can settle it within the test's timeout.
+    const sleeping = realClock.sleep(600_000, controller.signal);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    controller.abort(reason);
+    await expect(sleeping).rejects.toBe(reason);
+  });
+});
