@@ -1,7 +1,7 @@
 import {
-  counterHash,
   generate,
-  uniform,
+  OracleModel,
+  OracleReplica,
   VirtualClock,
   type Clock,
   type DraftCall,
@@ -15,7 +15,10 @@ import {
 import { resolveConfig, type SimulationConfig } from './config';
 import { assembleResult, type AlgorithmResult, type SimulationResult } from './simulate';
 
-/** The event-mode world: latencies in target-forward units and a drafter that agrees with probability `a`. */
+/**
+ * The event-mode world: the libs/core oracle pair (the synthetic backend's model, seeded with `seed`)
+ * with latencies in target-forward units and a drafter that agrees with probability `a`.
+ */
 export interface EventParams {
   a: number;
   /** Drafter forward latency per token. */
@@ -25,13 +28,16 @@ export interface EventParams {
   t: number;
   tokens: number;
   servers: number;
-  /** Latency of a request's first target forward (prefill); default `t`. */
+  /** Latency of a replica's first target forward for the request (prefill); default `t`. */
   ttft?: number;
-  /** Extra target latency per additional token in one forward (verifying k drafts costs t + k * this). */
+  /** Extra target latency per additional token computed in one forward (verifying k drafts costs t + k * this). */
   verifyPerToken?: number;
-  /** Network round trip added to every call. */
+  /** Network round trip (and service overhead) added to every call. */
   rtt?: number;
+  /** The oracle's seed (drafter and target share it). */
   seed: number;
+  /** The prompt's tokens; default one token, 1 + seed % 200. */
+  prompt?: readonly number[];
 }
 
 /** Cost (virtual time) and work of one event-mode run. */
@@ -43,106 +49,113 @@ export interface EventRun {
   tokens: number[];
 }
 
-const VOCAB = 256;
-const STREAM_ORACLE = 11;
-const STREAM_AGREE = 12;
-const STREAM_WRONG = 13;
-
-/**
- * The oracle language model, as a rolling hash over a token sequence: `truth()` is the target's next
- * token after the sequence so far (a hash of the seed and the whole prefix), `agrees()` whether the
- * drafter guesses it there (probability `a`, independently per position and context).
- */
-class OracleCursor {
-  private h: number;
-  private length = 0;
-
-  constructor(
-    private readonly seed: number,
-    prefix: readonly number[],
-  ) {
-    this.h = seed;
-    for (const token of prefix) this.push(token);
-  }
-
-  push(token: number): void {
-    this.h = counterHash(this.h, this.length, STREAM_ORACLE, token);
-    this.length += 1;
-  }
-
-  truth(): number {
-    return this.h % VOCAB;
-  }
-
-  draft(a: number): number {
-    const truth = this.truth();
-    if (uniform(this.h, this.length, STREAM_AGREE, 0) < a) return truth;
-    return (truth + 1 + (counterHash(this.h, this.length, STREAM_WRONG, 0) % (VOCAB - 1))) % VOCAB;
-  }
+/** Sleeps a call's round trip (nothing when it is 0, so no timer is registered). */
+function roundTrip(clock: Clock, rtt: number, signal: AbortSignal): Promise<void> | undefined {
+  return rtt > 0 ? clock.sleep(rtt, signal) : undefined;
 }
 
-class SimulatedDrafter implements Drafter {
+/**
+ * A simulated drafter replica: what the drafter service does for one Draft (one cached forward per
+ * token, the greedy choice of each), on an {@link OracleReplica} of the drafter oracle, after a round
+ * trip of `rtt`. Stops early at the oracle's end-of-sequence id (which it never peaks on).
+ */
+export class SimulatedDrafter implements Drafter {
+  /** Draft calls started (including cancelled ones). */
   calls = 0;
+
   constructor(
-    private readonly p: EventParams,
+    private readonly replica: OracleReplica,
     private readonly clock: Clock,
+    private readonly rtt = 0,
   ) {}
 
   async draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult> {
     this.calls += 1;
-    const cursor = new OracleCursor(this.p.seed, call.prefix);
+    await roundTrip(this.clock, this.rtt, signal);
+    const model = this.replica.model;
+    const sequence = [...call.prefix];
     const tokens: number[] = [];
-    for (let i = 0; i < call.maxTokens; i++) {
-      const token = cursor.draft(this.p.a);
+    while (tokens.length < call.maxTokens) {
+      signal.throwIfAborted();
+      const length = sequence.length;
+      const { result: token } = await this.replica.forward(call.requestId, sequence, length - 1, (hashes) => model.next(hashes.at(length)), signal);
       tokens.push(token);
-      cursor.push(token);
+      sequence.push(token);
+      if (token === model.eosTokenId) break;
     }
-    await this.clock.sleep((this.p.rtt ?? 0) + call.maxTokens * this.p.c, signal);
     return { tokens };
   }
 }
 
-class SimulatedTarget implements TargetReplica {
+/**
+ * A simulated target replica: what the target service does for one Verify under the greedy rule (one
+ * forward over the tokens its cache lacks, then accept drafts while they equal the truth), on an
+ * {@link OracleReplica} of the target oracle, after a round trip of `rtt`.
+ */
+export class SimulatedTarget implements TargetReplica {
+  /** Verify calls started (including cancelled ones). */
   forwards = 0;
-  private readonly seen = new Set<string>();
+
   constructor(
     readonly id: string,
-    private readonly p: EventParams,
+    private readonly replica: OracleReplica,
     private readonly clock: Clock,
+    private readonly rtt = 0,
   ) {}
 
   async verify(call: VerifyCall, signal: AbortSignal): Promise<VerifyResult> {
     this.forwards += 1;
-    const first = !this.seen.has(call.requestId);
-    this.seen.add(call.requestId);
-    const forward = first ? (this.p.ttft ?? this.p.t) : this.p.t;
-    await this.clock.sleep((this.p.rtt ?? 0) + forward + call.drafts.length * (this.p.verifyPerToken ?? 0), signal);
-    const cursor = new OracleCursor(this.p.seed, call.prefix);
-    const tokens: number[] = [];
-    for (const draft of call.drafts) {
-      const truth = cursor.truth();
-      if (draft !== truth) return { accepted: tokens.length, tokens: [...tokens, truth] };
-      tokens.push(draft);
-      cursor.push(draft);
-    }
-    return { accepted: tokens.length, tokens: [...tokens, cursor.truth()] };
+    await roundTrip(this.clock, this.rtt, signal);
+    const model = this.replica.model;
+    const start = call.prefix.length;
+    const drafts = call.drafts;
+    const { result } = await this.replica.forward(
+      call.requestId,
+      [...call.prefix, ...drafts],
+      start - 1,
+      (hashes): VerifyResult => {
+        for (let i = 0; i < drafts.length; i++) {
+          const truth = model.next(hashes.at(start + i));
+          if (drafts[i] !== truth) return { accepted: i, tokens: [...drafts.slice(0, i), truth] };
+        }
+        return { accepted: drafts.length, tokens: [...drafts, model.next(hashes.at(start + drafts.length))] };
+      },
+      signal,
+    );
+    return result;
   }
 }
 
 /**
  * Runs the libs/core scheduler (the very code the orchestrator runs) with simulated ports on a virtual
- * clock: finite target servers (verifications queue when all are busy), a first-forward latency,
- * a per-extra-token verification cost and a network round trip. Returns the virtual wall time.
+ * clock, over the oracle and latency model the synthetic backend serves: finite target servers
+ * (verifications queue when all are busy), a first-forward latency, a per-extra-token verification
+ * cost and a network round trip. Returns the virtual wall time and the tokens.
  */
 export async function eventRun(mode: Mode, p: EventParams): Promise<EventRun> {
   const clock = new VirtualClock();
-  const drafter = new SimulatedDrafter(p, clock);
-  const targets = Array.from({ length: mode === 'dsi' ? p.servers : 1 }, (_, i) => new SimulatedTarget(`server-${i}`, p, clock));
-  const prompt = [1 + (p.seed % 200)];
+  const rtt = p.rtt ?? 0;
+  const drafterModel = new OracleModel({ role: 'drafter', seed: p.seed, acceptance: p.a });
+  const targetModel = new OracleModel({ role: 'target', seed: p.seed });
+  const drafter = new SimulatedDrafter(new OracleReplica(drafterModel, { ttftMs: p.c, tpotMs: p.c }, clock), clock, rtt);
+  const targetLatency = { ttftMs: p.ttft ?? p.t, tpotMs: p.t, verifyMsPerToken: p.verifyPerToken ?? 0 };
+  const targets = Array.from(
+    { length: mode === 'dsi' ? p.servers : 1 },
+    (_, i) => new SimulatedTarget(`server-${i}`, new OracleReplica(targetModel, targetLatency, clock), clock, rtt),
+  );
+  const prompt = p.prompt ?? [1 + (p.seed % 200)];
   const started = clock.now();
   const result = await clock.run(
     generate(
-      { requestId: `event-${p.seed}`, mode, prompt, maxNewTokens: p.tokens, lookahead: p.k, sampling: { rule: 'greedy', temperature: 1 } },
+      {
+        requestId: `event-${p.seed}`,
+        mode,
+        prompt,
+        maxNewTokens: p.tokens,
+        lookahead: p.k,
+        sampling: { rule: 'greedy', temperature: 1 },
+        eosTokenId: targetModel.eosTokenId,
+      },
       { drafter, targets, clock },
     ),
   );

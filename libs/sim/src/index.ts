@@ -8,3 +8,4 @@ export * from './heatmap';
 export * from './pool';
 export * from './svg';
 export * from './event';
+export * from './predict';

@@ -1,5 +1,4 @@
-import { requiredServers } from '@dsi/sim';
-import { predictSynthetic } from '../predict';
+import { predictSynthetic, requiredServers } from '@dsi/sim';
 import { fixed, median } from '../options';
 import { startService, type StackService } from '../stack';
 
