@@ -19,9 +19,12 @@ export interface HeatmapRunOptions {
   onRow?: (row: HeatmapRow, done: number, total: number) => void;
 }
 
-/** Thrown when a simulator worker thread fails (the message carries the worker's error). */
-export class HeatmapWorkerError extends Error {
-  override readonly name = 'HeatmapWorkerError';
+/**
+ * Thrown when a simulator worker thread (a heatmap sweep's or an off-thread simulation's) cannot start,
+ * fails or exits abnormally; the message says which job and carries the worker's error as `cause`.
+ */
+export class SimulationWorkerError extends Error {
+  override readonly name = 'SimulationWorkerError';
 }
 
 function workerFile(): string {
@@ -30,7 +33,7 @@ function workerFile(): string {
   if (fs.existsSync(beside)) return beside;
   const built = path.join(__dirname, '../dist/heatmap-worker.js');
   if (fs.existsSync(built)) return built;
-  throw new HeatmapWorkerError(`heatmap worker not found at ${beside} or ${built}: build libs/sim first`);
+  throw new SimulationWorkerError(`simulator worker not found at ${beside} or ${built}: build libs/sim first`);
 }
 
 /**
@@ -68,9 +71,9 @@ export async function runHeatmap(spec: HeatmapSpec, options: HeatmapRunOptions =
             options.onRow?.(row, rows.length, total);
           }
         });
-        worker.on('error', (error) => fail(new HeatmapWorkerError(`heatmap worker failed: ${error.message}`, { cause: error })));
+        worker.on('error', (error) => fail(new SimulationWorkerError(`heatmap worker failed: ${error.message}`, { cause: error })));
         worker.on('exit', (code) => {
-          if (code !== 0) return fail(new HeatmapWorkerError(`heatmap worker exited with code ${code}`));
+          if (code !== 0) return fail(new SimulationWorkerError(`heatmap worker exited with code ${code}`));
           running -= 1;
           if (running === 0) {
             options.signal?.removeEventListener('abort', onAbort);
@@ -100,10 +103,10 @@ export function simulateOffThread(config: SimulationConfig, signal?: AbortSignal
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     worker.once('message', (result: SimulationResult) => resolve(result));
-    worker.once('error', (error) => reject(new HeatmapWorkerError(`simulation worker failed: ${error.message}`, { cause: error })));
+    worker.once('error', (error) => reject(new SimulationWorkerError(`simulation worker failed: ${error.message}`, { cause: error })));
     worker.once('exit', (code) => {
       signal?.removeEventListener('abort', onAbort);
-      if (code !== 0) reject(new HeatmapWorkerError(`simulation worker exited with code ${code}`));
+      if (code !== 0) reject(new SimulationWorkerError(`simulation worker exited with code ${code}`));
     });
   });
 }
