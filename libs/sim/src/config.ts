@@ -23,9 +23,9 @@ export interface SimulationConfig {
   /** Seed of the MT19937 stream (seed method). */
   seed: number;
   method: SimulationMethod;
-  /** Event method: latency of a request's first target forward (default `t`). */
+  /** Event method: latency of a replica's first target forward for the request, its prefill (default `t`). */
   ttft?: number;
-  /** Event method: extra target latency per additional token verified in one forward (default 0). */
+  /** Event method: extra target latency per additional token computed in one forward (default 0), as in the synthetic backend. */
   verifyPerToken?: number;
   /** Event method: network round trip added to every call (default 0). */
   rtt?: number;
