@@ -2,9 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import { readSpanFile, SpanFileError, type SpanRecord } from '@dsi/telemetry';
+import { buildTimeline, formatSummary, timelineHtml, timelineSvg, TraceInputError, type TraceSummary } from '@dsi/trace';
 import { UsageError } from '../errors';
-import { buildTimeline, formatSummary, timelineHtml, timelineSvg, type TraceSummary } from '../trace/timeline';
 
+/** The flags of `dsi trace`, as commander parses them. */
 export interface TraceFlags {
   out?: string;
   traceId?: string;
@@ -41,10 +42,16 @@ function readSpans(file: string): SpanRecord[] {
 export function runTrace(file: string, flags: TraceFlags): TraceReport {
   const format = flags.out !== undefined ? outputFormat(flags.out) : undefined;
   const spans = readSpans(file);
-  const model = buildTimeline(spans, { traceId: flags.traceId, requestId: flags.requestId }, file);
+  if (flags.traceId !== undefined && flags.traceId.trim() === '') throw new UsageError('--trace-id is empty');
+  let model;
+  try {
+    model = buildTimeline(spans, { traceId: flags.traceId, requestId: flags.requestId }, file);
+  } catch (error) {
+    if (error instanceof TraceInputError) throw new UsageError(error.message, { cause: error });
+    throw error;
+  }
   if (flags.out !== undefined) {
-    const dir = path.dirname(flags.out);
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(path.dirname(flags.out), { recursive: true });
     fs.writeFileSync(flags.out, format === 'html' ? timelineHtml(model) : timelineSvg(model));
   }
   return { file, out: flags.out ?? null, ...model.summary };
