@@ -3,5 +3,6 @@ export * from './sampling';
 export * from './rules';
 export * from './ports';
 export * from './scheduler';
+export * from './replica-scheduler';
 export * from './virtual-clock';
 export * from './oracle';

@@ -46,6 +46,8 @@ export interface VerifyResult {
 
 /** The small model that guesses ahead. */
 export interface Drafter {
+  /** Names the drafter replica in events and traces when several serve (optional). */
+  readonly id?: string;
   draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult>;
 }
 

@@ -11,6 +11,13 @@
  * State: `verified` (prompt plus committed output, V), `drafts` (D, the drafts after V), `epoch`, and
  * `blocks`: the dispatched verification blocks of the current epoch, contiguous and in position order.
  *
+ * - Replicas: a run does not pick replicas itself. It tells a {@link TargetScheduler} (and a
+ *   {@link DrafterScheduler}) what it wants, and builds the work when it is granted a replica. Given
+ *   `{ drafter, targets, clock }` a run makes private schedulers and has the replicas to itself: then
+ *   a wish is granted at once whenever a replica is free, as described below. Given shared schedulers
+ *   (`{ targetScheduler, drafterScheduler, clock }`, docs/architecture.md, "Many requests at once"),
+ *   lanes of every run go before speculative blocks, and a speculative block may be preempted for
+ *   another run's lane (it then waits again).
  * - Drafting: at most one drafter call in flight, of up to k tokens after V ++ D. D is kept within
  *   (replicas + 1) * k drafts of V (k for SI) and never runs past the last position worth drafting.
  * - Blocks: a block starts where the last dispatched block ends (or at the end of V when none is
@@ -36,13 +43,14 @@
  *   depends on the randomness of the position it decides), but such a restart costs a forward, so
  *   "never slower than non-SI" holds for greedy and seeded and only nearly for rejection sampling.
  * - Failures: a failed Verify call puts its block back to wait for an idle replica (the one with the
- *   fewest consecutive failures; the failed one may be retried); 3 x replicas consecutive failures
- *   fail the generation. A failed, timed-out or empty drafter call pauses drafting until the next
+ *   fewest consecutive failures, counted per replica by the scheduler across runs; the failed one may
+ *   be retried); 3 x replicas consecutive failures of the run's own fail the generation. A failed, timed-out or empty drafter call pauses drafting until the next
  *   commit; the lane keeps generation going meanwhile, as non-SI.
  * - Cancellation: the scheduler forgets a port call the moment it aborts its signal (a port that
  *   ignores the abort cannot hold a replica or the drafter); late results are ignored.
  */
 import type { Clock, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from './ports';
+import { DrafterScheduler, LeaseOutcome, ReplicaClaim, ReplicaLease, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
 import { SamplingParams, validateSamplingParams } from './rules';
 
 /** The decoding algorithm: target only, classic speculative inference, or distributed SI. */
@@ -120,32 +128,59 @@ export interface GenerationResult {
 
 /** Observability hooks (tracing); all optional, called synchronously. A hook that throws fails the run. */
 export interface SchedulerEvents {
-  draftStart?(e: { epoch: number; prefixLength: number; maxTokens: number }): void;
+  /** `drafter`: the drafter replica's id (`'drafter'` when it has none). */
+  draftStart?(e: { epoch: number; prefixLength: number; maxTokens: number; drafter: string }): void;
   /**
    * `used`: appended to D; `stale`: arrived for a prefix that is no longer current; `failed` (with the
    * error) includes timeouts and malformed results; `cancelled`: aborted by the scheduler.
    */
   draftEnd?(e: { epoch: number; tokens: number; outcome: 'used' | 'stale' | 'failed' | 'cancelled'; error?: unknown }): void;
-  /** `start`: absolute position of the block's first draft; `block` is stable across re-dispatches. */
-  verifyStart?(e: { replica: string; block: number; epoch: number; start: number; size: number }): void;
+  /**
+   * `start`: absolute position of the block's first draft; `block` is stable across re-dispatches.
+   * `class`: `lane` when the block covers the end of V (the request cannot move without it), else
+   * `speculative`.
+   */
+  verifyStart?(e: { replica: string; block: number; epoch: number; start: number; size: number; class: WorkClass }): void;
   /**
    * `committed`: the result was committed (accepted says how many drafts); `rejected`: the result
    * arrived but was discarded, because an earlier block's rejection invalidated its prefix or its
    * verdict contradicted verified tokens; `cancelled`: aborted, or no longer needed at the end;
    * `failed`: the replica call failed or returned a malformed result (`error` says how; the block is
-   * re-dispatched).
+   * re-dispatched). `class` is the class it was dispatched as; `preempted` is set on a speculative
+   * verification the shared scheduler cancelled to give its replica to a lane (the block waits again).
+   * So replica time splits into lane, speculative-used (committed) and wasted (the rest).
    */
-  verifyEnd?(e: { replica: string; block: number; epoch: number; accepted: number; outcome: 'committed' | 'rejected' | 'cancelled' | 'failed'; error?: unknown }): void;
+  verifyEnd?(e: {
+    replica: string;
+    block: number;
+    epoch: number;
+    accepted: number;
+    outcome: 'committed' | 'rejected' | 'cancelled' | 'failed';
+    class: WorkClass;
+    preempted?: boolean;
+    error?: unknown;
+  }): void;
   /** Tokens just appended to V; verifiedLength counts the prompt; at is clock time. */
   commit?(e: { tokens: number[]; verifiedLength: number; at: number }): void;
   /** A rejection cancelled in-flight work; `epoch` is the new epoch, `position` the rejected position. */
   preempt?(e: { epoch: number; position: number }): void;
 }
 
-/** What the scheduler talks to. */
+/** What the scheduler talks to when one generation has the replicas to itself (a private scheduler). */
 export interface SchedulerPorts {
   drafter: Drafter;
   targets: readonly TargetReplica[];
+  clock: Clock;
+}
+
+/**
+ * What the scheduler talks to when many generations share the replicas: the orchestrator's (or the
+ * simulated pool's) schedulers, one for the targets and one for the drafters, shared by every
+ * generation so lanes go first and speculation uses only spare capacity.
+ */
+export interface SharedSchedulerPorts {
+  targetScheduler: TargetScheduler;
+  drafterScheduler: DrafterScheduler;
   clock: Clock;
 }
 
@@ -232,13 +267,19 @@ function vocabRange(vocabSize: number | undefined): string {
 
 /**
  * Generates with the configured mode over the given ports and resolves with the target's output and
- * the request's metrics. Rejects with an {@link InvalidGenerateConfigError} for a bad configuration,
+ * the request's metrics. Pass `{ drafter, targets, clock }` for a generation that has the replicas to
+ * itself, or the orchestrator's shared schedulers (`{ targetScheduler, drafterScheduler, clock }`) when
+ * many generations run at once; a single generation on an idle shared pool behaves exactly the same. Rejects with an {@link InvalidGenerateConfigError} for a bad configuration,
  * with the signal's reason when the client aborts, and with a {@link TargetsUnavailableError} when the
  * replicas fail 3 x replicas times in a row. On every outcome nothing is left in flight: every port
  * call the scheduler no longer needs has had its signal aborted.
  */
-export async function generate(config: GenerateConfig, ports: SchedulerPorts, options: GenerateOptions = {}): Promise<GenerationResult> {
-  const problem = validateGenerateConfig(config, ports.targets.length);
+export async function generate(config: GenerateConfig, ports: SchedulerPorts | SharedSchedulerPorts, options: GenerateOptions = {}): Promise<GenerationResult> {
+  const pools: Pools =
+    'targetScheduler' in ports
+      ? { targets: ports.targetScheduler, drafters: ports.drafterScheduler, clock: ports.clock }
+      : { targets: new TargetScheduler(ports.targets), drafters: new DrafterScheduler([ports.drafter]), clock: ports.clock };
+  const problem = validateGenerateConfig(config, pools.targets.replicaCount);
   if (problem) throw new InvalidGenerateConfigError(problem);
   const { draftTimeoutMs } = options;
   if (draftTimeoutMs !== undefined && !(draftTimeoutMs > 0 && Number.isFinite(draftTimeoutMs))) {
@@ -246,31 +287,39 @@ export async function generate(config: GenerateConfig, ports: SchedulerPorts, op
   }
   if (options.signal?.aborted) throw options.signal.reason;
   return new Promise<GenerationResult>((resolve, reject) => {
-    new GenerationRun(config, ports, options, resolve, reject).start();
+    new GenerationRun(config, pools, options, resolve, reject).start();
   });
+}
+
+/** The ports a run uses: the schedulers of the replicas it shares (or has to itself) and the clock. */
+interface Pools {
+  targets: TargetScheduler;
+  drafters: DrafterScheduler;
+  clock: Clock;
 }
 
 /** The limits that make one state machine behave as non-SI, SI or DSI. */
 interface ModeLimits {
   /** k; 0 disables drafting (non-SI). */
   lookahead: number;
-  maxParallelVerifications: number;
+  /** Verifications in flight at once; undefined: one per target replica. The lane may always go. */
+  maxParallelVerifications?: number;
   draftWhileVerifying: boolean;
   /** SI: the lane waits for the drafter call instead of verifying whatever drafts exist. */
   laneWaitsForDrafts: boolean;
-  /** Most drafts kept beyond V. */
-  draftHorizon: number;
+  /** Most drafts kept beyond V, in blocks of k; undefined: one more block than there are target replicas. */
+  draftHorizonBlocks?: number;
 }
 
-function modeLimits(config: GenerateConfig, replicas: number): ModeLimits {
+function modeLimits(config: GenerateConfig): ModeLimits {
   const k = config.lookahead;
   switch (config.mode) {
     case 'nonsi':
-      return { lookahead: 0, maxParallelVerifications: 1, draftWhileVerifying: false, laneWaitsForDrafts: false, draftHorizon: 0 };
+      return { lookahead: 0, maxParallelVerifications: 1, draftWhileVerifying: false, laneWaitsForDrafts: false, draftHorizonBlocks: 0 };
     case 'si':
-      return { lookahead: k, maxParallelVerifications: 1, draftWhileVerifying: false, laneWaitsForDrafts: true, draftHorizon: k };
+      return { lookahead: k, maxParallelVerifications: 1, draftWhileVerifying: false, laneWaitsForDrafts: true, draftHorizonBlocks: 1 };
     case 'dsi':
-      return { lookahead: k, maxParallelVerifications: replicas, draftWhileVerifying: true, laneWaitsForDrafts: false, draftHorizon: (replicas + 1) * k };
+      return { lookahead: k, draftWhileVerifying: true, laneWaitsForDrafts: false };
   }
 }
 
@@ -280,6 +329,7 @@ interface DraftTask {
   prefixLength: number;
   maxTokens: number;
   controller: AbortController;
+  lease: ReplicaLease<Drafter>;
   /** Cancels the draftTimeoutMs sleep. */
   timeout?: AbortController;
 }
@@ -292,26 +342,27 @@ interface Block {
   drafts: number[];
   /** q rows of the drafts (rejection rule). */
   draftProbs?: Float32Array;
-  /** waiting: needs a replica (new, or its replica failed); verifying: in flight; done: awaits its commit. */
+  /**
+   * waiting: needs a replica (new, its replica failed, or the shared scheduler preempted it);
+   * verifying: in flight; done: awaits its commit.
+   */
   state: 'waiting' | 'verifying' | 'done';
   /** The replica it was last dispatched to. */
   replica?: string;
+  /** The class it was last dispatched as. */
+  class?: WorkClass;
   call?: VerifyTask;
   result?: VerifyResult;
 }
 
 interface VerifyTask {
   block: Block;
-  slot: ReplicaSlot;
+  lease: ReplicaLease<TargetReplica>;
   controller: AbortController;
 }
 
-interface ReplicaSlot {
-  target: TargetReplica;
-  task?: VerifyTask;
-  /** Consecutive failures of this replica: idle replicas that failed least are preferred. */
-  failures: number;
-}
+/** The verification a run would start on a free replica now: a waiting block or a new one. */
+type NextVerification = { class: WorkClass; block: Block; ready: true } | { class: WorkClass; block?: undefined; start: number; size: number; ready: boolean };
 
 /** How many consecutive failed Verify calls, per replica, make the generation give up. */
 const FAILURES_PER_REPLICA = 3;
@@ -319,7 +370,8 @@ const FAILURES_PER_REPLICA = 3;
 class GenerationRun {
   private readonly clock: Clock;
   private readonly limits: ModeLimits;
-  private readonly replicas: ReplicaSlot[];
+  private readonly targets: TargetScheduler;
+  private readonly drafters: DrafterScheduler;
   private readonly promptLength: number;
   /** The last absolute position worth drafting, plus one: the target supplies the final token. */
   private readonly draftLimit: number;
@@ -338,6 +390,14 @@ class GenerationRun {
   /** Set when a drafter call failed or returned nothing: drafting resumes after the next commit. */
   private drafterResting = false;
   private vocab?: number;
+
+  /** How this run takes part in the target and drafter schedulers. */
+  private readonly verifier: ReplicaTenant<TargetReplica>;
+  private readonly draftRequester: ReplicaTenant<Drafter>;
+  /** Scheduler tickets of the moment the current claims began to wait (fairness). */
+  private laneSince?: number;
+  private speculativeSince?: number;
+  private draftSince?: number;
 
   private consecutiveFailures = 0;
   private finished = false;
@@ -359,47 +419,48 @@ class GenerationRun {
 
   constructor(
     private readonly config: GenerateConfig,
-    private readonly ports: SchedulerPorts,
+    pools: Pools,
     private readonly options: GenerateOptions,
     private readonly resolve: (result: GenerationResult) => void,
     private readonly reject: (error: unknown) => void,
   ) {
-    this.clock = ports.clock;
-    this.limits = modeLimits(config, ports.targets.length);
-    this.replicas = ports.targets.map((target) => ({ target, failures: 0 }));
+    this.clock = pools.clock;
+    this.targets = pools.targets;
+    this.drafters = pools.drafters;
+    this.limits = modeLimits(config);
     this.verified = [...config.prompt];
     this.promptLength = config.prompt.length;
     this.draftLimit = this.promptLength + config.maxNewTokens - 1;
     this.returnProbs = config.sampling.rule === 'rejection';
     this.vocab = config.vocabSize;
     this.startedAt = this.clock.now();
+    this.verifier = {
+      name: config.requestId,
+      claim: () => this.verificationClaim(),
+      grant: (lease) => this.onTargetGranted(lease),
+      preemptible: (lease) => this.preemptible(lease),
+      preempt: (lease) => this.onPreempted(lease),
+    };
+    this.draftRequester = {
+      name: config.requestId,
+      claim: () => this.draftClaim(),
+      grant: (lease) => this.onDrafterGranted(lease),
+    };
     const { signal } = options;
     if (signal) {
-      this.abortListener = () => this.fail(signal.reason);
+      this.abortListener = () => this.guard(() => this.fail(signal.reason));
       signal.addEventListener('abort', this.abortListener, { once: true });
     }
   }
 
   start(): void {
-    this.guard(() => this.pump());
+    this.guard(() => {
+      this.targets.join(this.verifier);
+      if (this.limits.lookahead > 0) this.drafters.join(this.draftRequester);
+    });
   }
 
   // ---------------------------------------------------------------- dispatch
-
-  /** Makes every decision the current state allows: dispatch verifications, start drafting. */
-  private pump(): void {
-    if (this.finished) return;
-    for (const block of this.blocks) {
-      if (block.state === 'waiting') {
-        const slot = this.idleReplica();
-        if (!slot) break;
-        this.dispatch(block, slot);
-      }
-    }
-    if (this.blocks.length === 0) this.dispatchLane();
-    this.dispatchCompleteBlocks();
-    if (this.canStartDraft()) this.startDraft();
-  }
 
   private get verifiedEnd(): number {
     return this.verified.length;
@@ -418,7 +479,8 @@ class GenerationRun {
   }
 
   private draftRoom(): number {
-    return Math.min(this.limits.lookahead, this.limits.draftHorizon - this.drafts.length, this.draftEnd() - this.draftedEnd);
+    const horizon = (this.limits.draftHorizonBlocks ?? this.targets.replicaCount + 1) * this.limits.lookahead;
+    return Math.min(this.limits.lookahead, horizon - this.drafts.length, this.draftEnd() - this.draftedEnd);
   }
 
   private canStartDraft(): boolean {
@@ -427,27 +489,67 @@ class GenerationRun {
     return this.draftRoom() > 0;
   }
 
-  /** No dispatched block covers the end of V: dispatch one now (SI: once its drafter call is done). */
-  private dispatchLane(): void {
-    if (this.limits.laneWaitsForDrafts && (this.draftTask || (this.drafts.length === 0 && this.canStartDraft()))) return;
-    const slot = this.idleReplica();
-    if (!slot) return;
-    const size = Math.max(0, Math.min(this.limits.lookahead, this.drafts.length, this.draftEnd() - this.verifiedEnd));
-    this.dispatch(this.newBlock(this.verifiedEnd, size), slot);
+  /** Drafts the lane block at the end of V would hold when full. */
+  private laneBlockSize(): number {
+    return Math.max(0, Math.min(this.limits.lookahead, this.draftEnd() - this.verifiedEnd));
   }
 
-  private dispatchCompleteBlocks(): void {
-    for (;;) {
-      const last = this.blocks[this.blocks.length - 1];
-      if (!last) return;
-      const start = last.start + last.drafts.length;
-      const available = this.draftedEnd - start;
-      const complete = available >= this.limits.lookahead || (available > 0 && this.draftedEnd >= this.draftEnd());
-      if (this.limits.lookahead === 0 || !complete) return;
-      const slot = this.idleReplica();
-      if (!slot) return;
-      this.dispatch(this.newBlock(start, Math.min(this.limits.lookahead, available)), slot);
+  /**
+   * The verification this run would start on a free replica now (module comment, "Blocks" and "The
+   * lane"): a waiting lane block, a new lane (SI: once its drafter call is done), a waiting later
+   * block, or the next complete block, within the mode's limit of verifications in flight.
+   */
+  private nextVerification(): NextVerification | undefined {
+    const head = this.blocks[0];
+    if (head?.state === 'waiting') return { class: 'lane', block: head, ready: true };
+    if (!head) {
+      if (this.limits.laneWaitsForDrafts && (this.draftTask || (this.drafts.length === 0 && this.canStartDraft()))) return undefined;
+      const full = this.laneBlockSize();
+      const size = Math.min(full, this.drafts.length);
+      // Ready: full of drafts, or no drafter call will bring more.
+      const ready = size >= full || (!this.draftTask && !this.canStartDraft());
+      return { class: 'lane', start: this.verifiedEnd, size, ready };
     }
+    const inFlight = this.blocks.reduce((count, block) => count + (block.state === 'verifying' ? 1 : 0), 0);
+    if (inFlight >= (this.limits.maxParallelVerifications ?? this.targets.replicaCount)) return undefined;
+    const waiting = this.blocks.find((block) => block.state === 'waiting');
+    if (waiting) return { class: 'speculative', block: waiting, ready: true };
+    const last = this.blocks[this.blocks.length - 1];
+    const start = last.start + last.drafts.length;
+    const available = this.draftedEnd - start;
+    const complete = available >= this.limits.lookahead || (available > 0 && this.draftedEnd >= this.draftEnd());
+    if (this.limits.lookahead === 0 || !complete) return undefined;
+    return { class: 'speculative', start, size: Math.min(this.limits.lookahead, available), ready: true };
+  }
+
+  /** What this run asks of the target scheduler now. */
+  private verificationClaim(): ReplicaClaim | undefined {
+    const next = this.finished ? undefined : this.nextVerification();
+    if (next?.class !== 'lane') this.laneSince = undefined;
+    if (next?.class !== 'speculative') this.speculativeSince = undefined;
+    if (!next) return undefined;
+    if (next.class === 'lane') {
+      this.laneSince ??= this.targets.ticket();
+      return { class: 'lane', ready: next.ready, distance: 0, since: this.laneSince };
+    }
+    this.speculativeSince ??= this.targets.ticket();
+    const start = next.block ? next.block.start : next.start;
+    return { class: 'speculative', ready: true, distance: start - this.verifiedEnd, since: this.speculativeSince };
+  }
+
+  /** The target scheduler grants a replica: build the block now (with the drafts there are) and verify it. */
+  private onTargetGranted(lease: ReplicaLease<TargetReplica>): boolean {
+    let used = false;
+    this.guard(() => {
+      const next = this.nextVerification();
+      if (!next) return;
+      if (next.class === 'lane') this.laneSince = undefined;
+      else this.speculativeSince = undefined;
+      const block = next.block ?? this.newBlock(next.start, next.size);
+      this.dispatch(block, lease, next.class);
+      used = true;
+    });
+    return used;
   }
 
   private newBlock(start: number, size: number): Block {
@@ -458,23 +560,13 @@ class GenerationRun {
     return block;
   }
 
-  /** The idle replica with the fewest consecutive failures (ties: the first), or none at the mode's limit. */
-  private idleReplica(): ReplicaSlot | undefined {
-    let busy = 0;
-    let best: ReplicaSlot | undefined;
-    for (const slot of this.replicas) {
-      if (slot.task) busy++;
-      else if (!best || slot.failures < best.failures) best = slot;
-    }
-    return busy < this.limits.maxParallelVerifications ? best : undefined;
-  }
-
-  private dispatch(block: Block, slot: ReplicaSlot): void {
-    const task: VerifyTask = { block, slot, controller: new AbortController() };
+  private dispatch(block: Block, lease: ReplicaLease<TargetReplica>, workClass: WorkClass): void {
+    const target = lease.replica;
+    const task: VerifyTask = { block, lease, controller: new AbortController() };
     block.state = 'verifying';
     block.call = task;
-    block.replica = slot.target.id;
-    slot.task = task;
+    block.replica = target.id;
+    block.class = workClass;
     this.verifyCalls++;
     const call: VerifyCall = {
       requestId: this.config.requestId,
@@ -483,11 +575,32 @@ class GenerationRun {
       sampling: this.config.sampling,
     };
     if (block.draftProbs) call.draftProbs = block.draftProbs;
-    this.emit('verifyStart', { replica: slot.target.id, block: block.id, epoch: block.epoch, start: block.start, size: block.drafts.length });
-    invoke(() => slot.target.verify(call, task.controller.signal)).then(
+    this.emit('verifyStart', { replica: target.id, block: block.id, epoch: block.epoch, start: block.start, size: block.drafts.length, class: workClass });
+    invoke(() => target.verify(call, task.controller.signal)).then(
       (result) => this.guard(() => this.onVerified(task, result)),
       (error: unknown) => this.guard(() => this.onVerifyFailed(task, error)),
     );
+  }
+
+  /** The distance from V of a speculative block in flight; undefined for the lane (never preempted). */
+  private preemptible(lease: ReplicaLease<TargetReplica>): number | undefined {
+    const index = this.blocks.findIndex((block) => block.call?.lease === lease);
+    return index > 0 ? this.blocks[index].start - this.verifiedEnd : undefined;
+  }
+
+  /** The target scheduler takes a speculative block's replica for a lane: the block waits again. */
+  private onPreempted(lease: ReplicaLease<TargetReplica>): void {
+    this.guard(() => {
+      const block = this.blocks.find((candidate) => candidate.call?.lease === lease);
+      const task = block?.call;
+      if (!block || !task) return;
+      block.call = undefined;
+      block.state = 'waiting';
+      this.cancelledVerifications++;
+      lease.release('cancelled');
+      task.controller.abort(new WorkCancelledError(`verification of block ${block.id} was preempted by a lane`));
+      this.emit('verifyEnd', { replica: lease.replica.id, block: block.id, epoch: block.epoch, accepted: 0, outcome: 'cancelled', class: block.class ?? 'speculative', preempted: true });
+    });
   }
 
   /** V ++ D up to (not including) absolute position `end`. */
@@ -499,15 +612,14 @@ class GenerationRun {
   // ---------------------------------------------------------------- verification results
 
   private onVerified(task: VerifyTask, result: VerifyResult): void {
-    const { block, slot } = task;
-    if (slot.task !== task) return; // cancelled: its result no longer matters
+    const { block, lease } = task;
+    if (block.call !== task) return; // cancelled: its result no longer matters
     const problem = malformedVerifyResult(result, block.drafts, this.config.vocabSize);
     if (problem) {
-      this.onVerifyFailed(task, new Error(`replica ${slot.target.id} returned a malformed result: ${problem}`));
+      this.onVerifyFailed(task, new Error(`replica ${lease.replica.id} returned a malformed result: ${problem}`));
       return;
     }
-    slot.task = undefined;
-    slot.failures = 0;
+    lease.release('succeeded');
     this.consecutiveFailures = 0;
     block.call = undefined;
     block.state = 'done';
@@ -515,26 +627,23 @@ class GenerationRun {
     while (!this.finished && this.blocks.length > 0 && this.blocks[0].state === 'done') {
       this.commitBlock(this.blocks.shift() as Block);
     }
-    this.pump();
   }
 
   private onVerifyFailed(task: VerifyTask, error: unknown): void {
-    const { block, slot } = task;
-    if (slot.task !== task) return;
-    slot.task = undefined;
-    slot.failures++;
+    const { block, lease } = task;
+    if (block.call !== task) return;
+    lease.release('failed');
     block.call = undefined;
     block.state = 'waiting';
     this.failedVerifications++;
     this.consecutiveFailures++;
-    this.emit('verifyEnd', { replica: slot.target.id, block: block.id, epoch: block.epoch, accepted: 0, outcome: 'failed', error });
-    const limit = FAILURES_PER_REPLICA * this.replicas.length;
+    const replica = lease.replica.id;
+    this.emit('verifyEnd', { replica, block: block.id, epoch: block.epoch, accepted: 0, outcome: 'failed', class: block.class ?? 'lane', error });
+    const limit = FAILURES_PER_REPLICA * Math.max(1, this.targets.replicaCount);
     if (this.consecutiveFailures >= limit) {
-      const message = `target replicas failed ${this.consecutiveFailures} times in a row; last: replica ${slot.target.id}: ${errorMessage(error)}`;
+      const message = `target replicas failed ${this.consecutiveFailures} times in a row; last: replica ${replica}: ${errorMessage(error)}`;
       this.fail(new TargetsUnavailableError(message, { cause: error }));
-      return;
     }
-    this.pump();
   }
 
   /** Commits the head block's result (see the module comment). */
@@ -545,11 +654,11 @@ class GenerationRun {
     const replica = block.replica ?? '';
     if (overlap > result.accepted) {
       // The verdict contradicts a token V already holds: nothing to commit; restart from V.
-      this.emit('verifyEnd', { replica, block: block.id, epoch: block.epoch, accepted: result.accepted, outcome: 'rejected' });
+      this.emit('verifyEnd', { replica, block: block.id, epoch: block.epoch, accepted: result.accepted, outcome: 'rejected', class: block.class ?? 'lane' });
       this.discardSpeculation(this.verifiedEnd);
       return;
     }
-    this.emit('verifyEnd', { replica, block: block.id, epoch: block.epoch, accepted: result.accepted, outcome: 'committed' });
+    this.emit('verifyEnd', { replica, block: block.id, epoch: block.epoch, accepted: result.accepted, outcome: 'committed', class: block.class ?? 'lane' });
     this.committingVerifications++;
     const appended: number[] = [];
     let finish: FinishReason | undefined;
@@ -684,28 +793,53 @@ class GenerationRun {
     for (const block of blocks) {
       const task = block.call;
       if (block.state === 'verifying' && task) {
-        task.slot.task = undefined;
+        task.lease.release('cancelled');
         block.call = undefined;
         this.cancelledVerifications++;
         task.controller.abort(new WorkCancelledError(`verification of block ${block.id} is no longer needed`));
-        this.emit('verifyEnd', { replica: task.slot.target.id, block: block.id, epoch: block.epoch, accepted: 0, outcome: 'cancelled' });
+        this.emit('verifyEnd', { replica: task.lease.replica.id, block: block.id, epoch: block.epoch, accepted: 0, outcome: 'cancelled', class: block.class ?? 'lane' });
       } else if (block.state === 'done') {
-        this.emit('verifyEnd', { replica: block.replica ?? '', block: block.id, epoch: block.epoch, accepted: block.result?.accepted ?? 0, outcome: completedOutcome });
+        this.emit('verifyEnd', { replica: block.replica ?? '', block: block.id, epoch: block.epoch, accepted: block.result?.accepted ?? 0, outcome: completedOutcome, class: block.class ?? 'lane' });
       }
     }
   }
 
   // ---------------------------------------------------------------- drafting
 
-  private startDraft(): void {
+  /** What this run asks of the drafter scheduler now: a call when drafting may start. */
+  private draftClaim(): ReplicaClaim | undefined {
+    if (this.finished || !this.canStartDraft()) {
+      this.draftSince = undefined;
+      return undefined;
+    }
+    this.draftSince ??= this.drafters.ticket();
+    // A lane needs this call when D does not yet fill the lane block; otherwise it drafts ahead.
+    const workClass: WorkClass = this.drafts.length < this.laneBlockSize() ? 'lane' : 'speculative';
+    return { class: workClass, ready: true, distance: this.drafts.length, since: this.draftSince };
+  }
+
+  /** The drafter scheduler grants a drafter: start the call. */
+  private onDrafterGranted(lease: ReplicaLease<Drafter>): boolean {
+    let used = false;
+    this.guard(() => {
+      if (!this.canStartDraft()) return;
+      this.draftSince = undefined;
+      this.startDraft(lease);
+      used = true;
+    });
+    return used;
+  }
+
+  private startDraft(lease: ReplicaLease<Drafter>): void {
     const maxTokens = this.draftRoom();
-    const task: DraftTask = { epoch: this.epoch, prefixLength: this.draftedEnd, maxTokens, controller: new AbortController() };
+    const task: DraftTask = { epoch: this.epoch, prefixLength: this.draftedEnd, maxTokens, controller: new AbortController(), lease };
     this.draftTask = task;
     this.draftCalls++;
     const prefix = this.sequence(this.draftedEnd);
     const { sampling, requestId } = this.config;
-    this.emit('draftStart', { epoch: task.epoch, prefixLength: task.prefixLength, maxTokens });
-    invoke(() => this.ports.drafter.draft({ requestId, prefix, maxTokens, sampling, returnProbs: this.returnProbs }, task.controller.signal)).then(
+    const drafter = lease.replica;
+    this.emit('draftStart', { epoch: task.epoch, prefixLength: task.prefixLength, maxTokens, drafter: drafter.id ?? 'drafter' });
+    invoke(() => drafter.draft({ requestId, prefix, maxTokens, sampling, returnProbs: this.returnProbs }, task.controller.signal)).then(
       (result) => this.guard(() => this.onDrafted(task, result)),
       (error: unknown) => this.guard(() => this.onDraftFailed(task, error)),
     );
@@ -720,19 +854,19 @@ class GenerationRun {
     }
   }
 
-  private endDraft(task: DraftTask): void {
+  private endDraft(task: DraftTask, outcome: LeaseOutcome): void {
     this.draftTask = undefined;
+    task.lease.release(outcome);
     task.timeout?.abort(new WorkCancelledError('the drafter call ended'));
   }
 
   private onDrafted(task: DraftTask, result: DraftResult): void {
     if (this.draftTask !== task) return; // cancelled or timed out
-    this.endDraft(task);
     const problem = this.malformedDraftResult(result, task.maxTokens);
+    this.endDraft(task, problem ? 'failed' : 'succeeded');
     if (problem) {
       this.drafterResting = true;
       this.emit('draftEnd', { epoch: task.epoch, tokens: 0, outcome: 'failed', error: new Error(`the drafter returned a malformed result: ${problem}`) });
-      this.pump();
       return;
     }
     const { tokens } = result;
@@ -754,31 +888,29 @@ class GenerationRun {
     }
     if (tokens.length === 0) this.drafterResting = true;
     this.emit('draftEnd', { epoch: task.epoch, tokens: tokens.length, outcome: usable ? 'used' : 'stale' });
-    this.pump();
   }
 
   private onDraftFailed(task: DraftTask, error: unknown): void {
     if (this.draftTask !== task) return;
-    this.endDraft(task);
+    this.endDraft(task, 'failed');
     this.drafterResting = true;
     this.emit('draftEnd', { epoch: task.epoch, tokens: 0, outcome: 'failed', error });
-    this.pump();
   }
 
   private onDraftTimeout(task: DraftTask, ms: number): void {
     if (this.draftTask !== task) return;
     this.draftTask = undefined;
+    task.lease.release('failed');
     const error = new DraftTimeoutError(`drafter call took longer than ${ms} ms`);
     task.controller.abort(error);
     this.drafterResting = true;
     this.emit('draftEnd', { epoch: task.epoch, tokens: 0, outcome: 'failed', error });
-    this.pump();
   }
 
   private cancelDraft(): void {
     const task = this.draftTask;
     if (!task) return;
-    this.endDraft(task);
+    this.endDraft(task, 'cancelled');
     task.controller.abort(new WorkCancelledError('the drafts are no longer needed'));
     this.emit('draftEnd', { epoch: task.epoch, tokens: 0, outcome: 'cancelled' });
   }
@@ -840,6 +972,8 @@ class GenerationRun {
     if (this.abortListener) this.options.signal?.removeEventListener('abort', this.abortListener);
     this.cancelBlocks('cancelled');
     this.cancelDraft();
+    this.targets.leave(this.verifier);
+    this.drafters.leave(this.draftRequester);
   }
 
   /**
@@ -856,14 +990,22 @@ class GenerationRun {
     }
   }
 
-  /** Runs a state transition; an exception (a throwing hook, a bug) fails the run instead of escaping. */
+  /**
+   * Runs a state transition; an exception (a throwing hook, a bug) fails the run instead of escaping.
+   * The schedulers are held meanwhile, so they decide once the state is whole again: first the
+   * targets, then the drafters (whether SI may draft depends on whether its block went out).
+   */
   private guard(transition: () => void): void {
     if (this.finished) return;
+    this.targets.hold();
+    this.drafters.hold();
     try {
       transition();
     } catch (error) {
-      if (this.finished) return;
-      this.fail(error);
+      if (!this.finished) this.fail(error);
+    } finally {
+      this.targets.resume();
+      this.drafters.resume();
     }
   }
 }

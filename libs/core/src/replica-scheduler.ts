@@ -1,0 +1,381 @@
+/**
+ * The shared replica scheduler (docs/architecture.md, "Many requests at once"): one per orchestrator
+ * (or per simulated pool), shared by every generation, it owns the replicas' occupancy (one call per
+ * replica at a time) and decides who gets a replica whenever one frees or a generation wants one.
+ *
+ * A generation takes part as a {@link ReplicaTenant}: it says what it wants now (a {@link ReplicaClaim})
+ * and builds its work when it gets a replica (a {@link ReplicaLease}), so a request that waited carries
+ * everything that arrived meanwhile (the drafts of a lane). The decisions, made to a fixpoint:
+ *
+ * 1. Lanes first (the work a request cannot move without), longest waiting first. A lane that is
+ *    *ready* (its drafts are in, or none are coming) may overtake older lanes still waiting for
+ *    drafts, but only when its generation has had no lane since the oldest waiting lane began to
+ *    wait: so no request waits behind more than one lane of every other generation (one round).
+ *    A replica never idles while any lane waits, ready or not.
+ * 2. Speculative work only on replicas no lane needs: nearest to its V first, then longest waiting.
+ * 3. With preemption on (target replicas): when a lane waits and no replica is free, the least
+ *    valuable speculative call in flight (farthest from its V; ties: the most recently granted) is
+ *    taken back ({@link ReplicaTenant.preempt}) and its replica goes to the lane. Work that became a
+ *    lane is never taken back.
+ * 4. Among free replicas, the one with the fewest consecutive failures (counted across tenants, reset
+ *    by a success); ties: the first in the replica list.
+ *
+ * Pure: no I/O, no timers, no clock. Ordering uses the scheduler's own tickets (a counter), so the
+ * decisions are deterministic on any clock.
+ */
+import type { Drafter, TargetReplica } from './ports';
+
+/** Why a generation wants a replica: its lane (the block covering the end of V) or speculative work. */
+export type WorkClass = 'lane' | 'speculative';
+
+/** What a tenant wants now: its most urgent work (a lane before any speculative work). */
+export interface ReplicaClaim {
+  readonly class: WorkClass;
+  /** Lanes only: the work is as good as it will get (its drafts are in, or no drafter call is pending). */
+  readonly ready: boolean;
+  /** Speculative only: positions between the end of the tenant's V and the work; lower goes first. */
+  readonly distance: number;
+  /** A {@link ReplicaScheduler.ticket} taken when this claim began to wait: lower waited longer. */
+  readonly since: number;
+}
+
+/** How the lease of a replica ended; `failed` counts against the replica, `succeeded` clears its count. */
+export type LeaseOutcome = 'succeeded' | 'failed' | 'cancelled';
+
+/** One replica granted to one tenant for one call; released exactly once when the call ends. */
+export interface ReplicaLease<R> {
+  readonly replica: R;
+  readonly tenant: ReplicaTenant<R>;
+  /** The class of the claim it was granted for. */
+  readonly class: WorkClass;
+  /** The scheduler's ticket at the grant: later grants have higher tickets. */
+  readonly ticket: number;
+  readonly released: boolean;
+  /** Gives the replica back (idempotent). Call it the moment the call ends or is aborted. */
+  release(outcome: LeaseOutcome): void;
+}
+
+/**
+ * A generation as a {@link ReplicaScheduler} sees it. Implemented by {@link generate}'s run; the
+ * methods are called synchronously from the scheduler's decisions and must not throw.
+ */
+export interface ReplicaTenant<R> {
+  /** Names the tenant in scheduler events (the request id). */
+  readonly name: string;
+  /** The most urgent work this tenant would start on a free replica now, or undefined. */
+  claim(): ReplicaClaim | undefined;
+  /**
+   * A replica for the claim just made: build the work now and start the call, keeping the lease until
+   * the call ends. Returns false when the tenant no longer wants it (the lease is then taken back).
+   */
+  grant(lease: ReplicaLease<R>): boolean;
+  /**
+   * The distance from V of the work under `lease` now, or undefined when it must not be preempted (it
+   * became the lane). Only asked by a scheduler with preemption on.
+   */
+  preemptible?(lease: ReplicaLease<R>): number | undefined;
+  /** Abort the call under `lease` for a lane (its work waits again or is dropped) and release the lease. */
+  preempt?(lease: ReplicaLease<R>): void;
+}
+
+/** A snapshot of a {@link ReplicaScheduler}'s state and counters, for metrics and health. */
+export interface ReplicaSchedulerStats {
+  /** Tenants (generations) taking part. */
+  activeGenerations: number;
+  /** Tenants whose most urgent claim is a lane that has no replica yet. */
+  waitingLanes: number;
+  /** Tenants whose most urgent claim is speculative work that has no replica yet. */
+  waitingSpeculative: number;
+  /** Replicas with a call in flight (granted, not yet released). */
+  busyReplicas: number;
+  /** Replicas in the current list. */
+  replicas: number;
+  /** Grants since the scheduler was made, by class. */
+  lanesGranted: number;
+  speculativeGranted: number;
+  /** Speculative calls taken back for a lane. */
+  preemptions: number;
+}
+
+/** Observability hooks of a {@link ReplicaScheduler}, called synchronously; they must not throw. */
+export interface ReplicaSchedulerEvents<R> {
+  /** A replica was granted; `since` and `ticket` are scheduler tickets (the wait in decisions). */
+  grant?(e: { tenant: string; replica: R; class: WorkClass; ready: boolean; distance: number; since: number; ticket: number }): void;
+  /** A speculative call of `tenant` at `distance` was taken back for the lane of `for`. */
+  preempt?(e: { tenant: string; replica: R; distance: number; for: string }): void;
+}
+
+/** Options of a {@link ReplicaScheduler}. */
+export interface ReplicaSchedulerOptions<R> {
+  /** Take speculative calls back for waiting lanes (target replicas: yes; drafters: no). */
+  preemptSpeculative?: boolean;
+  events?: ReplicaSchedulerEvents<R>;
+}
+
+class Lease<R extends object> implements ReplicaLease<R> {
+  released = false;
+  readonly class: WorkClass;
+
+  constructor(
+    readonly replica: R,
+    readonly tenant: ReplicaTenant<R>,
+    workClass: WorkClass,
+    readonly ticket: number,
+    private readonly onRelease: (lease: Lease<R>, outcome: LeaseOutcome) => void,
+  ) {
+    this.class = workClass;
+  }
+
+  release(outcome: LeaseOutcome): void {
+    if (this.released) return;
+    this.released = true;
+    this.onRelease(this, outcome);
+  }
+}
+
+interface Candidate<R> {
+  tenant: ReplicaTenant<R>;
+  claim: ReplicaClaim;
+}
+
+/**
+ * The scheduler of one pool of replicas (targets or drafters), shared by every generation that uses
+ * the pool. Give it the replica list, or a function that returns the current list (healthy replicas
+ * come and go; call {@link schedule} after the function's answer grows), or change it with
+ * {@link setReplicas}. Replicas are told apart by identity.
+ */
+export class ReplicaScheduler<R extends object> {
+  private source: () => readonly R[];
+  private readonly preemptSpeculative: boolean;
+  private readonly events?: ReplicaSchedulerEvents<R>;
+  private readonly tenants = new Set<ReplicaTenant<R>>();
+  private readonly leases = new Map<R, Lease<R>>();
+  private readonly failures = new Map<R, number>();
+  /** The ticket of each tenant's last lane grant: bounds how often it may overtake. */
+  private readonly lastLaneGrant = new Map<ReplicaTenant<R>, number>();
+  private tickets = 0;
+  private holds = 0;
+  private scheduling = false;
+  private lanesGranted = 0;
+  private speculativeGranted = 0;
+  private preemptions = 0;
+
+  constructor(replicas: readonly R[] | (() => readonly R[]), options: ReplicaSchedulerOptions<R> = {}) {
+    this.source = typeof replicas === 'function' ? replicas : () => replicas;
+    this.preemptSpeculative = options.preemptSpeculative ?? false;
+    this.events = options.events;
+  }
+
+  /** The current replica list. */
+  get replicas(): readonly R[] {
+    return this.source();
+  }
+
+  /** How many replicas the list holds now (generations size their speculation and failure budget by it). */
+  get replicaCount(): number {
+    return this.source().length;
+  }
+
+  /** Replaces the replica list (e.g. on a health change) and gives new replicas work at once. */
+  setReplicas(replicas: readonly R[] | (() => readonly R[])): void {
+    this.source = typeof replicas === 'function' ? replicas : () => replicas;
+    this.schedule();
+  }
+
+  /** A fresh ticket: tenants stamp a claim with it when the claim begins to wait. */
+  ticket(): number {
+    return ++this.tickets;
+  }
+
+  /** Consecutive failures of `replica`, across tenants (0 after a success). */
+  failuresOf(replica: R): number {
+    return this.failures.get(replica) ?? 0;
+  }
+
+  /** A generation starts taking part; its claims are considered from the next decision on. */
+  join(tenant: ReplicaTenant<R>): void {
+    this.tenants.add(tenant);
+    this.schedule();
+  }
+
+  /** A generation is done: its leases (normally released already) are taken back and others proceed. */
+  leave(tenant: ReplicaTenant<R>): void {
+    this.tenants.delete(tenant);
+    this.lastLaneGrant.delete(tenant);
+    for (const lease of [...this.leases.values()]) {
+      if (lease.tenant === tenant) lease.release('cancelled');
+    }
+    this.schedule();
+  }
+
+  /**
+   * Defers decisions until the matching {@link resume}: a tenant holds the scheduler while its state
+   * is half updated (a commit that cancels blocks), so no grant sees that state. Holds nest.
+   */
+  hold(): void {
+    this.holds++;
+  }
+
+  /** Ends a {@link hold}; the last one makes every decision that became possible meanwhile. */
+  resume(): void {
+    if (this.holds > 0) this.holds--;
+    this.schedule();
+  }
+
+  /** Makes every decision the current state allows (a no-op while held or already deciding). */
+  schedule(): void {
+    if (this.holds > 0 || this.scheduling) return;
+    this.scheduling = true;
+    const declined = new Set<ReplicaTenant<R>>();
+    try {
+      while (this.step(declined));
+    } finally {
+      this.scheduling = false;
+    }
+  }
+
+  /** State and counters now. */
+  stats(): ReplicaSchedulerStats {
+    let waitingLanes = 0;
+    let waitingSpeculative = 0;
+    for (const tenant of this.tenants) {
+      const claim = tenant.claim();
+      if (claim?.class === 'lane') waitingLanes++;
+      else if (claim) waitingSpeculative++;
+    }
+    return {
+      activeGenerations: this.tenants.size,
+      waitingLanes,
+      waitingSpeculative,
+      busyReplicas: this.leases.size,
+      replicas: this.replicaCount,
+      lanesGranted: this.lanesGranted,
+      speculativeGranted: this.speculativeGranted,
+      preemptions: this.preemptions,
+    };
+  }
+
+  /** Called by a lease when it is released: the replica is free again. */
+  private readonly onLeaseReleased = (lease: Lease<R>, outcome: LeaseOutcome): void => {
+    if (this.leases.get(lease.replica) === lease) this.leases.delete(lease.replica);
+    if (outcome === 'succeeded') this.failures.set(lease.replica, 0);
+    else if (outcome === 'failed') this.failures.set(lease.replica, this.failuresOf(lease.replica) + 1);
+    this.schedule();
+  };
+
+  /** One decision: a grant or a preemption. False when there is nothing more to do. */
+  private step(declined: Set<ReplicaTenant<R>>): boolean {
+    const lanes: Candidate<R>[] = [];
+    let speculative: Candidate<R> | undefined;
+    for (const tenant of this.tenants) {
+      if (declined.has(tenant)) continue;
+      const claim = tenant.claim();
+      if (!claim) continue;
+      if (claim.class === 'lane') lanes.push({ tenant, claim });
+      else if (!speculative || claim.distance < speculative.claim.distance || (claim.distance === speculative.claim.distance && claim.since < speculative.claim.since)) {
+        speculative = { tenant, claim };
+      }
+    }
+    const choice = this.pickLane(lanes) ?? speculative;
+    if (!choice) return false;
+    const replica = this.freeReplica();
+    if (replica) {
+      this.grant(choice, replica, declined);
+      return true;
+    }
+    if (choice.claim.class !== 'lane' || !this.preemptSpeculative) return false;
+    return this.preemptFor(choice);
+  }
+
+  /**
+   * The lane to serve first: the longest waiting, unless a ready lane may overtake (its tenant has had
+   * no lane since the oldest waiting lane began to wait).
+   */
+  private pickLane(lanes: Candidate<R>[]): Candidate<R> | undefined {
+    if (lanes.length === 0) return undefined;
+    lanes.sort((a, b) => a.claim.since - b.claim.since);
+    const oldest = lanes[0];
+    if (oldest.claim.ready) return oldest;
+    for (const lane of lanes) {
+      if (lane.claim.ready && (this.lastLaneGrant.get(lane.tenant) ?? 0) < oldest.claim.since) return lane;
+    }
+    return oldest;
+  }
+
+  /** The free replica with the fewest consecutive failures (ties: the first in the list). */
+  private freeReplica(): R | undefined {
+    let best: R | undefined;
+    let bestFailures = Infinity;
+    for (const replica of this.source()) {
+      if (this.leases.has(replica)) continue;
+      const failures = this.failuresOf(replica);
+      if (failures < bestFailures) {
+        best = replica;
+        bestFailures = failures;
+      }
+    }
+    return best;
+  }
+
+  private grant(choice: Candidate<R>, replica: R, declined: Set<ReplicaTenant<R>>): void {
+    const { tenant, claim } = choice;
+    const lease = new Lease(replica, tenant, claim.class, this.ticket(), this.onLeaseReleased);
+    this.leases.set(replica, lease);
+    const previousLaneGrant = this.lastLaneGrant.get(tenant);
+    if (claim.class === 'lane') this.lastLaneGrant.set(tenant, lease.ticket);
+    this.events?.grant?.({ tenant: tenant.name, replica, class: claim.class, ready: claim.ready, distance: claim.distance, since: claim.since, ticket: lease.ticket });
+    if (tenant.grant(lease)) {
+      if (claim.class === 'lane') this.lanesGranted++;
+      else this.speculativeGranted++;
+      return;
+    }
+    // Declined (or the tenant ended while starting): take the replica back, uncounted.
+    declined.add(tenant);
+    if (claim.class === 'lane' && this.tenants.has(tenant)) {
+      if (previousLaneGrant === undefined) this.lastLaneGrant.delete(tenant);
+      else this.lastLaneGrant.set(tenant, previousLaneGrant);
+    }
+    if (!lease.released) {
+      lease.released = true;
+      this.leases.delete(replica);
+    }
+  }
+
+  /** Takes back the least valuable speculative call for `lane`; false when every call is a lane. */
+  private preemptFor(lane: Candidate<R>): boolean {
+    let victim: Lease<R> | undefined;
+    let victimDistance = -Infinity;
+    for (const lease of this.leases.values()) {
+      if (lease.class !== 'speculative') continue;
+      const distance = lease.tenant.preemptible?.(lease);
+      if (distance === undefined) continue;
+      if (distance > victimDistance || (distance === victimDistance && victim && lease.ticket > victim.ticket)) {
+        victim = lease;
+        victimDistance = distance;
+      }
+    }
+    if (!victim) return false;
+    this.preemptions++;
+    this.events?.preempt?.({ tenant: victim.tenant.name, replica: victim.replica, distance: victimDistance, for: lane.tenant.name });
+    victim.tenant.preempt?.(victim);
+    if (!victim.released) victim.release('cancelled');
+    return true;
+  }
+}
+
+/** The shared scheduler of the target replicas: speculative verifications give way to lanes. */
+export class TargetScheduler extends ReplicaScheduler<TargetReplica> {
+  constructor(targets: readonly TargetReplica[] | (() => readonly TargetReplica[]), events?: ReplicaSchedulerEvents<TargetReplica>) {
+    super(targets, { preemptSpeculative: true, events });
+  }
+}
+
+/**
+ * The shared scheduler of the drafter replicas: one call per drafter at a time; a call a waiting lane
+ * needs goes before speculative drafting. Drafter calls are never taken back.
+ */
+export class DrafterScheduler extends ReplicaScheduler<Drafter> {
+  constructor(drafters: readonly Drafter[] | (() => readonly Drafter[]), events?: ReplicaSchedulerEvents<Drafter>) {
+    super(drafters, { preemptSpeculative: false, events });
+  }
+}
