@@ -1,4 +1,5 @@
 export * from './backend';
+export * from './estimate';
 export * from './clock';
 export * from './factory';
 export * from './onnx';

@@ -30,6 +30,7 @@ export type OnnxWorkerResponse =
   | { type: 'result'; id: number; logits: Float32Array; rows: number; reused: number; computed: number; modelMs: number }
   | { type: 'released'; id: number; released: boolean }
   | { type: 'stats'; id: number; requests: number; tokens: number }
+  | { type: 'evicted'; id: number; evicted: number; requests: number }
   | { type: 'error'; id: number; message: string };
 
 interface CacheEntry {
@@ -131,8 +132,14 @@ async function main(): Promise<void> {
           break;
         case 'evict-idle': {
           const cutoff = Date.now() - message.idleMs;
-          for (const [id, entry] of cache) if (entry.lastUsed < cutoff) cache.delete(id);
-          port.postMessage({ type: 'stats', id: message.id, requests: cache.size, tokens: 0 } satisfies OnnxWorkerResponse);
+          let evicted = 0;
+          for (const [id, entry] of cache) {
+            if (entry.lastUsed < cutoff) {
+              cache.delete(id);
+              evicted++;
+            }
+          }
+          port.postMessage({ type: 'evicted', id: message.id, evicted, requests: cache.size } satisfies OnnxWorkerResponse);
           break;
         }
         case 'stats': {

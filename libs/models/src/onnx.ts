@@ -19,6 +19,12 @@ export interface OnnxModelOptions {
   idleTimeoutMs?: number;
 }
 
+/** What one idle sweep of {@link OnnxModel} did: requests whose cache it dropped, and those still cached. */
+export interface IdleSweep {
+  evicted: number;
+  requests: number;
+}
+
 /** Thrown when the model worker fails (its message says why). */
 export class ModelWorkerError extends Error {
   override readonly name = 'ModelWorkerError';
@@ -50,6 +56,7 @@ export class OnnxModel implements LanguageModel {
   private readonly pending = new Map<number, (response: OnnxWorkerResponse) => void>();
   private closed = false;
   private readonly idleTimer: NodeJS.Timeout;
+  private sweepWaiters: { resolve: (sweep: IdleSweep) => void; reject: (error: Error) => void }[] = [];
 
   private constructor(
     private readonly worker: Worker,
@@ -60,6 +67,12 @@ export class OnnxModel implements LanguageModel {
     this.info = { name, backend: 'onnx', vocabSize: config.vocabSize, contextLength: config.contextLength, eosTokenId: config.eosTokenId };
     worker.on('message', (response: OnnxWorkerResponse) => {
       if (response.type === 'ready') return;
+      if (response.type === 'evicted') {
+        const waiters = this.sweepWaiters;
+        this.sweepWaiters = [];
+        for (const waiter of waiters) waiter.resolve({ evicted: response.evicted, requests: response.requests });
+        return;
+      }
       const settle = this.pending.get(response.id);
       this.pending.delete(response.id);
       settle?.(response);
@@ -141,6 +154,15 @@ export class OnnxModel implements LanguageModel {
     return { requests: response.requests, tokens: response.tokens };
   }
 
+  /**
+   * Resolves after the next idle sweep (one runs every `idleTimeoutMs / 2`) with what it dropped, so
+   * tests and metrics can observe idle eviction as it happens instead of sleeping past it.
+   */
+  nextIdleSweep(): Promise<IdleSweep> {
+    if (this.closed) return Promise.reject(new ModelWorkerError('the model is closed'));
+    return new Promise((resolve, reject) => this.sweepWaiters.push({ resolve, reject }));
+  }
+
   async warmup(): Promise<void> {
     const probe = [0, 1, 2, 3].map((t) => t % this.info.vocabSize);
     await this.logits('', probe, 0);
@@ -167,6 +189,7 @@ export class OnnxModel implements LanguageModel {
 
   private failAll(error: Error): void {
     for (const job of this.queue.splice(0)) job.reject(error);
+    for (const waiter of this.sweepWaiters.splice(0)) waiter.reject(error);
     for (const settle of this.pending.values()) settle({ type: 'error', id: -1, message: error.message });
     this.pending.clear();
   }
