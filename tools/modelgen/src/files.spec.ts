@@ -6,7 +6,7 @@ import { defaultModelPairFiles, ensureDefaultModels, filesFingerprint, MODEL_FIL
 
 /**
  * Pinned fingerprints of the default pair. If a change to the generator is intended, update
- * these (and re-check the quality numbers in model.spec.ts); otherwise this catches accidental
+ * these (and re-check the quality numbers in libs/models/src/estimate.spec.ts); otherwise this catches accidental
  * changes to the bytes every consumer caches.
  */
 const EXPECTED_FINGERPRINTS = {

@@ -1,13 +1,13 @@
 /**
  * @dsi/modelgen: deterministic tiny ONNX decoder models (a target and a drafter that agrees with it
  * often) in the Hugging Face Optimum export layout, with a byte-level tokenizer. They are the
- * project's default local models and its test fixtures.
+ * project's default local models and its test fixtures. It only writes models: running and measuring
+ * them (one forward path, the acceptance estimate) is `@dsi/models`, whose tests use these as fixtures.
  *
  * Entry points:
  * - {@link writeDefaultModels}: write the pair into a folder (fixtures in a test's temp folder).
  * - {@link ensureDefaultModels}: the cached, atomic variant for the local default.
  * - {@link modelFingerprint}: sha256 of a model folder, to pin or validate it.
- * - {@link measureAcceptance} / {@link BUILTIN_PROMPTS}: measure a pair the way the study did.
  * - Building blocks: {@link GraphBuilder} and the ONNX encoders, {@link ProtoWriter}, {@link WeightRng}.
  */
 export {
@@ -32,29 +32,6 @@ export {
 } from './model';
 export type { ModelSpec, Weights } from './model';
 export { BYTE_VOCAB_SIZE, SPECIAL_TOKENS, byteLevelTokenizerConfig, byteLevelTokenizerJson, bytesToUnicode } from './tokenizer';
-export {
-  BUILTIN_PROMPTS,
-  DecoderSession,
-  acceptanceFromMatches,
-  adoptHostTypedArrays,
-  argmaxRow,
-  greedyGenerate,
-  loadOrt,
-  measureAcceptance,
-  readDecoderConfig,
-  repeatingTailPeriod,
-  timeForward,
-} from './measure';
-export type {
-  AcceptanceOptions,
-  AcceptanceReport,
-  AcceptanceStats,
-  DecoderConfig,
-  ForwardTiming,
-  KvCache,
-  PromptAcceptance,
-  SessionOptions,
-} from './measure';
 export {
   DataType,
   GraphBuilder,

@@ -1,5 +1,6 @@
 import { credentials } from '@grpc/grpc-js';
-import { DecoderSession, ensureDefaultModels } from '@dsi/modelgen';
+import { ensureDefaultModels } from '@dsi/modelgen';
+import { OnnxModel } from '@dsi/models';
 import { TargetServiceClient, VerifyRequest, type VerifyResponse } from '@dsi/proto';
 import { defaultModelsDir } from '../models-dir';
 import { fixed, median, timeEach } from '../options';
@@ -20,24 +21,64 @@ function verify(client: TargetServiceClient, request: Partial<VerifyRequest>): P
 
 const PROMPT = Array.from({ length: 100 }, (_, i) => 32 + ((i * 7) % 90));
 
+/** What {@link modelBench} measures besides the run count; the defaults are `dsi bench --suite models`. */
+export interface ModelBenchOptions {
+  /** Where the default pair is cached (default: the `DSI_MODELS_DIR` or per-user default folder). */
+  modelsDir?: string;
+  /** Requested forward latencies of the synthetic backend rows, in ms (default 5, 20, 50). */
+  syntheticMs?: readonly number[];
+  /** Largest Verify block measured, k = 0..maxDrafts (default 8). */
+  maxDrafts?: number;
+}
+
+/**
+ * Decode steps of one request in process through the service's own forward path (OnnxModel: worker
+ * thread, per-request KV cache): one new token per call after a 100-token prompt.
+ */
+async function decodeSteps(model: OnnxModel, runs: number): Promise<number[]> {
+  const sequence = [...PROMPT];
+  await model.logits('decode', sequence, sequence.length - 1);
+  sequence.push(65);
+  await model.logits('decode', sequence, sequence.length - 1); // warm
+  const times = await timeEach(runs, async (i) => {
+    sequence.push(32 + (i % 90));
+    await model.logits('decode', sequence, sequence.length - 1);
+  });
+  await model.release('decode');
+  return times;
+}
+
+/** Uncached forwards of 64 new tokens (a prefill) in process. */
+async function prefills(model: OnnxModel, runs: number): Promise<number[]> {
+  const tokens = PROMPT.slice(0, 64);
+  await model.logits('', tokens, tokens.length - 1); // warm
+  return timeEach(runs, () => model.logits('', tokens, tokens.length - 1));
+}
+
 /**
  * Model-service benchmarks, side by side in one run: the serving overhead of a decode step (target
- * service vs the same session.run in process), Verify cost against block size with a warm and a cold
- * KV cache, and the synthetic backend's latency accuracy.
+ * service vs the same OnnxModel forward in process), the drafter's and target's forward cost in
+ * process, Verify cost against block size with a warm and a cold KV cache, and the synthetic
+ * backend's latency accuracy. Small `runs` and options make it a quick check (its test does that).
  */
-export async function modelBench(runs: number, log: (line: string) => void): Promise<ModelBenchRow[]> {
+export async function modelBench(runs: number, log: (line: string) => void, options: ModelBenchOptions = {}): Promise<ModelBenchRow[]> {
   const rows: ModelBenchRow[] = [];
-  const pair = await ensureDefaultModels(defaultModelsDir(process.env));
+  const pair = await ensureDefaultModels(options.modelsDir ?? defaultModelsDir(process.env));
   const services: StackService[] = [];
   try {
-    // 1. A decode step in process: session.run over one new token with a growing KV cache.
-    const session = await DecoderSession.open(pair.target, { intraOpNumThreads: 1 });
-    let { cache } = await session.forward(PROMPT);
-    await session.forward([65], cache); // warm
-    const inProcess = await timeEach(runs, async (i) => {
-      ({ cache } = await session.forward([32 + (i % 90)], cache));
-    });
-    await session.close();
+    // 1. Forwards in process, on the path the services use: OnnxModel.logits, one onnxruntime thread.
+    const inProcess: Record<'target' | 'drafter', { decode: number[]; prefill: number[] }> = {
+      target: { decode: [], prefill: [] },
+      drafter: { decode: [], prefill: [] },
+    };
+    for (const role of ['target', 'drafter'] as const) {
+      const model = await OnnxModel.load(pair[role], { threads: 1 });
+      try {
+        inProcess[role] = { decode: await decodeSteps(model, runs), prefill: await prefills(model, Math.ceil(runs / 2)) };
+      } finally {
+        await model.close();
+      }
+    }
 
     // 2. The same step through the target service: Verify with zero drafts on a cached request.
     const target = await startService('target', ['--port', '0', '--models-dir', pair.root]);
@@ -50,16 +91,20 @@ export async function modelBench(runs: number, log: (line: string) => void): Pro
       await verify(client, { requestId: 'decode', prefix: sequence, drafts: [] });
     });
     const roundTrip = await timeEach(runs, () => new Promise((resolve, reject) => client.getModelInfo({}, (e, r) => (e ? reject(e) : resolve(r)))));
-    const ratio = median(served) / median(inProcess);
+    const decodeInProcess = median(inProcess.target.decode);
+    const ratio = median(served) / decodeInProcess;
     rows.push(
-      { name: 'decode step, session.run in process', median_ms: median(inProcess) },
+      { name: 'decode step, OnnxModel.logits in process', median_ms: decodeInProcess },
       { name: 'decode step through the target service (Verify, 0 drafts)', median_ms: median(served), ratio_vs_in_process: ratio },
       { name: 'empty RPC round trip (GetModelInfo), the floor', median_ms: median(roundTrip) },
+      { name: 'drafter decode step, OnnxModel.logits in process', median_ms: median(inProcess.drafter.decode), ratio_vs_target: median(inProcess.drafter.decode) / decodeInProcess },
+      { name: '64-token prefill (target), OnnxModel.logits in process', median_ms: median(inProcess.target.prefill), drafter_ms: median(inProcess.drafter.prefill) },
     );
-    log(`  decode step: in process ${fixed(median(inProcess), 3)} ms, through the service ${fixed(median(served), 3)} ms (ratio ${fixed(ratio, 2)})`);
+    log(`  decode step: in process ${fixed(decodeInProcess, 3)} ms, through the service ${fixed(median(served), 3)} ms (ratio ${fixed(ratio, 2)})`);
+    log(`  in process: drafter decode step ${fixed(median(inProcess.drafter.decode), 3)} ms, 64-token prefill target ${fixed(median(inProcess.target.prefill), 3)} ms, drafter ${fixed(median(inProcess.drafter.prefill), 3)} ms`);
 
     // 3. Verify cost against block size, warm (prefix cached) and cold (nothing cached).
-    for (let k = 0; k <= 8; k++) {
+    for (let k = 0; k <= (options.maxDrafts ?? 8); k++) {
       const drafts = Array.from({ length: k }, (_, i) => 97 + i);
       const warm = await timeEach(runs, () => verify(client, { requestId: `warm-${k}`, prefix: PROMPT, drafts }));
       const cold = await timeEach(runs, () => verify(client, { prefix: PROMPT, drafts }));
@@ -70,7 +115,7 @@ export async function modelBench(runs: number, log: (line: string) => void): Pro
     client.close();
 
     // 4. The synthetic backend: requested against measured forward latency, through the service.
-    for (const requested of [5, 20, 50]) {
+    for (const requested of options.syntheticMs ?? [5, 20, 50]) {
       const synthetic = await startService('target', ['--port', '0', '--backend', 'synthetic', '--ttft-ms', String(requested), '--tpot-ms', String(requested)]);
       services.push(synthetic);
       const syntheticClient = new TargetServiceClient(synthetic.address, credentials.createInsecure());

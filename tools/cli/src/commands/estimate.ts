@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import type { AcceptanceReport } from '@dsi/models';
 import { UsageError } from '../errors';
 import { defaultModelsDir } from '../models-dir';
 import { fixed, numberOption } from '../options';
@@ -25,15 +26,23 @@ export function estimateCommand(): Command {
     .action(async (flags: AcceptanceFlags) => {
       if (!Number.isInteger(flags.tokens) || flags.tokens < 2) throw new UsageError(`tokens=${flags.tokens} is below 2`);
       if (Boolean(flags.target) !== Boolean(flags.drafter)) throw new UsageError('give both --target and --drafter, or neither');
-      const { ensureDefaultModels, measureAcceptance } = await import('@dsi/modelgen');
-      const { TextTokenizer } = await import('@dsi/models');
+      const { ensureDefaultModels } = await import('@dsi/modelgen');
+      const { measureAcceptance, OnnxModel, TextTokenizer } = await import('@dsi/models');
       const pair = flags.target ? { target: flags.target, drafter: flags.drafter! } : await ensureDefaultModels(defaultModelsDir(process.env));
       const tokenizer = TextTokenizer.load(pair.target);
-      const report = await measureAcceptance(pair.target, pair.drafter, {
-        prompts: flags.prompt,
-        maxNewTokens: flags.tokens,
-        encode: (text) => tokenizer.encode(text),
-      });
+      // The same forward path as the services: OnnxModel on a worker thread, one onnxruntime thread.
+      const target = await OnnxModel.load(pair.target);
+      let report: AcceptanceReport;
+      try {
+        const drafter = await OnnxModel.load(pair.drafter);
+        try {
+          report = await measureAcceptance(target, drafter, { prompts: flags.prompt, maxNewTokens: flags.tokens, encode: (text) => tokenizer.encode(text) });
+        } finally {
+          await drafter.close();
+        }
+      } finally {
+        await target.close();
+      }
       if (flags.json) {
         process.stdout.write(JSON.stringify({ target: pair.target, drafter: pair.drafter, ...report }) + '\n');
         return;
