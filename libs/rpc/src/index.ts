@@ -1,7 +1,8 @@
 /**
  * gRPC plumbing shared by every DSI service: one error type with status codes, the server
  * bootstrap (health, reflection, limits, graceful shutdown), handler adapters with cancellation,
- * and client helpers.
+ * the slot a service loads into while NOT_SERVING, and client helpers. The process lifecycle
+ * (`runService`) has its own entry, `@dsi/rpc/lifecycle`, which loads nothing before telemetry starts.
  */
 export {
   DsiError,
@@ -48,3 +49,5 @@ export {
   DEFAULT_MAX_CONCURRENT_STREAMS,
   DEFAULT_DRAIN_GRACE_MS,
 } from './limits';
+export { LoadingSlot } from './slot';
+export type { ServiceContext, ServiceProcessConfig, ServiceStartup } from './lifecycle';

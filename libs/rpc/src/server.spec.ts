@@ -483,6 +483,8 @@ describe('lifecycle', () => {
       await until(() => server.state === 'DRAINING');
       process.emit('SIGUSR2', 'SIGUSR2');
 
+      // The signals alone stop it: `stopped` resolves without anyone calling shutdown().
+      await server.stopped;
       await server.shutdown();
       expect(server.state).toBe('STOPPED');
       expect(await call).toBeInstanceOf(DsiError);

@@ -158,6 +158,13 @@ export class DsiServer {
   private starting: Promise<number> | undefined;
   private stopping: Promise<void> | undefined;
   private endGracePeriod: (() => void) | undefined;
+  private markStopped!: () => void;
+
+  /**
+   * Resolves once a shutdown has finished, whoever began it ({@link shutdown} or a signal installed
+   * by {@link handleSignals}): what a process waits on before it cleans up and exits.
+   */
+  readonly stopped: Promise<void> = new Promise<void>((resolve) => (this.markStopped = resolve));
 
   /**
    * Registers the services, health and reflection; nothing listens until {@link start}. Throws if a
@@ -263,7 +270,7 @@ export class DsiServer {
    * return the first call's promise.
    */
   shutdown(): Promise<void> {
-    this.stopping ??= this.drainAndStop();
+    this.stopping ??= this.drainAndStop().finally(() => this.markStopped());
     return this.stopping;
   }
 
