@@ -1,10 +1,10 @@
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { argmax } from '@dsi/core';
 import { ensureDefaultModels } from '@dsi/modelgen';
-import { ModelSlot, OnnxModel } from '@dsi/models';
+import { OnnxModel } from '@dsi/models';
 import { testModelsDir } from '@dsi/models/test-models';
 import { DraftRequest, DrafterServiceClient, VerificationRule, type DraftResponse } from '@dsi/proto';
-import { DsiServer } from '@dsi/rpc';
+import { DsiServer, LoadingSlot } from '@dsi/rpc';
 import { drafterService } from './service';
 
 let model: OnnxModel;
@@ -14,7 +14,7 @@ let client: DrafterServiceClient;
 beforeAll(async () => {
   const pair = await ensureDefaultModels(testModelsDir());
   model = await OnnxModel.load(pair.drafter);
-  server = new DsiServer([drafterService(ModelSlot.of(model), { maxTokens: 16 })], { port: 0 });
+  server = new DsiServer([drafterService(LoadingSlot.of(model), { maxTokens: 16 })], { port: 0 });
   await server.start();
   server.markServing();
   client = new DrafterServiceClient(server.address, credentials.createInsecure());

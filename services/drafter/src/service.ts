@@ -1,16 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { draftWithModel } from '@dsi/models';
 import { DrafterServiceService, type DraftRequest, type DraftResponse } from '@dsi/proto';
 import { unary, type ServiceRegistration } from '@dsi/rpc';
-import {
-  asInvalidArgument,
-  replicaHandlers,
-  requireCallShape,
-  requireValidSampling,
-  samplingFromWire,
-  statsToWire,
-  draftWithModel,
-  type ModelSlot,
-} from '@dsi/models';
+import { asInvalidArgument, replicaHandlers, requireCallShape, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/wire';
 
 /** Limits of one drafter replica. */
 export interface DrafterServiceOptions {

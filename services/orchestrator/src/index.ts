@@ -1,2 +1,3 @@
 export * from './replicas';
 export * from './service';
+export * from './startup';

@@ -1,5 +1,5 @@
-import { createSyntheticModel, ModelSlot } from '@dsi/models';
-import { DsiServer } from '@dsi/rpc';
+import { createSyntheticModel } from '@dsi/models';
+import { DsiServer, LoadingSlot } from '@dsi/rpc';
 import { targetService } from '@dsi/target-service';
 import { ReplicaPool } from './replicas';
 
@@ -10,7 +10,7 @@ describe('ReplicaPool', () => {
   });
 
   async function target(ready: boolean): Promise<DsiServer> {
-    const server = new DsiServer([targetService(ModelSlot.of(createSyntheticModel({ role: 'target', seed: 1 })))], { port: 0 });
+    const server = new DsiServer([targetService(LoadingSlot.of(createSyntheticModel({ role: 'target', seed: 1 })))], { port: 0 });
     await server.start();
     if (ready) server.markServing();
     servers.push(server);

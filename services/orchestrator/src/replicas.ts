@@ -2,7 +2,7 @@ import dns from 'node:dns';
 import { credentials } from '@grpc/grpc-js';
 import { DrafterServiceClient, TargetServiceClient, VerifyRequest } from '@dsi/proto';
 import type { DraftCall, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from '@dsi/core';
-import { samplingToWire } from '@dsi/models';
+import { samplingToWire } from '@dsi/wire';
 import { callUnary, createChannelOptions, HealthProbe } from '@dsi/rpc';
 
 /** Waits its turn for a resource held by one caller at a time; a waiter whose signal aborts leaves the line. */

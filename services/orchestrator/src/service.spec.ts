@@ -1,6 +1,6 @@
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { ensureDefaultModels } from '@dsi/modelgen';
-import { createSyntheticModel, ModelSlot, OnnxModel, TextTokenizer, type LanguageModel } from '@dsi/models';
+import { createSyntheticModel, OnnxModel, TextTokenizer, type LanguageModel } from '@dsi/models';
 import { testModelsDir } from '@dsi/models/test-models';
 import {
   FinishReason,
@@ -13,7 +13,7 @@ import {
   type GenerateStreamResponse,
   type GenerationParams,
 } from '@dsi/proto';
-import { DsiServer } from '@dsi/rpc';
+import { DsiServer, LoadingSlot } from '@dsi/rpc';
 import { drafterService } from '@dsi/drafter-service';
 import { targetService } from '@dsi/target-service';
 import { GrpcDrafter, ReplicaPool } from './replicas';
@@ -34,11 +34,11 @@ class Stack {
   async start(load: (role: 'drafter' | 'target') => Promise<LanguageModel>, tokenizer: TextTokenizer): Promise<void> {
     const drafterModel = await load('drafter');
     this.models.push(drafterModel);
-    const drafterServer = await this.serve(drafterService(ModelSlot.of(drafterModel)));
+    const drafterServer = await this.serve(drafterService(LoadingSlot.of(drafterModel)));
     for (let i = 0; i < 7; i++) {
       const model = await load('target');
       this.models.push(model);
-      this.targetAddresses.push((await this.serve(targetService(ModelSlot.of(model)))).address);
+      this.targetAddresses.push((await this.serve(targetService(LoadingSlot.of(model)))).address);
     }
     for (const count of REPLICA_COUNTS) {
       const pool = new ReplicaPool({ addresses: this.targetAddresses.slice(0, count) });

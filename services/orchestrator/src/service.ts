@@ -1,7 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import {
-  FinishReason,
-  Mode as WireMode,
   OrchestratorServiceService,
   type GenerateRequest,
   type GenerateResponse,
@@ -9,12 +7,13 @@ import {
   type GenerateStreamResponse,
   type GenerationParams,
 } from '@dsi/proto';
-import { generate, validateGenerateConfig, type GenerateConfig, type GenerationResult, type Mode } from '@dsi/core';
+import { generate, validateGenerateConfig, type GenerateConfig } from '@dsi/core';
 import { metrics, trace, type Tracer } from '@opentelemetry/api';
 import { generationInstruments, type GenerationInstruments } from '@dsi/telemetry';
 import { GenerationTrace } from './tracing';
-import { realClock, samplingFromWire, type TextTokenizer } from '@dsi/models';
+import { realClock, type TextTokenizer } from '@dsi/models';
 import { invalidArgument, serverStream, unary, unavailable, type ServiceRegistration } from '@dsi/rpc';
+import { finishReasonToWire, generationMetricsToWire, modeFromWire, modeToWire, samplingFromWire } from '@dsi/wire';
 import type { GrpcDrafter, ReplicaPool } from './replicas';
 
 /** What the orchestrator needs and its limits. */
@@ -34,24 +33,6 @@ export interface OrchestratorOptions {
   /** Counters and histograms; default: instruments on the global meter provider's meter. */
   instruments?: GenerationInstruments;
 }
-
-const MODES: Record<number, Mode | undefined> = {
-  [WireMode.MODE_UNSPECIFIED]: 'dsi',
-  [WireMode.MODE_NON_SI]: 'nonsi',
-  [WireMode.MODE_SI]: 'si',
-  [WireMode.MODE_DSI]: 'dsi',
-};
-
-/** The mode name as the wire enum. */
-export function modeToWire(mode: Mode): WireMode {
-  return { nonsi: WireMode.MODE_NON_SI, si: WireMode.MODE_SI, dsi: WireMode.MODE_DSI }[mode];
-}
-
-const FINISH: Record<GenerationResult['finishReason'], FinishReason> = {
-  length: FinishReason.FINISH_REASON_LENGTH,
-  eos: FinishReason.FINISH_REASON_EOS,
-  stop: FinishReason.FINISH_REASON_STOP,
-};
 
 /**
  * Decodes a growing token list to text deltas without splitting a multi-byte character: a trailing
@@ -84,7 +65,7 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
 
   function configOf(params: GenerationParams | undefined, requestId: string): GenerateConfig {
     if (!params) throw invalidArgument('params is missing');
-    const mode = MODES[params.mode];
+    const mode = modeFromWire(params.mode);
     if (!mode) throw invalidArgument(`mode=${params.mode} is not one of MODE_NON_SI, MODE_SI, MODE_DSI`);
     const prompt = params.promptTokens.length > 0 ? params.promptTokens : options.tokenizer.encode(params.prompt);
     const maxNewTokens = params.maxNewTokens ?? 64;
@@ -128,26 +109,13 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
           throw error;
         });
       spans.finish(result);
-      const m = result.metrics;
       return {
         text: options.tokenizer.decode(result.tokens),
         tokens: result.tokens,
-        finishReason: FINISH[result.finishReason],
+        finishReason: finishReasonToWire(result.finishReason),
         requestId,
         mode: modeToWire(config.mode),
-        metrics: {
-          drafted: m.drafted,
-          accepted: m.accepted,
-          acceptanceRate: m.acceptanceRate,
-          meanAcceptedLength: m.meanAcceptedLength,
-          targetForwards: m.targetForwards,
-          preemptions: m.preemptions,
-          draftCalls: m.draftCalls,
-          cancelledVerifications: m.cancelledVerifications,
-          ttftMs: m.ttftMs,
-          tpotMs: m.tpotMs,
-          wallMs: m.wallMs,
-        },
+        metrics: generationMetricsToWire(result.metrics),
       };
     } finally {
       options.drafter.release(requestId);

@@ -1,2 +1,2 @@
-export * from './convert';
 export * from './service';
+export * from './startup';

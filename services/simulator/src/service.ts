@@ -12,7 +12,7 @@ import {
   type SimulationConfig,
 } from '@dsi/sim';
 import { DsiAttributes, DsiSpans, withSpan } from '@dsi/telemetry';
-import { configFromWire, heatmapSpecFromWire, resultToWire, rowToWire } from './convert';
+import { configFromWire, heatmapSpecFromWire, resultToWire, rowToWire } from '@dsi/wire';
 
 /** How the simulator service spends the machine. */
 export interface SimulatorServiceOptions {

@@ -1,9 +1,9 @@
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { ensureDefaultModels } from '@dsi/modelgen';
-import { ModelSlot, OnnxModel } from '@dsi/models';
+import { OnnxModel } from '@dsi/models';
 import { testModelsDir } from '@dsi/models/test-models';
 import { TargetServiceClient, VerificationRule, VerifyRequest, type VerifyResponse } from '@dsi/proto';
-import { DsiServer } from '@dsi/rpc';
+import { DsiServer, LoadingSlot } from '@dsi/rpc';
 import { targetService } from './service';
 
 interface Replica {
@@ -19,7 +19,7 @@ beforeAll(async () => {
   const pair = await ensureDefaultModels(testModelsDir());
   for (let i = 0; i < 2; i++) {
     const model = await OnnxModel.load(pair.target);
-    const server = new DsiServer([targetService(ModelSlot.of(model), { maxBlock: 16 })], { port: 0 });
+    const server = new DsiServer([targetService(LoadingSlot.of(model), { maxBlock: 16 })], { port: 0 });
     await server.start();
     server.markServing();
     replicas.push({ model, server, client: new TargetServiceClient(server.address, credentials.createInsecure()) });

@@ -1,6 +1,7 @@
+import { verifyWithModel } from '@dsi/models';
 import { TargetServiceService, type VerifyRequest, type VerifyResponse } from '@dsi/proto';
 import { invalidArgument, unary, type ServiceRegistration } from '@dsi/rpc';
-import { asInvalidArgument, replicaHandlers, requireCallShape, requireValidSampling, samplingFromWire, statsToWire, verifyWithModel, type ModelSlot } from '@dsi/models';
+import { asInvalidArgument, replicaHandlers, requireCallShape, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/wire';
 
 /** Limits of one target replica. */
 export interface TargetServiceOptions {

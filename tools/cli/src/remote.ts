@@ -6,7 +6,7 @@ import { credentials, status } from '@grpc/grpc-js';
 import { GenerateRequest, HeatmapRequest, OrchestratorServiceClient, SimulatorServiceClient, type GenerateResponse } from '@dsi/proto';
 import { callUnary, createChannelOptions, DsiError } from '@dsi/rpc';
 import type { HeatmapRow, HeatmapSpec, SimulationConfig, SimulationResult } from '@dsi/sim';
-import { configToWire, methodToWire, resultFromWire, rowFromWire } from '@dsi/simulator-service';
+import { configToWire, methodToWire, resultFromWire, rowFromWire } from '@dsi/wire';
 import { UsageError } from './errors';
 
 function client(address: string): SimulatorServiceClient {

@@ -15,9 +15,6 @@ interface GenerateFlags {
   json?: boolean;
 }
 
-const WIRE_MODE = { nonsi: 'MODE_NON_SI', si: 'MODE_SI', dsi: 'MODE_DSI' } as const;
-const WIRE_RULE = { greedy: 'VERIFICATION_RULE_GREEDY', seeded: 'VERIFICATION_RULE_SEEDED', rejection: 'VERIFICATION_RULE_REJECTION' } as const;
-
 /**
  * `dsi generate`: one request to an orchestrator. Streams the text to stdout as it is verified (never a
  * draft that could still be rejected), then a metrics line on stderr; `--json` prints the full response.
@@ -39,18 +36,19 @@ export function generateCommand(): Command {
       const { credentials } = await import('@grpc/grpc-js');
       const { GenerateStreamRequest, GenerationMetrics, GenerateResponse, OrchestratorServiceClient } = await import('@dsi/proto');
       const { createChannelOptions } = await import('@dsi/rpc');
+      const { modeToWire, ruleToWire } = await import('@dsi/wire');
       const { explainService } = await import('../remote');
       if (flags.prompt.length === 0) throw new UsageError('prompt is empty');
       const params = {
         prompt: flags.prompt,
-        mode: WIRE_MODE[flags.mode],
+        mode: modeToWire(flags.mode),
         lookahead: flags.lookahead,
         maxNewTokens: flags.maxNewTokens,
-        sampling: { rule: WIRE_RULE[flags.rule], temperature: flags.temperature, seed: flags.seed },
+        sampling: { rule: ruleToWire(flags.rule), temperature: flags.temperature, seed: flags.seed },
         stop: flags.stop ?? [],
       };
       const client = new OrchestratorServiceClient(flags.orchestrator, credentials.createInsecure(), createChannelOptions());
-      const stream = client.generateStream(GenerateStreamRequest.fromJSON({ params }));
+      const stream = client.generateStream(GenerateStreamRequest.fromPartial({ params }));
       const onSignal = () => stream.cancel();
       process.once('SIGINT', onSignal);
       try {

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
-import type { ServiceRegistration } from '@dsi/rpc';
-import type { ModelSpec } from '@dsi/models';
-import type { Tracer } from '@opentelemetry/api';
+import type { ModelSource } from '@dsi/models';
+import type { ReplicaSource } from '@dsi/orchestrator-service';
+import type { ServiceContext, ServiceProcessConfig, ServiceStartup } from '@dsi/rpc';
 import { UsageError } from '../errors';
 import { choiceOption, numberOption } from '../options';
 import { defaultModelsDir } from '../models-dir';
@@ -40,13 +40,35 @@ export interface ServeFlags {
   verifyMsPerToken: number;
 }
 
-/** The model a drafter or target replica should load, from its flags. */
-export async function modelSpec(name: 'drafter' | 'target', flags: ServeFlags): Promise<ModelSpec> {
+/** How one service starts once telemetry runs: what `dsi serve` hands `runService`. */
+type ServiceStart = (context: ServiceContext) => Promise<ServiceStartup>;
+
+/** The process settings every service shares (listening, limits, telemetry), from the flags. */
+export function processConfig(name: ServiceName, flags: ServeFlags): ServiceProcessConfig {
+  return {
+    name,
+    server: { host: flags.host, port: flags.port ?? SERVICES[name], drainGraceMs: flags.drainGraceMs, maxReceiveMessageBytes: flags.maxMessageBytes },
+    telemetry: { env: process.env, traceFile: flags.traceFile, metricsPort: flags.metricsPort, metricsHost: flags.metricsHost },
+  };
+}
+
+/** The built-in drafter and target folders, generated into the models cache on first use. */
+async function builtInModels(flags: ServeFlags): Promise<{ drafter: string; target: string }> {
+  const { ensureDefaultModels } = await import('@dsi/modelgen');
+  return ensureDefaultModels(flags.modelsDir ?? defaultModelsDir(process.env));
+}
+
+/** Rejects synthetic-backend flags out of range, naming the flag. */
+function checkSyntheticFlags(flags: ServeFlags): void {
+  if (!(flags.a >= 0 && flags.a <= 1)) throw new UsageError(`a=${flags.a} is outside [0, 1]`);
+  for (const [key, value] of [['ttft-ms', flags.ttftMs], ['tpot-ms', flags.tpotMs], ['verify-ms-per-token', flags.verifyMsPerToken]] as const) {
+    if (!(value >= 0)) throw new UsageError(`${key}=${value} must be >= 0`);
+  }
+}
+
+/** The model a drafter or target replica should load, from its flags (the built-in pair unless `--model`). */
+export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags): Promise<ModelSource> {
   if (flags.backend === 'synthetic') {
-    if (!(flags.a >= 0 && flags.a <= 1)) throw new UsageError(`a=${flags.a} is outside [0, 1]`);
-    for (const [key, value] of [['ttft-ms', flags.ttftMs], ['tpot-ms', flags.tpotMs], ['verify-ms-per-token', flags.verifyMsPerToken]] as const) {
-      if (!(value >= 0)) throw new UsageError(`${key}=${value} must be >= 0`);
-    }
     return {
       backend: 'synthetic',
       role: name,
@@ -57,15 +79,9 @@ export async function modelSpec(name: 'drafter' | 'target', flags: ServeFlags): 
       verifyMsPerToken: flags.verifyMsPerToken,
     };
   }
-  let dir = flags.model;
-  if (!dir) {
-    const { ensureDefaultModels } = await import('@dsi/modelgen');
-    const pair = await ensureDefaultModels(flags.modelsDir ?? defaultModelsDir(process.env));
-    dir = pair[name];
-  }
   return {
     backend: 'onnx',
-    dir,
+    dir: flags.model || (await builtInModels(flags))[name],
     threads: flags.threads ?? 1,
     executionProvider: flags.executionProvider,
     maxCachedRequests: flags.maxCachedRequests,
@@ -74,105 +90,51 @@ export async function modelSpec(name: 'drafter' | 'target', flags: ServeFlags): 
   };
 }
 
-/**
- * The orchestrator's registration: the drafter, the target replicas (a list or a DNS name, health
- * watched) and the tokenizer, from its flags.
- */
-async function orchestratorRegistration(flags: ServeFlags, log: (line: string) => void, cleanups: (() => void)[], tracer: Tracer): Promise<ServiceRegistration> {
+/** The orchestrator's drafter address and target replicas (a list or a DNS name), from its flags. */
+function orchestratorEndpoints(flags: ServeFlags): { drafter: string; targets: ReplicaSource } {
   if (!flags.drafter) throw new UsageError('--drafter ADDRESS is required (env DSI_DRAFTER)');
   if (!flags.targets === !flags.targetsDns) throw new UsageError('give exactly one of --targets ADDR,ADDR,... or --targets-dns NAME:PORT');
   if (flags.targetsDns && !/^.+:\d+$/.test(flags.targetsDns)) throw new UsageError(`targets-dns=${flags.targetsDns} is not NAME:PORT`);
-  const { GrpcDrafter, ReplicaPool, orchestratorService } = await import('@dsi/orchestrator-service');
-  const { TextTokenizer, readDecoderConfig } = await import('@dsi/models');
-  let tokenizerDir = flags.tokenizer;
-  if (!tokenizerDir) {
-    const { ensureDefaultModels } = await import('@dsi/modelgen');
-    tokenizerDir = (await ensureDefaultModels(flags.modelsDir ?? defaultModelsDir(process.env))).target;
-  }
-  const tokenizer = TextTokenizer.load(tokenizerDir);
-  let eosTokenId: number | undefined;
-  try {
-    eosTokenId = readDecoderConfig(tokenizerDir).eosTokenId;
-  } catch {
-    eosTokenId = undefined; // a tokenizer-only folder: no end-of-sequence token known
-  }
-  const drafter = new GrpcDrafter(flags.drafter);
-  const source = flags.targets ? { addresses: flags.targets.split(',').map((a) => a.trim()).filter(Boolean) } : { dns: flags.targetsDns! };
-  const targets = new ReplicaPool(source, 1000, log);
-  await targets.start();
-  log(`targets: ${targets.healthy().length} of ${targets.all().length} healthy`);
-  cleanups.push(() => targets.stop(), () => drafter.close());
-  return orchestratorService({ drafter, targets, tokenizer, eosTokenId, maxNewTokensLimit: flags.maxNewTokensLimit, tracer });
+  const targets = flags.targets ? { addresses: flags.targets.split(',').map((a) => a.trim()).filter(Boolean) } : { dns: flags.targetsDns! };
+  return { drafter: flags.drafter, targets };
 }
 
 /**
- * Starts one service: telemetry first (gRPC must load after it so the instrumentation patches it),
- * then the server (health NOT_SERVING), then the model and its warm-up forward, then SERVING; a
- * graceful drain on SIGTERM or SIGINT. Prints `NAME serving on HOST:PORT` on stdout when ready;
- * resolves when the server has stopped.
+ * Checks the service's flags (a mistake fails here, before anything starts) and returns how the
+ * service starts: its package is imported only then, after telemetry, since it loads gRPC.
+ */
+export function serviceStart(name: ServiceName, flags: ServeFlags): ServiceStart {
+  switch (name) {
+    case 'simulator':
+      return async (context) => (await import('@dsi/simulator-service')).simulatorStartup({ threads: flags.threads }, context);
+    case 'orchestrator': {
+      const { drafter, targets } = orchestratorEndpoints(flags);
+      return async (context) => {
+        const tokenizerDir = flags.tokenizer || (await builtInModels(flags)).target;
+        const { orchestratorStartup } = await import('@dsi/orchestrator-service');
+        return orchestratorStartup({ drafter, targets, tokenizerDir, maxNewTokensLimit: flags.maxNewTokensLimit }, context);
+      };
+    }
+    case 'drafter':
+    case 'target':
+      if (flags.backend === 'synthetic') checkSyntheticFlags(flags);
+      return async (context) => {
+        const config = { model: await modelSource(name, flags), maxTokensPerCall: flags.maxTokensPerCall };
+        if (name === 'drafter') return (await import('@dsi/drafter-service')).drafterStartup(config, context);
+        return (await import('@dsi/target-service')).targetStartup(config, context);
+      };
+  }
+}
+
+/**
+ * Runs one service in the foreground (see `runService` in `@dsi/rpc/lifecycle`): telemetry first,
+ * the server NOT_SERVING while the service loads, then SERVING and `NAME serving on HOST:PORT` on
+ * stdout; a graceful drain on SIGTERM or SIGINT. Resolves when the server has stopped.
  */
 export async function serve(name: ServiceName, flags: ServeFlags): Promise<void> {
-  const { startTelemetry } = await import('@dsi/telemetry');
-  const telemetry = startTelemetry({ serviceName: `dsi-${name}`, env: process.env, traceFile: flags.traceFile });
-  const { startMetrics } = await import('@dsi/telemetry');
-  const metrics = startMetrics({ serviceName: `dsi-${name}`, env: process.env, prometheusPort: flags.metricsPort, prometheusHost: flags.metricsHost });
-  if (metrics.prometheusUrl) process.stderr.write(`${name}: metrics on ${metrics.prometheusUrl}\n`);
-  const { DsiServer } = await import('@dsi/rpc');
-  const { ModelSlot, loadModel } = await import('@dsi/models');
-  const slot = new ModelSlot();
-  const cleanups: (() => void)[] = [];
-  let registration: ServiceRegistration;
-  if (name === 'simulator') {
-    const { simulatorService } = await import('@dsi/simulator-service');
-    registration = simulatorService({ threads: flags.threads, tracer: telemetry.tracer });
-  } else if (name === 'orchestrator') {
-    registration = await orchestratorRegistration(flags, (line) => process.stderr.write(`${name}: ${line}\n`), cleanups, telemetry.tracer);
-  } else if (name === 'drafter') {
-    const { drafterService } = await import('@dsi/drafter-service');
-    registration = drafterService(slot, { maxTokens: flags.maxTokensPerCall });
-  } else {
-    const { targetService } = await import('@dsi/target-service');
-    registration = targetService(slot, { maxBlock: flags.maxTokensPerCall });
-  }
-  const spec = name === 'simulator' || name === 'orchestrator' ? undefined : await modelSpec(name, flags);
-  const server = new DsiServer([registration], {
-    host: flags.host,
-    port: flags.port ?? SERVICES[name],
-    drainGraceMs: flags.drainGraceMs,
-    maxReceiveMessageBytes: flags.maxMessageBytes,
-    log: (line) => process.stderr.write(`${name}: ${line}\n`),
-  });
-  // The server drains on the first signal (a second one cancels in-flight calls at once); this
-  // process ends once that drain has finished, the model is closed and the spans are flushed.
-  const disposeSignals = server.handleSignals();
-  const stopped = new Promise<void>((resolve) => {
-    const onSignal = () => void server.shutdown().finally(resolve);
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-  });
-  const cleanup = async () => {
-    disposeSignals();
-    for (const fn of cleanups) fn();
-    await slot.peek()?.close();
-    await metrics.shutdown();
-    await telemetry.shutdown();
-  };
-  try {
-    await server.start();
-    if (spec) {
-      process.stderr.write(`${name}: loading the ${spec.backend} model${spec.backend === 'onnx' ? ` from ${spec.dir}` : ''}\n`);
-      const { tracedModel } = await import('@dsi/models');
-      slot.set(tracedModel(await loadModel(spec), telemetry.tracer));
-    }
-  } catch (error) {
-    await server.shutdown();
-    await cleanup();
-    throw error;
-  }
-  server.markServing();
-  process.stdout.write(`${name} serving on ${server.address}\n`);
-  await stopped;
-  await cleanup();
+  const start = serviceStart(name, flags);
+  const { runService } = await import('@dsi/rpc/lifecycle');
+  await runService(processConfig(name, flags), start);
 }
 
 /** `dsi serve NAME`: run one DSI service in the foreground. */

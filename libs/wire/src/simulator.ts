@@ -1,3 +1,8 @@
+/**
+ * The simulator's wire: methods, configurations, results and heatmap cells, to and from the ts-proto
+ * messages. The simulator service converts requests and answers with these; the CLI's remote client
+ * converts the other way.
+ */
 import {
   SimulationMethod as WireMethod,
   type HeatmapCell,

@@ -1,6 +1,11 @@
+/**
+ * The drafter's and target's wire: verification rules, sampling settings, model descriptions and
+ * forward statistics, to and from the ts-proto messages. The replica services answer with these and
+ * the orchestrator's clients call with them.
+ */
 import { VerificationRule as WireRule, type ForwardStats, type ModelInfo as WireModelInfo, type Sampling } from '@dsi/proto';
 import type { SamplingParams, VerificationRule } from '@dsi/core';
-import type { ForwardResult, ModelInfo } from './backend';
+import type { ForwardResult, ModelInfo } from '@dsi/models';
 
 /** The wire's rule enum as the rule name (unspecified means greedy); an unknown number stays visible. */
 export function ruleFromWire(rule: WireRule | undefined): VerificationRule {
