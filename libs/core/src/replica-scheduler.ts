@@ -18,7 +18,8 @@
  *    taken back ({@link ReplicaTenant.preempt}) and its replica goes to the lane. Work that became a
  *    lane is never taken back.
  * 4. Among free replicas, the one with the fewest consecutive failures (counted across tenants, reset
- *    by a success); ties: the first in the replica list.
+ *    by a success); ties: the first in the replica list. In a shared pool, a tenant whose call just
+ *    failed on a replica retries on another one (when the list holds another), even if it waits.
  *
  * Pure: no I/O, no timers, no clock. Ordering uses the scheduler's own tickets (a counter), so the
  * decisions are deterministic on any clock.
@@ -151,6 +152,8 @@ export class ReplicaScheduler<R extends object> {
   private readonly tenants = new Set<ReplicaTenant<R>>();
   private readonly leases = new Map<R, Lease<R>>();
   private readonly failures = new Map<R, number>();
+  /** The replica of each tenant's last failed call, until its next success: it retries elsewhere. */
+  private readonly lastFailedOn = new Map<ReplicaTenant<R>, R>();
   /** The ticket of each tenant's last lane grant: bounds how often it may overtake. */
   private readonly lastLaneGrant = new Map<ReplicaTenant<R>, number>();
   private tickets = 0;
@@ -202,6 +205,7 @@ export class ReplicaScheduler<R extends object> {
   leave(tenant: ReplicaTenant<R>): void {
     this.tenants.delete(tenant);
     this.lastLaneGrant.delete(tenant);
+    this.lastFailedOn.delete(tenant);
     for (const lease of [...this.leases.values()]) {
       if (lease.tenant === tenant) lease.release('cancelled');
     }
@@ -258,56 +262,62 @@ export class ReplicaScheduler<R extends object> {
   /** Called by a lease when it is released: the replica is free again. */
   private readonly onLeaseReleased = (lease: Lease<R>, outcome: LeaseOutcome): void => {
     if (this.leases.get(lease.replica) === lease) this.leases.delete(lease.replica);
-    if (outcome === 'succeeded') this.failures.set(lease.replica, 0);
-    else if (outcome === 'failed') this.failures.set(lease.replica, this.failuresOf(lease.replica) + 1);
+    if (outcome === 'succeeded') {
+      this.failures.set(lease.replica, 0);
+      this.lastFailedOn.delete(lease.tenant);
+    } else if (outcome === 'failed') {
+      this.failures.set(lease.replica, this.failuresOf(lease.replica) + 1);
+      if (this.tenants.has(lease.tenant)) this.lastFailedOn.set(lease.tenant, lease.replica);
+    }
     this.schedule();
   };
 
   /** One decision: a grant or a preemption. False when there is nothing more to do. */
   private step(declined: Set<ReplicaTenant<R>>): boolean {
     const lanes: Candidate<R>[] = [];
-    let speculative: Candidate<R> | undefined;
+    const speculative: Candidate<R>[] = [];
     for (const tenant of this.tenants) {
       if (declined.has(tenant)) continue;
       const claim = tenant.claim();
-      if (!claim) continue;
-      if (claim.class === 'lane') lanes.push({ tenant, claim });
-      else if (!speculative || claim.distance < speculative.claim.distance || (claim.distance === speculative.claim.distance && claim.since < speculative.claim.since)) {
-        speculative = { tenant, claim };
+      if (claim) (claim.class === 'lane' ? lanes : speculative).push({ tenant, claim });
+    }
+    speculative.sort((a, b) => a.claim.distance - b.claim.distance || a.claim.since - b.claim.since);
+    for (const candidate of [...this.orderLanes(lanes), ...speculative]) {
+      const replica = this.freeReplica(candidate.tenant);
+      if (replica) {
+        this.grant(candidate, replica, declined);
+        return true;
       }
+      if (candidate.claim.class === 'lane' && this.preemptSpeculative && this.preemptFor(candidate)) return true;
     }
-    const choice = this.pickLane(lanes) ?? speculative;
-    if (!choice) return false;
-    const replica = this.freeReplica();
-    if (replica) {
-      this.grant(choice, replica, declined);
-      return true;
-    }
-    if (choice.claim.class !== 'lane' || !this.preemptSpeculative) return false;
-    return this.preemptFor(choice);
+    return false;
   }
 
   /**
-   * The lane to serve first: the longest waiting, unless a ready lane may overtake (its tenant has had
-   * no lane since the oldest waiting lane began to wait).
+   * Lanes in the order they are served: the longest waiting first, except that a ready lane may go
+   * first when the oldest is not ready and its tenant has had no lane since the oldest began to wait.
    */
-  private pickLane(lanes: Candidate<R>[]): Candidate<R> | undefined {
-    if (lanes.length === 0) return undefined;
+  private orderLanes(lanes: Candidate<R>[]): Candidate<R>[] {
+    if (lanes.length < 2) return lanes;
     lanes.sort((a, b) => a.claim.since - b.claim.since);
     const oldest = lanes[0];
-    if (oldest.claim.ready) return oldest;
-    for (const lane of lanes) {
-      if (lane.claim.ready && (this.lastLaneGrant.get(lane.tenant) ?? 0) < oldest.claim.since) return lane;
-    }
-    return oldest;
+    if (oldest.claim.ready) return lanes;
+    const overtaking = lanes.findIndex((lane) => lane.claim.ready && (this.lastLaneGrant.get(lane.tenant) ?? 0) < oldest.claim.since);
+    if (overtaking < 0) return lanes;
+    return [lanes[overtaking], ...lanes.slice(0, overtaking), ...lanes.slice(overtaking + 1)];
   }
 
-  /** The free replica with the fewest consecutive failures (ties: the first in the list). */
-  private freeReplica(): R | undefined {
+  /**
+   * The free replica for `tenant` with the fewest consecutive failures (ties: the first in the list),
+   * except the {@link avoidedBy} one.
+   */
+  private freeReplica(tenant: ReplicaTenant<R>): R | undefined {
+    const replicas = this.source();
+    const avoided = this.avoidedBy(tenant, replicas);
     let best: R | undefined;
     let bestFailures = Infinity;
-    for (const replica of this.source()) {
-      if (this.leases.has(replica)) continue;
+    for (const replica of replicas) {
+      if (this.leases.has(replica) || replica === avoided) continue;
       const failures = this.failuresOf(replica);
       if (failures < bestFailures) {
         best = replica;
@@ -315,6 +325,18 @@ export class ReplicaScheduler<R extends object> {
       }
     }
     return best;
+  }
+
+  /**
+   * The replica the tenant's last call failed on, when the pool is shared (other tenants take part)
+   * and the list holds another replica: the tenant waits for a different one. Under load a replica
+   * that fails fast is free again long before the healthy ones, and would take every retry of the
+   * tenant until its failure budget is gone. A tenant alone in the pool retries at once anywhere
+   * (the other replicas are busy with its own work, and waiting would only slow it down).
+   */
+  private avoidedBy(tenant: ReplicaTenant<R>, replicas: readonly R[]): R | undefined {
+    if (this.tenants.size < 2 || replicas.length < 2) return undefined;
+    return this.lastFailedOn.get(tenant);
   }
 
   private grant(choice: Candidate<R>, replica: R, declined: Set<ReplicaTenant<R>>): void {
@@ -345,8 +367,9 @@ export class ReplicaScheduler<R extends object> {
   private preemptFor(lane: Candidate<R>): boolean {
     let victim: Lease<R> | undefined;
     let victimDistance = -Infinity;
+    const avoided = this.avoidedBy(lane.tenant, this.source());
     for (const lease of this.leases.values()) {
-      if (lease.class !== 'speculative') continue;
+      if (lease.class !== 'speculative' || lease.replica === avoided) continue;
       const distance = lease.tenant.preemptible?.(lease);
       if (distance === undefined) continue;
       if (distance > victimDistance || (distance === victimDistance && victim && lease.ticket > victim.ticket)) {

@@ -1,0 +1,601 @@
+import type { DraftCall, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from './ports';
+import { DrafterScheduler, ReplicaClaim, ReplicaLease, ReplicaScheduler, ReplicaSchedulerStats, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
+import { draftToken, SamplingParams, targetToken, verifyBlock } from './rules';
+import { counterHash, uniform } from './sampling';
+import { generate, GenerateConfig, GenerationResult, Mode, SchedulerEvents, WorkCancelledError } from './scheduler';
+import { VirtualClock } from './virtual-clock';
+
+// ------------------------------------------------------------------------------------------ the pool alone
+
+/** A replica as the pool sees it: any object. */
+interface Slot {
+  name: string;
+}
+
+interface Want {
+  class: WorkClass;
+  ready?: boolean;
+  distance?: number;
+}
+
+/** A tenant that wants a scripted list of work and records what it was granted. */
+class ScriptedTenant implements ReplicaTenant<Slot> {
+  readonly wants: Want[] = [];
+  readonly leases: ReplicaLease<Slot>[] = [];
+  /** Leases that must not be preempted (their work became the lane). */
+  readonly lanesNow = new Set<ReplicaLease<Slot>>();
+  readonly preempted: ReplicaLease<Slot>[] = [];
+  private since?: number;
+
+  constructor(
+    readonly name: string,
+    private readonly scheduler: ReplicaScheduler<Slot>,
+    private readonly log: string[],
+  ) {}
+
+  want(...wants: Want[]): this {
+    this.wants.push(...wants);
+    this.scheduler.schedule();
+    return this;
+  }
+
+  /** Lanes first, then the nearest speculative work. */
+  private top(): Want | undefined {
+    return this.wants.find((want) => want.class === 'lane') ?? [...this.wants].sort((a, b) => (a.distance ?? 0) - (b.distance ?? 0))[0];
+  }
+
+  claim(): ReplicaClaim | undefined {
+    const want = this.top();
+    if (!want) {
+      this.since = undefined;
+      return undefined;
+    }
+    this.since ??= this.scheduler.ticket();
+    return { class: want.class, ready: want.ready ?? true, distance: want.distance ?? 0, since: this.since };
+  }
+
+  grant(lease: ReplicaLease<Slot>): boolean {
+    const want = this.top() as Want;
+    this.wants.splice(this.wants.indexOf(want), 1);
+    this.since = undefined;
+    this.leases.push(lease);
+    this.log.push(`${this.name}:${want.class}${want.class === 'speculative' ? want.distance : ''}@${lease.replica.name}`);
+    return true;
+  }
+
+  preemptible(lease: ReplicaLease<Slot>): number | undefined {
+    return this.lanesNow.has(lease) ? undefined : (this.wantOf.get(lease) ?? 0);
+  }
+
+  /** Distances of the speculative work under each lease, for preemption. */
+  readonly wantOf = new Map<ReplicaLease<Slot>, number>();
+
+  preempt(lease: ReplicaLease<Slot>): void {
+    this.preempted.push(lease);
+    this.log.push(`preempt ${this.name}@${lease.replica.name}`);
+    lease.release('cancelled');
+  }
+
+  /** Ends the oldest unreleased lease. */
+  finishOne(outcome: 'succeeded' | 'failed' = 'succeeded'): void {
+    const lease = this.leases.find((candidate) => !candidate.released);
+    lease?.release(outcome);
+  }
+}
+
+function pool(replicas: number, preemptSpeculative = true): { scheduler: ReplicaScheduler<Slot>; slots: Slot[]; log: string[]; tenant: (name: string) => ScriptedTenant } {
+  const slots = Array.from({ length: replicas }, (_, i) => ({ name: `r${i}` }));
+  const scheduler = new ReplicaScheduler<Slot>(slots, { preemptSpeculative });
+  const log: string[] = [];
+  return {
+    scheduler,
+    slots,
+    log,
+    tenant: (name) => {
+      const tenant = new ScriptedTenant(name, scheduler, log);
+      scheduler.join(tenant);
+      return tenant;
+    },
+  };
+}
+
+describe('ReplicaScheduler decisions', () => {
+  it('gives a free replica to any lane before any speculative work, whatever waited longer', () => {
+    const { scheduler, log, tenant } = pool(1);
+    const a = tenant('a').want({ class: 'lane' }); // takes r0
+    const b = tenant('b').want({ class: 'speculative', distance: 1 });
+    const c = tenant('c').want({ class: 'lane' });
+    expect(scheduler.stats()).toMatchObject({ activeGenerations: 3, waitingLanes: 1, waitingSpeculative: 1, busyReplicas: 1, replicas: 1 });
+    a.finishOne();
+    expect(log).toEqual(['a:lane@r0', 'c:lane@r0']);
+    c.finishOne();
+    expect(log).toEqual(['a:lane@r0', 'c:lane@r0', 'b:speculative1@r0']);
+    b.finishOne();
+    expect(scheduler.stats()).toMatchObject({ waitingLanes: 0, waitingSpeculative: 0, busyReplicas: 0, lanesGranted: 2, speculativeGranted: 1, preemptions: 0 });
+  });
+
+  it('serves speculative work nearest to its V first, then the longest waiting', () => {
+    const { log, tenant } = pool(1);
+    const a = tenant('a').want({ class: 'lane' });
+    tenant('far').want({ class: 'speculative', distance: 8 });
+    tenant('near').want({ class: 'speculative', distance: 2 });
+    tenant('near-too').want({ class: 'speculative', distance: 2 });
+    a.finishOne();
+    expect(log.slice(1)).toEqual(['near:speculative2@r0']);
+  });
+
+  it('preempts the speculative call farthest from its V (ties: the latest granted) for a waiting lane, never a lane', () => {
+    const { scheduler, log, tenant } = pool(3);
+    const a = tenant('a');
+    a.want({ class: 'speculative', distance: 4 }, { class: 'speculative', distance: 4 }, { class: 'speculative', distance: 1 });
+    a.leases.forEach((lease, i) => a.wantOf.set(lease, [1, 4, 4][i])); // granted nearest first
+    expect(log).toEqual(['a:speculative1@r0', 'a:speculative4@r1', 'a:speculative4@r2']);
+    const b = tenant('b').want({ class: 'lane' });
+    expect(log.slice(3)).toEqual(['preempt a@r2', 'b:lane@r2']);
+    // The distance-4 block on r1 became a's lane: it is never preempted, only the distance-1 one is.
+    a.lanesNow.add(a.leases[1]);
+    tenant('c').want({ class: 'lane' });
+    expect(log.slice(5)).toEqual(['preempt a@r0', 'c:lane@r0']);
+    // Nothing speculative left: the next lane waits for a replica to free.
+    const d = tenant('d').want({ class: 'lane' });
+    expect(log.length).toBe(7);
+    expect(scheduler.stats()).toMatchObject({ waitingLanes: 1, busyReplicas: 3, preemptions: 2 });
+    b.finishOne();
+    expect(log[7]).toBe('d:lane@r2');
+    expect(d.leases.length).toBe(1);
+  });
+
+  it('without preemption (drafters) a lane waits for a call to end, then goes before speculative work', () => {
+    const { log, tenant } = pool(1, false);
+    const a = tenant('a').want({ class: 'speculative', distance: 3 }, { class: 'speculative', distance: 5 });
+    tenant('b').want({ class: 'lane' });
+    expect(log).toEqual(['a:speculative3@r0']);
+    a.finishOne();
+    expect(log).toEqual(['a:speculative3@r0', 'b:lane@r0']);
+  });
+
+  it('lets a ready lane overtake an older lane still waiting for drafts, at most once per generation', () => {
+    const { log, tenant } = pool(1);
+    const x = tenant('x').want({ class: 'lane' }); // holds r0
+    const slow = tenant('slow').want({ class: 'lane', ready: false });
+    const fast = tenant('fast').want({ class: 'lane' });
+    x.finishOne();
+    expect(log.at(-1)).toBe('fast:lane@r0'); // ready, and 'fast' had no lane since 'slow' began to wait
+    fast.want({ class: 'lane' });
+    fast.finishOne();
+    // 'fast' is ready again, but it already overtook once: the older lane goes, drafts or not.
+    expect(log.at(-1)).toBe('slow:lane@r0');
+    slow.finishOne();
+    expect(log.at(-1)).toBe('fast:lane@r0');
+  });
+
+  it('prefers the free replica with the fewest consecutive failures, counted across tenants and reset by a success', () => {
+    const { scheduler, slots, log, tenant } = pool(2, false);
+    const a = tenant('a').want({ class: 'lane' });
+    a.finishOne('failed'); // r0: one failure; the lane goes again, to r1
+    a.want({ class: 'lane' });
+    expect(log).toEqual(['a:lane@r0', 'a:lane@r1']);
+    const b = tenant('b').want({ class: 'lane' });
+    expect(log.at(-1)).toBe('b:lane@r0'); // the only free one, failed or not
+    b.finishOne('succeeded');
+    expect(scheduler.failuresOf(slots[0])).toBe(0);
+    a.finishOne('failed');
+    a.want({ class: 'lane' });
+    expect(log.at(-1)).toBe('a:lane@r0');
+  });
+
+  it('follows a changing replica list: new replicas get waiting work at once, removed ones get none', () => {
+    let healthy: Slot[] = [{ name: 'r0' }];
+    const scheduler = new ReplicaScheduler<Slot>(() => healthy, { preemptSpeculative: true });
+    const log: string[] = [];
+    const a = new ScriptedTenant('a', scheduler, log);
+    scheduler.join(a);
+    a.want({ class: 'lane' }, { class: 'speculative', distance: 1 });
+    expect(log).toEqual(['a:lane@r0']);
+    healthy = [...healthy, { name: 'r1' }];
+    scheduler.schedule();
+    expect(log).toEqual(['a:lane@r0', 'a:speculative1@r1']);
+    scheduler.setReplicas([{ name: 'r2' }]);
+    a.want({ class: 'speculative', distance: 2 });
+    expect(log.at(-1)).toBe('a:speculative2@r2');
+    expect(scheduler.replicaCount).toBe(1);
+    scheduler.leave(a); // its leases go back
+    expect(scheduler.stats()).toMatchObject({ activeGenerations: 0, busyReplicas: 0 });
+  });
+
+  it('defers decisions while held, then makes them all', () => {
+    const { scheduler, log, tenant } = pool(2);
+    scheduler.hold();
+    tenant('a').want({ class: 'lane' });
+    tenant('b').want({ class: 'lane' });
+    expect(log).toEqual([]);
+    scheduler.resume();
+    expect(log).toEqual(['a:lane@r0', 'b:lane@r1']);
+  });
+});
+
+// ------------------------------------------------------------------------------------------ generations sharing a pool
+
+const VOCAB = 16;
+const GREEDY: SamplingParams = { rule: 'greedy', temperature: 0 };
+
+/** A deterministic model pair (as in scheduler.spec.ts): the drafter is wrong where a hash says so. */
+class World {
+  constructor(
+    readonly agreement = 1,
+    readonly seed = 7,
+  ) {}
+
+  targetRow(tokens: readonly number[]): Float32Array {
+    const end = tokens.length;
+    const stream = 1000 + tokens[end - 1] * VOCAB + (tokens[end - 2] ?? 0);
+    const boosted = counterHash(this.seed, end, stream, VOCAB) % VOCAB;
+    const row = new Float32Array(VOCAB);
+    for (let j = 0; j < VOCAB; j++) row[j] = uniform(this.seed, end, stream, j) + (j === boosted ? 2.5 : 0);
+    return row;
+  }
+
+  drafterRow(tokens: readonly number[]): Float32Array {
+    const row = this.targetRow(tokens);
+    if (uniform(this.seed, tokens.length, 77, tokens[0]) < this.agreement) return row;
+    const rotated = new Float32Array(VOCAB);
+    for (let j = 0; j < VOCAB; j++) rotated[j] = row[(j + 1) % VOCAB];
+    return rotated;
+  }
+
+  verify(call: VerifyCall): VerifyResult {
+    const n = call.drafts.length;
+    const targetLogits = new Float32Array((n + 1) * VOCAB);
+    const sequence = [...call.prefix];
+    for (let i = 0; i <= n; i++) {
+      targetLogits.set(this.targetRow(sequence), i * VOCAB);
+      if (i < n) sequence.push(call.drafts[i]);
+    }
+    return verifyBlock({ targetLogits, vocab: VOCAB, drafts: call.drafts, start: call.prefix.length, params: call.sampling });
+  }
+
+  reference(prompt: readonly number[], n: number): number[] {
+    const sequence = [...prompt];
+    for (let i = 0; i < n; i++) sequence.push(targetToken(this.targetRow(sequence), VOCAB, GREEDY, sequence.length));
+    return sequence.slice(prompt.length);
+  }
+}
+
+interface CallRecord<C> {
+  call: C;
+  signal: AbortSignal;
+  startedAt: number;
+  endedAt?: number;
+  completed: boolean;
+}
+
+async function recordCall<C, R>(clock: VirtualClock, calls: CallRecord<C>[], call: C, signal: AbortSignal, body: () => Promise<R>): Promise<R> {
+  const record: CallRecord<C> = { call, signal, startedAt: clock.now(), completed: false };
+  calls.push(record);
+  try {
+    const result = await body();
+    record.completed = true;
+    return result;
+  } catch (error) {
+    if (!signal.aborted) record.completed = true;
+    throw error;
+  } finally {
+    record.endedAt = clock.now();
+  }
+}
+
+class FakeTarget implements TargetReplica {
+  readonly calls: CallRecord<VerifyCall>[] = [];
+
+  constructor(
+    readonly id: string,
+    private readonly world: World,
+    private readonly clock: VirtualClock,
+    private readonly t: number,
+    private readonly perToken: number,
+    private readonly fails: (callIndex: number) => boolean,
+  ) {}
+
+  verify(call: VerifyCall, signal: AbortSignal): Promise<VerifyResult> {
+    const index = this.calls.length;
+    return recordCall(this.clock, this.calls, call, signal, async () => {
+      if (this.fails(index)) {
+        await this.clock.sleep(2, signal);
+        throw new Error(`replica ${this.id} is down`);
+      }
+      await this.clock.sleep(this.t + this.perToken * call.drafts.length, signal);
+      return this.world.verify(call);
+    });
+  }
+}
+
+class FakeDrafter implements Drafter {
+  readonly calls: CallRecord<DraftCall>[] = [];
+
+  constructor(
+    readonly id: string,
+    private readonly world: World,
+    private readonly clock: VirtualClock,
+    private readonly perToken: number,
+  ) {}
+
+  draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult> {
+    return recordCall(this.clock, this.calls, call, signal, async () => {
+      await this.clock.sleep(this.perToken * call.maxTokens, signal);
+      const sequence = [...call.prefix];
+      const tokens: number[] = [];
+      for (let i = 0; i < call.maxTokens; i++) {
+        const token = draftToken(this.world.drafterRow(sequence), VOCAB, call.sampling, sequence.length).token;
+        tokens.push(token);
+        sequence.push(token);
+      }
+      return { tokens };
+    });
+  }
+}
+
+interface PoolShape {
+  replicas: number;
+  drafters?: number;
+  world?: World;
+  t?: number;
+  perToken?: number;
+  c?: number;
+  replicaFails?: (replica: number, callIndex: number) => boolean;
+  /** Takes a snapshot of the target scheduler's stats at this virtual time. */
+  probeAt?: number;
+}
+
+interface Request {
+  mode: Mode;
+  k?: number;
+  maxNewTokens: number;
+  prompt: number[];
+  arriveAt?: number;
+  abortAt?: number;
+}
+
+type Logged = {
+  [K in keyof Required<SchedulerEvents>]: { type: K; at: number } & Parameters<Required<SchedulerEvents>[K]>[0];
+}[keyof SchedulerEvents];
+
+interface Served {
+  request: Request;
+  result?: GenerationResult;
+  error?: unknown;
+  events: Logged[];
+  startedAt: number;
+}
+
+interface GrantRecord {
+  tenant: string;
+  class: WorkClass;
+  since: number;
+  ticket: number;
+}
+
+interface PoolRun {
+  clock: VirtualClock;
+  targets: FakeTarget[];
+  drafters: FakeDrafter[];
+  targetScheduler: TargetScheduler;
+  served: Served[];
+  grants: GrantRecord[];
+  probe?: ReplicaSchedulerStats;
+}
+
+const ABORT_REASON = new Error('the client went away');
+
+function configOf(request: Request, index: number): GenerateConfig {
+  return { requestId: `request-${index}`, mode: request.mode, prompt: request.prompt, maxNewTokens: request.maxNewTokens, lookahead: request.k ?? 4, sampling: GREEDY, vocabSize: VOCAB };
+}
+
+/** Runs `requests` at once over one shared pool (or, with `dedicated`, each over replicas of its own). */
+async function serve(shape: PoolShape, requests: readonly Request[], dedicated = false): Promise<PoolRun> {
+  const world = shape.world ?? new World();
+  const clock = new VirtualClock();
+  const targets = Array.from({ length: shape.replicas }, (_, r) => new FakeTarget(`target-${r}`, world, clock, shape.t ?? 10, shape.perToken ?? 0, (i) => shape.replicaFails?.(r, i) ?? false));
+  const drafters = Array.from({ length: shape.drafters ?? 1 }, (_, d) => new FakeDrafter(`drafter-${d}`, world, clock, shape.c ?? 1));
+  const grants: GrantRecord[] = [];
+  const targetScheduler = new TargetScheduler(targets, { grant: (e) => grants.push({ tenant: e.tenant, class: e.class, since: e.since, ticket: e.ticket }) });
+  const drafterScheduler = new DrafterScheduler(drafters);
+  const timers = new AbortController();
+  const served: Served[] = requests.map((request) => ({ request, events: [], startedAt: 0 }));
+  const work = served.map(async (entry, index) => {
+    const { request, events } = entry;
+    if (request.arriveAt) await clock.sleep(request.arriveAt, timers.signal);
+    entry.startedAt = clock.now();
+    const client = new AbortController();
+    if (request.abortAt !== undefined) {
+      clock.sleep(request.abortAt - clock.now(), timers.signal).then(
+        () => client.abort(ABORT_REASON),
+        () => undefined,
+      );
+    }
+    const log =
+      <K extends Logged['type']>(type: K) =>
+      (e: object) =>
+        events.push({ type, at: clock.now(), ...e } as Logged);
+    const hooks: SchedulerEvents = { draftStart: log('draftStart'), draftEnd: log('draftEnd'), verifyStart: log('verifyStart'), verifyEnd: log('verifyEnd'), commit: log('commit'), preempt: log('preempt') };
+    const ports = dedicated ? { drafter: drafters[0], targets, clock } : { targetScheduler, drafterScheduler, clock };
+    try {
+      entry.result = await generate(configOf(request, index), ports, { signal: client.signal, events: hooks });
+    } catch (error) {
+      entry.error = error;
+    }
+  });
+  let probe: ReplicaSchedulerStats | undefined;
+  if (shape.probeAt !== undefined) {
+    clock.sleep(shape.probeAt, timers.signal).then(
+      () => (probe = targetScheduler.stats()),
+      () => undefined,
+    );
+  }
+  await clock.run(Promise.all(work));
+  timers.abort();
+  await new Promise((resolve) => setImmediate(resolve)); // let aborted port calls settle
+  return { clock, targets, drafters, targetScheduler, served, grants, probe };
+}
+
+function ofType<K extends Logged['type']>(events: readonly Logged[], type: K): Extract<Logged, { type: K }>[] {
+  return events.filter((event): event is Extract<Logged, { type: K }> => event.type === type);
+}
+
+/** What must hold after every shared run: nothing in flight, one call per replica at a time, a free pool. */
+function expectClean(run: PoolRun): void {
+  expect(run.clock.pendingTimers).toBe(0);
+  for (const replica of [...run.targets, ...run.drafters]) {
+    const calls = [...(replica.calls as CallRecord<unknown>[])].sort((a, b) => a.startedAt - b.startedAt);
+    for (const record of calls) expect(record.completed || record.signal.aborted).toBe(true);
+    for (let i = 1; i < calls.length; i++) expect(calls[i].startedAt).toBeGreaterThanOrEqual(calls[i - 1].endedAt as number);
+  }
+  expect(run.targetScheduler.stats()).toMatchObject({ activeGenerations: 0, waitingLanes: 0, waitingSpeculative: 0, busyReplicas: 0 });
+}
+
+const prompt = (i: number): number[] => [1 + (i % 13), 2 + ((i * 5) % 11), 3];
+
+describe('generations sharing one replica scheduler', () => {
+  it.each<[Mode, number, number]>([
+    ['nonsi', 0, 3],
+    ['si', 4, 3],
+    ['dsi', 3, 4],
+    ['dsi', 5, 2],
+  ])('%s (k = %i, %i replicas): one request on an idle shared pool does exactly what it does with replicas of its own', async (mode, k, replicas) => {
+    const shape: PoolShape = { replicas, world: new World(0.7), perToken: 0.5, c: 1 };
+    const request: Request = { mode, k: k || 1, maxNewTokens: 30, prompt: prompt(0) };
+    const shared = await serve(shape, [request]);
+    const own = await serve(shape, [request], true);
+    expect(shared.served[0].events).toEqual(own.served[0].events);
+    expect(shared.served[0].result).toEqual(own.served[0].result);
+    const calls = (run: PoolRun) => run.targets.map((target) => target.calls.map((record) => [record.call.drafts, record.startedAt, record.endedAt]));
+    expect(calls(shared)).toEqual(calls(own));
+    expectClean(shared);
+  });
+
+  it('non-SI on 4 replicas keeps all 4 busy: 4 or more requests get exactly 4 x one replica throughput', async () => {
+    const N = 16;
+    const t = 10;
+    for (const concurrency of [4, 8, 12]) {
+      const requests = Array.from({ length: concurrency }, (_, i): Request => ({ mode: 'nonsi', maxNewTokens: N, prompt: prompt(i) }));
+      const run = await serve({ replicas: 4, t, probeAt: 5 }, requests);
+      expect(run.probe).toMatchObject({ activeGenerations: concurrency, busyReplicas: 4, waitingLanes: concurrency - 4, waitingSpeculative: 0 });
+      const world = new World();
+      run.served.forEach((entry, i) => expect(entry.result?.tokens).toEqual(world.reference(prompt(i), N)));
+      const wall = run.clock.now();
+      expect({ concurrency, wall }).toEqual({ concurrency, wall: (concurrency * N * t) / 4 });
+      // Every replica verified a quarter of the tokens, back to back.
+      for (const target of run.targets) expect(target.calls.length).toBe((concurrency * N) / 4);
+      expectClean(run);
+    }
+  });
+
+  it('a lane goes before speculative work: a non-SI request beside a DSI one on a busy pool runs as fast as alone', async () => {
+    const N = 12;
+    const world = new World(1);
+    const requests: Request[] = [
+      { mode: 'dsi', k: 4, maxNewTokens: 200, prompt: prompt(1) },
+      { mode: 'nonsi', maxNewTokens: N, prompt: prompt(2), arriveAt: 15 },
+    ];
+    // A fast drafter: the DSI request alone would keep all four replicas busy.
+    const run = await serve({ replicas: 4, world, c: 0.25 }, requests);
+    const [dsi, nonsi] = run.served;
+    expect(dsi.result?.tokens).toEqual(world.reference(prompt(1), 200));
+    expect(nonsi.result?.tokens).toEqual(world.reference(prompt(2), N));
+    expect(nonsi.result?.metrics.wallMs).toBe(N * 10);
+    // It got its replicas by preempting the DSI request's speculative blocks, never its lane.
+    const preempted = ofType(dsi.events, 'verifyEnd').filter((e) => e.preempted);
+    expect(preempted.length).toBeGreaterThan(0);
+    for (const e of preempted) expect(e).toMatchObject({ outcome: 'cancelled', class: 'speculative' });
+    expect(ofType(nonsi.events, 'verifyStart').every((e) => e.class === 'lane')).toBe(true);
+    // A preempted block is verified again later (or dropped by a rejection or the end).
+    const reverified = preempted.filter((p) => ofType(dsi.events, 'verifyStart').some((s) => s.block === p.block && s.at >= p.at));
+    expect(reverified.length).toBeGreaterThan(0);
+    expect(run.targetScheduler.stats().preemptions).toBe(preempted.length);
+    expectClean(run);
+  });
+
+  it('preempted speculative verifications leave the output identical, with a mediocre drafter and many requests', async () => {
+    const world = new World(0.6);
+    const requests = Array.from({ length: 6 }, (_, i): Request => ({ mode: i % 2 ? 'dsi' : 'nonsi', k: 3, maxNewTokens: 24, prompt: prompt(i), arriveAt: i * 7 }));
+    const run = await serve({ replicas: 3, drafters: 2, world, c: 1 }, requests);
+    run.served.forEach((entry, i) => expect(entry.result?.tokens).toEqual(world.reference(prompt(i), 24)));
+    expect(run.targetScheduler.stats().preemptions).toBeGreaterThan(0);
+    expectClean(run);
+  });
+
+  it('is fair: no request waits behind more than one lane of each other request (one round)', async () => {
+    const world = new World(0.7);
+    const modes: Mode[] = ['nonsi', 'si', 'dsi'];
+    const requests = Array.from({ length: 9 }, (_, i): Request => ({ mode: modes[i % 3], k: 2 + (i % 4), maxNewTokens: 20, prompt: prompt(i), arriveAt: i }));
+    const run = await serve({ replicas: 2, drafters: 2, world, c: 2, perToken: 0.5 }, requests);
+    run.served.forEach((entry, i) => expect(entry.result?.tokens).toEqual(world.reference(prompt(i), 20)));
+    const lanes = run.grants.filter((grant) => grant.class === 'lane');
+    let worst = 0;
+    for (const lane of lanes) {
+      const overtaking = lanes.filter((other) => other.tenant !== lane.tenant && other.ticket > lane.since && other.ticket < lane.ticket);
+      const perTenant = new Map<string, number>();
+      for (const other of overtaking) perTenant.set(other.tenant, (perTenant.get(other.tenant) ?? 0) + 1);
+      expect(Math.max(0, ...perTenant.values())).toBeLessThanOrEqual(1);
+      worst = Math.max(worst, overtaking.length);
+    }
+    expect(worst).toBeLessThanOrEqual(requests.length - 1);
+    expect(worst).toBeGreaterThan(1); // the pool was contended
+    expectClean(run);
+  });
+
+  it('cancelling a request while its lane is queued leaves nothing in flight and the others proceed', async () => {
+    const world = new World(0.8);
+    const requests: Request[] = [
+      { mode: 'nonsi', maxNewTokens: 5, prompt: prompt(0) },
+      { mode: 'nonsi', maxNewTokens: 5, prompt: prompt(1) },
+      { mode: 'dsi', k: 3, maxNewTokens: 20, prompt: prompt(2), abortAt: 5 },
+      { mode: 'nonsi', maxNewTokens: 5, prompt: prompt(3), abortAt: 25 },
+    ];
+    const run = await serve({ replicas: 1, world }, requests);
+    const [first, second, cancelledAtOnce, cancelledLater] = run.served;
+    expect(first.result?.tokens).toEqual(world.reference(prompt(0), 5));
+    expect(second.result?.tokens).toEqual(world.reference(prompt(1), 5));
+    expect(cancelledAtOnce.error).toBe(ABORT_REASON);
+    expect(cancelledLater.error).toBe(ABORT_REASON);
+    // The first cancelled request never got the replica; the second got one round (at 20 ms).
+    expect(ofType(cancelledAtOnce.events, 'verifyStart')).toEqual([]);
+    expect(ofType(cancelledLater.events, 'verifyStart').map((e) => e.at)).toEqual([20]);
+    // Its drafter call in flight was aborted.
+    const aborted = run.drafters[0].calls.filter((record) => !record.completed);
+    expect(aborted.length).toBe(1);
+    expect(aborted[0].signal.reason).toBeInstanceOf(WorkCancelledError);
+    // The replica was never idle: 10 verifications of the two others, plus the one cut short at 25 ms.
+    expect(run.clock.now()).toBe(105);
+    expectClean(run);
+  });
+
+  it.each<[string, (replica: number, callIndex: number) => boolean]>([
+    ['a replica that is down for its first calls', (r, i) => r === 1 && i < 6],
+    ['a replica that is always down', (r) => r === 2],
+  ])('%s under load does not change anyone output', async (_name, replicaFails) => {
+    const world = new World(0.7);
+    const modes: Mode[] = ['nonsi', 'si', 'dsi'];
+    const requests = Array.from({ length: 8 }, (_, i): Request => ({ mode: modes[i % 3], k: 1 + (i % 5), maxNewTokens: 16, prompt: prompt(i), arriveAt: i * 2 }));
+    const run = await serve({ replicas: 4, drafters: 2, world, replicaFails }, requests);
+    run.served.forEach((entry, i) => expect({ i, tokens: entry.result?.tokens }).toEqual({ i, tokens: world.reference(prompt(i), 16) }));
+    const failed = run.served.flatMap((entry) => ofType(entry.events, 'verifyEnd').filter((e) => e.outcome === 'failed'));
+    expect(failed.length).toBeGreaterThan(0);
+    expectClean(run);
+  });
+
+  it('many concurrent requests of mixed modes and lookaheads give exactly the tokens each gives alone', async () => {
+    const world = new World(0.7);
+    const modes: Mode[] = ['nonsi', 'si', 'dsi'];
+    const requests = Array.from({ length: 24 }, (_, i): Request => ({ mode: modes[i % 3], k: 1 + (i % 8), maxNewTokens: 12 + (i % 7), prompt: prompt(i), arriveAt: (i * 3) % 17 }));
+    const shape: PoolShape = { replicas: 3, drafters: 2, world, c: 1, perToken: 0.5 };
+    const run = await serve(shape, requests);
+    for (let i = 0; i < requests.length; i++) {
+      const alone = await serve(shape, [{ ...requests[i], arriveAt: 0 }]);
+      expect({ i, tokens: run.served[i].result?.tokens }).toEqual({ i, tokens: alone.served[0].result?.tokens });
+      expect(alone.served[0].result?.tokens).toEqual(world.reference(prompt(i), requests[i].maxNewTokens));
+    }
+    // Both drafters served calls.
+    for (const drafter of run.drafters) expect(drafter.calls.length).toBeGreaterThan(0);
+    expectClean(run);
+  });
+});
