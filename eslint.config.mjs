@@ -34,7 +34,7 @@ export default tseslint.config(
     plugins: { '@nx': nx, dsi },
     rules: {
       '@nx/enforce-module-boundaries': ['error', { allow: [], depConstraints, enforceBuildableLibDependency: false }],
-      'dsi/declared-dependencies': 'off',
+      'dsi/declared-dependencies': 'error',
     },
   },
   {
