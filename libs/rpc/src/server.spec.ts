@@ -416,6 +416,45 @@ describe('lifecycle', () => {
     expect(handlerSignal?.aborted).toBe(false);
   });
 
+  it('answers a new call UNAVAILABLE "draining" while an in-flight call completes', async () => {
+    const started = deferred();
+    const release = deferred();
+    let calls = 0;
+    const server = await startSimulator(
+      {
+        simulate: unary(async () => {
+          calls += 1;
+          started.resolve();
+          await release.promise;
+          return simulateResponse([7]);
+        }),
+        heatmap: serverStream(async () => undefined),
+      },
+      { drainGraceMs: 30_000 },
+    );
+    server.markServing();
+    const client = simulatorClient(server);
+    const inFlight = later(callUnary(client, 'simulate', { config: undefined }));
+    await started.promise;
+
+    const stopped = server.shutdown();
+    expect(server.state).toBe('DRAINING');
+    // The same connection and a new one both hear why.
+    const refused = await callUnary(client, 'simulate', { config: undefined }).catch((error: unknown) => error);
+    const fresh = await callUnary(simulatorClient(server), 'simulate', { config: undefined }).catch((error: unknown) => error);
+    const stream = await readAll(simulatorClient(server).heatmap(HeatmapRequest.fromPartial({}))).catch((error: unknown) => error);
+    for (const error of [refused, fresh, stream]) {
+      expect(error).toMatchObject({ code: grpc.status.UNAVAILABLE, message: expect.stringContaining('draining') });
+    }
+    expect(calls).toBe(1);
+    expect(server.state).toBe('DRAINING');
+
+    release.resolve();
+    expect((await inFlight).nonsi?.costs).toEqual([7]);
+    await stopped;
+    expect(server.state).toBe('STOPPED');
+  });
+
   it('cancels a call that outlives the grace period and stops; shutdown is idempotent', async () => {
     const started = deferred();
     let handlerSignal: AbortSignal | undefined;

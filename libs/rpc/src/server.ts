@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
-import { cancelled, deadlineExceeded, statusCodeName, toServiceError, unavailable } from './errors';
+import { cancelled, deadlineExceeded, type DsiError, statusCodeName, toServiceError, unavailable } from './errors';
 import {
   DEFAULT_DRAIN_GRACE_MS,
   DEFAULT_MAX_CONCURRENT_STREAMS,
@@ -158,6 +158,7 @@ export class DsiServer {
   private starting: Promise<number> | undefined;
   private stopping: Promise<void> | undefined;
   private endGracePeriod: (() => void) | undefined;
+  private notifyIdle: (() => void) | undefined;
   private markStopped!: () => void;
 
   /**
@@ -264,8 +265,9 @@ export class DsiServer {
   }
 
   /**
-   * Stops gracefully: health NOT_SERVING, state DRAINING, no new calls, in-flight calls get the grace
-   * period to finish, then the rest are cancelled (their signals abort) and the state is STOPPED.
+   * Stops gracefully: health NOT_SERVING, state DRAINING, a new call is answered UNAVAILABLE ("the
+   * server is draining") while in-flight calls get the grace period to finish; then the listener
+   * closes, what is left is cancelled (their signals abort) and the state is STOPPED.
    * Resolves once every in-flight call has finished or been cancelled. Idempotent: later calls
    * return the first call's promise.
    */
@@ -324,18 +326,27 @@ export class DsiServer {
     }
     this.setHealth('NOT_SERVING');
     this.setState('DRAINING');
+    // The listener stays open while calls drain, so a new call is answered UNAVAILABLE "draining"
+    // (see tracked) instead of finding a closed port; once the calls are done the server closes.
     const drained = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), this.drainGraceMs);
-      this.endGracePeriod = () => {
+      let graceOver = false;
+      const endGrace = (): void => {
+        graceOver = true;
         clearTimeout(timer);
         resolve(false);
       };
-      this.grpcServer.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve(true);
+      const timer = setTimeout(endGrace, this.drainGraceMs);
+      this.endGracePeriod = endGrace;
+      void this.idle().then(() => {
+        if (graceOver) return;
+        this.grpcServer.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve(true);
+        });
       });
     });
     this.endGracePeriod = undefined;
+    this.notifyIdle = undefined;
     if (!drained) {
       const left = [...this.inFlight];
       this.log(`cancelling ${left.length} in-flight call(s) after the drain grace period: ${left.map((c) => c.path).join(', ')}`);
@@ -347,7 +358,21 @@ export class DsiServer {
     this.setState('STOPPED');
   }
 
-  /** Wraps each handler so the server knows which calls are in flight and logs internal errors. */
+  /** Resolves once no tracked call is in flight (at once when none is). */
+  private idle(): Promise<void> {
+    if (this.inFlight.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => (this.notifyIdle = resolve));
+  }
+
+  /** The answer to a call that arrives once shutdown has begun: retry elsewhere or later. */
+  private refusal(path: string): DsiError {
+    return unavailable(`the server is draining (shutting down) and takes no new calls; ${path} was not started, retry on another replica or later`);
+  }
+
+  /**
+   * Wraps each handler so the server knows which calls are in flight, refuses new calls with
+   * UNAVAILABLE while draining, and logs internal errors.
+   */
   private tracked({ definition, implementation }: ServiceRegistration): grpc.UntypedServiceImplementation {
     const wrapped: grpc.UntypedServiceImplementation = {};
     for (const [key, method] of Object.entries(definition)) {
@@ -356,6 +381,10 @@ export class DsiServer {
       if (method.responseStream) {
         const streaming = (handler as StreamingHandler).bind(implementation);
         wrapped[key] = ((call: grpc.ServerWritableStream<unknown, unknown>) => {
+          if (this.stopping !== undefined) {
+            call.emit('error', toServiceError(this.refusal(method.path)));
+            return;
+          }
           const finish = this.track(method.path, call);
           call.once('close', finish);
           call.on('error', (error: unknown) => this.logIfInternal(method.path, error));
@@ -364,6 +393,10 @@ export class DsiServer {
       } else {
         const withCallback = (handler as CallbackHandler).bind(implementation);
         wrapped[key] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+          if (this.stopping !== undefined) {
+            callback(toServiceError(this.refusal(method.path)));
+            return;
+          }
           const finish = this.track(method.path, call);
           withCallback(call, (error, value, trailer, flags) => {
             finish();
@@ -383,6 +416,7 @@ export class DsiServer {
       finished: new Promise<void>((resolve) => {
         finish = () => {
           this.inFlight.delete(record);
+          if (this.inFlight.size === 0) this.notifyIdle?.();
           resolve();
         };
       }),
