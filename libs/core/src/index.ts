@@ -6,3 +6,4 @@ export * from './scheduler';
 export * from './replica-scheduler';
 export * from './virtual-clock';
 export * from './oracle';
+export * from './stats';
