@@ -1,8 +1,11 @@
+import net from 'node:net';
+import path from 'node:path';
 import { Command } from 'commander';
 import type { GenerateResponse } from '@dsi/proto';
-import { UsageError } from '../errors';
+import { ExitCode, UsageError } from '../errors';
+import { defaultModelsDir } from '../models-dir';
 import { choiceOption, fixed, numberOption } from '../options';
-import { startService, type StackService } from '../stack';
+import { StackSupervisor, type SupervisedService } from '../supervisor';
 
 interface UpFlags {
   once?: boolean;
@@ -18,6 +21,8 @@ interface UpFlags {
   basePort: number;
   traceFile?: string;
   logs?: boolean;
+  logDir?: string;
+  restart?: boolean;
 }
 
 // Wire names (proto JSON), so this module does not load gRPC (telemetry must start first in `serve`).
@@ -27,16 +32,57 @@ const DEMO_MODES = [
   ['dsi', 'MODE_DSI', 'DSI'],
 ] as const;
 
-function waitForSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
+/** Thrown inside `up` when SIGINT or SIGTERM arrives before the stack is serving. */
+class InterruptedError extends Error {
+  override readonly name = 'InterruptedError';
+}
+
+/**
+ * SIGINT and SIGTERM for the whole of `dsi up`, so a signal at any point stops every child: the
+ * first one settles `received` (and `race` rejects), a second one calls `onAgain` (stop at once).
+ */
+function interruptions(onAgain: () => void): { received: Promise<NodeJS.Signals>; race<T>(work: Promise<T>): Promise<T>; dispose(): void } {
+  let count = 0;
+  let resolveSignal!: (signal: NodeJS.Signals) => void;
+  const received = new Promise<NodeJS.Signals>((resolve) => (resolveSignal = resolve));
+  const onSignal = (signal: NodeJS.Signals): void => {
+    count += 1;
+    if (count === 1) resolveSignal(signal);
+    else onAgain();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const interrupted = received.then((signal) => Promise.reject(new InterruptedError(`${signal} received`)));
+  interrupted.catch(() => undefined);
+  return {
+    received,
+    race: (work) => Promise.race([work, interrupted]),
+    dispose: () => {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      resolve(signal);
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
+    },
+  };
+}
+
+/** How long services get to drain at the end of a clean run (theirs is 10 s), before SIGKILL. */
+const STOP_GRACE_MS = 12_000;
+/** After a failed start or an interruption: short, so `dsi up` exits within seconds. */
+const STOP_AFTER_FAILURE_MS = 2_000;
+
+/**
+ * Fails at once, naming the service and the port, when one of the stack's fixed ports is taken:
+ * cheaper and clearer than starting seven processes to find out. (A port taken later still fails
+ * that service's start, and the supervisor then stops the rest.)
+ */
+async function requireFreePorts(ports: ReadonlyArray<readonly [label: string, port: number]>): Promise<void> {
+  for (const [label, wanted] of ports) {
+    const problem = await new Promise<string | undefined>((resolve) => {
+      const probe = net.createServer();
+      probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'EADDRINUSE' ? 'is already in use' : `cannot be bound (${error.message})`));
+      probe.listen({ host: '127.0.0.1', port: wanted, exclusive: true }, () => probe.close(() => resolve(undefined)));
+    });
+    if (problem) throw new Error(`port ${wanted} for ${label} ${problem} (is another \`dsi up\` running?); choose other ports with --base-port, or 0 for free ones`);
+  }
 }
 
 function port(base: number, offset: number): string {
@@ -47,7 +93,10 @@ function port(base: number, offset: number): string {
  * `dsi up`: the local DSI stack on loopback, each service its own process: a drafter, `--targets`
  * target replicas, the orchestrator and the simulator, health-checked; then one greedy request in
  * each mode through the orchestrator, with tokens per second, speedups and whether the outputs are
- * identical. Keeps serving until Ctrl-C unless `--once`.
+ * identical. Keeps serving until Ctrl-C unless `--once`. It supervises what it starts: each child is
+ * tracked from its spawn, so a failed start or a signal stops them all (exit non-zero, nothing left
+ * behind); a child that dies later is reported at once with its last log lines (and restarted on its
+ * address with `--restart`); every service logs to `--log-dir`/NAME.log.
  */
 export async function up(flags: UpFlags): Promise<void> {
   if (!Number.isInteger(flags.targets) || flags.targets < 1 || flags.targets > 16) throw new UsageError(`targets=${flags.targets} is outside [1, 16]`);
@@ -57,18 +106,38 @@ export async function up(flags: UpFlags): Promise<void> {
     if (!(flags.targetMs > 0)) throw new UsageError(`target-ms=${flags.targetMs} must be positive`);
   }
   const env = { ...process.env, ...(flags.traceFile ? { DSI_TRACE_FILE: flags.traceFile } : {}) };
-  const services: StackService[] = [];
   const log = (line: string) => {
     if (!flags.json) process.stderr.write(line + '\n');
   };
+  if (flags.basePort !== 0) {
+    await requireFreePorts([
+      ['the orchestrator', flags.basePort],
+      ['the drafter', flags.basePort + 2],
+      ['the simulator', flags.basePort + 4],
+      ...Array.from({ length: flags.targets }, (_, i): [string, number] => [`target-${i}`, flags.basePort + 10 + i]),
+    ]);
+  }
+  const logDir = path.resolve(flags.logDir ?? path.join(defaultModelsDir(env), 'logs'));
+  const supervisor = new StackSupervisor({
+    env,
+    logDir,
+    restart: flags.restart,
+    echo: flags.logs ? (line) => process.stderr.write(line + '\n') : undefined,
+    report: (line) => process.stderr.write(line + '\n'),
+  });
+  const signals = interruptions(() => {
+    process.stderr.write('stopping now\n');
+    void supervisor.stopAll(0);
+  });
+  // A clean run gives the services their drain; a failure or an interruption stops them quickly.
+  let stopGraceMs = STOP_AFTER_FAILURE_MS;
   try {
     log('starting the local DSI stack...');
     const model: string[] = [];
     if (flags.backend === 'onnx') {
       // The first start writes the built-in model pair (once); later starts find it.
       const { ensureDefaultModels } = await import('@dsi/modelgen');
-      const { defaultModelsDir } = await import('../models-dir');
-      const models = await ensureDefaultModels(defaultModelsDir(env));
+      const models = await signals.race(ensureDefaultModels(defaultModelsDir(env)));
       log(`models        ${models.root}`);
       model.push('--models-dir', models.root);
     } else {
@@ -77,42 +146,50 @@ export async function up(flags: UpFlags): Promise<void> {
     }
     const drafterModel =
       flags.backend === 'synthetic' ? [...model.slice(0, 4), '--ttft-ms', String(flags.c * flags.targetMs), '--tpot-ms', String(flags.c * flags.targetMs)] : model;
-    const started = await Promise.all([
-      startService('drafter', ['--port', port(flags.basePort, 2), ...drafterModel], { env, logs: flags.logs }),
-      startService('simulator', ['--port', port(flags.basePort, 4)], { env, logs: flags.logs }),
-      ...Array.from({ length: flags.targets }, (_, i) =>
-        startService('target', ['--port', port(flags.basePort, 10 + i), ...model], { env, logs: flags.logs }),
-      ),
-    ]);
-    services.push(...started);
-    const [drafter, simulator, ...targets] = started;
-    const orchestrator = await startService(
-      'orchestrator',
-      ['--port', port(flags.basePort, 0), '--drafter', drafter.address, '--targets', targets.map((t) => t.address).join(','), ...(flags.backend === 'onnx' ? model : [])],
-      { env, logs: flags.logs },
+    // Each child is tracked from the moment it is spawned: if one fails, all are stopped.
+    const [drafter, simulator, ...targets] = await signals.race(
+      Promise.all([
+        supervisor.start('drafter', ['--port', port(flags.basePort, 2), ...drafterModel]),
+        supervisor.start('simulator', ['--port', port(flags.basePort, 4)]),
+        ...Array.from({ length: flags.targets }, (_, i) => supervisor.start('target', ['--port', port(flags.basePort, 10 + i), ...model], `target-${i}`)),
+      ]),
     );
-    services.push(orchestrator);
-    log(`drafter       ${drafter.address}`);
-    targets.forEach((t, i) => log(`target-${i}      ${t.address}`));
-    log(`simulator     ${simulator.address}`);
-    log(`orchestrator  ${orchestrator.address}  (all healthy)`);
+    const orchestrator = await signals.race(
+      supervisor.start('orchestrator', [
+        '--port',
+        port(flags.basePort, 0),
+        '--drafter',
+        drafter.address,
+        '--targets',
+        targets.map((t) => t.address).join(','),
+        ...(flags.backend === 'onnx' ? model : []),
+      ]),
+    );
+    const row = (label: string, service: SupervisedService, note = '') => log(`${label.padEnd(13)} ${service.address}  pid ${service.pid}  log ${service.logFile}${note}`);
+    row('drafter', drafter);
+    targets.forEach((t, i) => row(`target-${i}`, t));
+    row('simulator', simulator);
+    row('orchestrator', orchestrator, '  (all healthy)');
 
     const { generateRemote } = await import('../remote');
     const results: Record<string, GenerateResponse> = {};
     for (const [key, mode] of DEMO_MODES) {
-      results[key] = await generateRemote(orchestrator.address, {
-        prompt: flags.prompt,
-        mode,
-        lookahead: flags.lookahead,
-        maxNewTokens: flags.maxNewTokens,
-        sampling: { rule: 'VERIFICATION_RULE_GREEDY' },
-      });
+      results[key] = await signals.race(
+        generateRemote(orchestrator.address, {
+          prompt: flags.prompt,
+          mode,
+          lookahead: flags.lookahead,
+          maxNewTokens: flags.maxNewTokens,
+          sampling: { rule: 'VERIFICATION_RULE_GREEDY' },
+        }),
+      );
     }
     const identical = DEMO_MODES.every(([key]) => JSON.stringify(results[key].tokens) === JSON.stringify(results.non_si.tokens));
     if (flags.json) {
       const modes = Object.fromEntries(DEMO_MODES.map(([key]) => [key, { tokens: results[key].tokens, text: results[key].text, wall_ms: results[key].metrics?.wallMs ?? 0, metrics: results[key].metrics }]));
+      const logs = Object.fromEntries(supervisor.services.map((service) => [service.name, service.logFile]));
       process.stdout.write(
-        JSON.stringify({ services: { orchestrator: orchestrator.address, drafter: drafter.address, targets: targets.map((t) => t.address), simulator: simulator.address }, modes, identical }) + '\n',
+        JSON.stringify({ services: { orchestrator: orchestrator.address, drafter: drafter.address, targets: targets.map((t) => t.address), simulator: simulator.address }, logs, modes, identical }) + '\n',
       );
     } else {
       const base = results.non_si.metrics?.wallMs ?? 0;
@@ -136,21 +213,30 @@ export async function up(flags: UpFlags): Promise<void> {
             ]
           : []),
         '',
-        'Call it yourself:',
-        `  npx dsi generate --orchestrator ${orchestrator.address} --mode dsi --prompt "Once upon a time"`,
-        `  grpcurl -plaintext -d '{"params":{"prompt":"Hello","mode":"MODE_DSI"}}' ${orchestrator.address} dsi.v1.OrchestratorService/Generate`,
-        `  npx buf curl --protocol grpc --http2-prior-knowledge -d '{"params":{"prompt":"Hello","mode":"MODE_DSI"}}' http://${orchestrator.address}/dsi.v1.OrchestratorService/Generate`,
+        ...(flags.once
+          ? ['The stack stops now (--once); run `dsi up` without --once to keep it serving and call it yourself.']
+          : [
+              'Call it yourself:',
+              `  npx dsi generate --orchestrator ${orchestrator.address} --mode dsi --prompt "Once upon a time"`,
+              `  grpcurl -plaintext -d '{"params":{"prompt":"Hello","mode":"MODE_DSI"}}' ${orchestrator.address} dsi.v1.OrchestratorService/Generate`,
+              `  npx buf curl --protocol grpc --http2-prior-knowledge -d '{"params":{"prompt":"Hello","mode":"MODE_DSI"}}' http://${orchestrator.address}/dsi.v1.OrchestratorService/Generate`,
+            ]),
       ];
       process.stdout.write(lines.join('\n') + '\n');
     }
     if (!identical) throw new Error('the modes produced different outputs: this is a bug, please report it');
+    stopGraceMs = STOP_GRACE_MS;
     if (!flags.once) {
-      log('\nserving; press Ctrl-C to stop');
-      await waitForSignal();
+      log(`\nserving (logs in ${logDir}${flags.restart ? '; a service that dies is restarted' : ''}); press Ctrl-C to stop`);
+      await signals.received;
     }
+  } catch (error) {
+    if (!(error instanceof InterruptedError)) throw error;
+    process.exitCode = ExitCode.INTERRUPTED;
   } finally {
     log('stopping...');
-    await Promise.all(services.map((s) => s.stop()));
+    await supervisor.stopAll(stopGraceMs);
+    signals.dispose();
   }
 }
 
@@ -170,6 +256,8 @@ export function upCommand(): Command {
     .option('--prompt <text>', 'demonstration prompt', 'Once upon a time')
     .addOption(numberOption('--base-port <port>', 'orchestrator port; drafter +2, simulator +4, targets +10.. (0: free ports)').default(50050))
     .option('--trace-file <file>', 'every service writes its spans to this JSON-lines file')
-    .option('--logs', 'show the services\' logs')
+    .option('--logs', 'also echo the services\' logs to the terminal')
+    .option('--log-dir <dir>', 'where each service writes NAME.log (default: a logs folder in the models directory)')
+    .option('--restart', 'start a service that dies again, on the same address')
     .action(async (flags: UpFlags) => up(flags));
 }
