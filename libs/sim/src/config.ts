@@ -29,7 +29,30 @@ export interface SimulationConfig {
   verifyPerToken?: number;
   /** Event method: network round trip added to every call (default 0). */
   rtt?: number;
+  /**
+   * Event method under load, closed loop: this many clients, each sending its next request as soon as
+   * the last one finishes. Exclusive with `arrivalRate`; unset (with `arrivalRate` unset): one request.
+   */
+  concurrency?: number;
+  /** Event method under load, open loop: Poisson arrivals, this many requests per unit of time (of `t`). */
+  arrivalRate?: number;
+  /**
+   * Event method under load: requests per mode in total. Default {@link DEFAULT_REQUESTS_PER_CLIENT}
+   * per client (closed loop) or {@link DEFAULT_OPEN_LOOP_REQUESTS} (open loop).
+   */
+  requests?: number;
+  /** Event method: simulated drafter replicas shared by every request (default 1). */
+  drafters?: number;
 }
+
+/** Default requests per client of a closed-loop load simulation (`concurrency` set, `requests` not). */
+export const DEFAULT_REQUESTS_PER_CLIENT = 8;
+
+/** Default requests of an open-loop load simulation (`arrivalRate` set, `requests` not). */
+export const DEFAULT_OPEN_LOOP_REQUESTS = 100;
+
+/** The event method's bound on simulated tokens per mode (tokens x repeats, or tokens x requests under load). */
+export const EVENT_TOKEN_LIMIT = 200_000;
 
 /** The reference study's defaults. */
 export const DEFAULT_CONFIG: Readonly<SimulationConfig> = Object.freeze({
@@ -45,7 +68,16 @@ export const DEFAULT_CONFIG: Readonly<SimulationConfig> = Object.freeze({
 });
 
 /** Upper bounds that keep one request's work bounded (a service must not be asked for hours of work). */
-export const LIMITS = Object.freeze({ tokens: 1_000_000, repeats: 100_000, k: 10_000, servers: 1_000_000, workPerRequest: 1e9 });
+export const LIMITS = Object.freeze({
+  tokens: 1_000_000,
+  repeats: 100_000,
+  k: 10_000,
+  servers: 1_000_000,
+  workPerRequest: 1e9,
+  concurrency: 10_000,
+  requests: 100_000,
+  drafters: 10_000,
+});
 
 /**
  * Thrown when a simulation parameter is out of its domain. `parameter` names it and the message states
@@ -83,6 +115,44 @@ function requireInteger(name: string, value: number, min: number, max: number): 
   if (value > max) throw new SimulationConfigError(name, `${name}=${fmt(value)} is above the limit ${max}`);
 }
 
+/** Whether a configuration asks for a simulation under load (many requests): concurrency or arrivalRate set. */
+export function isLoadConfig(config: Pick<SimulationConfig, 'concurrency' | 'arrivalRate'>): boolean {
+  return config.concurrency !== undefined || config.arrivalRate !== undefined;
+}
+
+/** Requests per mode of a load simulation: `requests`, or its default for the loop. */
+export function loadRequests(config: Pick<SimulationConfig, 'concurrency' | 'arrivalRate' | 'requests'>): number {
+  if (config.requests !== undefined) return config.requests;
+  return config.concurrency !== undefined ? config.concurrency * DEFAULT_REQUESTS_PER_CLIENT : DEFAULT_OPEN_LOOP_REQUESTS;
+}
+
+/** The load parameters: event method only; one loop (closed or open); bounded work. */
+function checkLoad(config: SimulationConfig): void {
+  for (const name of ['concurrency', 'arrivalRate', 'requests', 'drafters'] as const) {
+    if (config[name] !== undefined && config.method !== 'event') throw new SimulationConfigError(name, `${name} is only used by the event method`);
+  }
+  if (config.concurrency !== undefined) requireInteger('concurrency', config.concurrency, 1, LIMITS.concurrency);
+  if (config.arrivalRate !== undefined) {
+    requireFinite('arrivalRate', config.arrivalRate);
+    if (config.arrivalRate <= 0) throw new SimulationConfigError('arrivalRate', `arrivalRate=${fmt(config.arrivalRate)} must be positive`);
+  }
+  if (config.drafters !== undefined) requireInteger('drafters', config.drafters, 1, LIMITS.drafters);
+  if (config.concurrency !== undefined && config.arrivalRate !== undefined) {
+    throw new SimulationConfigError('arrivalRate', 'concurrency (closed loop) and arrivalRate (open loop) are exclusive: set one');
+  }
+  if (config.requests !== undefined) {
+    if (!isLoadConfig(config)) throw new SimulationConfigError('requests', 'requests is only used with concurrency or arrivalRate');
+    requireInteger('requests', config.requests, 1, LIMITS.requests);
+  }
+  if (!isLoadConfig(config)) return;
+  const requests = loadRequests(config);
+  if (config.tokens * requests > EVENT_TOKEN_LIMIT) {
+    const defaultRequests = config.concurrency !== undefined ? `${DEFAULT_REQUESTS_PER_CLIENT} per client` : String(DEFAULT_OPEN_LOOP_REQUESTS);
+    const origin = config.requests === undefined ? ` (requests defaults to ${defaultRequests})` : '';
+    throw new SimulationConfigError('requests', `tokens*requests=${config.tokens * requests} is above the event method's limit ${EVENT_TOKEN_LIMIT}${origin}`);
+  }
+}
+
 /**
  * Applies defaults to a partial configuration and validates it, the same way for the CLI and the
  * service. Checks the cheap domain rules first, then DSI's server requirement.
@@ -113,9 +183,10 @@ export function resolveConfig(partial: Partial<SimulationConfig> = {}): Simulati
     requireFinite(name, value);
     if (value < 0) throw new SimulationConfigError(name, `${name}=${fmt(value)} is below 0`);
   }
-  if (config.method === 'event' && config.tokens * config.repeats > 200_000) {
-    throw new SimulationConfigError('repeats', `tokens*repeats=${config.tokens * config.repeats} is above the event method's limit 200000`);
+  if (config.method === 'event' && config.tokens * config.repeats > EVENT_TOKEN_LIMIT) {
+    throw new SimulationConfigError('repeats', `tokens*repeats=${config.tokens * config.repeats} is above the event method's limit ${EVENT_TOKEN_LIMIT}`);
   }
+  checkLoad(config);
   const needed = requiredServers(t, k, c);
   // The event method simulates finite servers (verifications queue), so any count is valid there.
   if (config.method !== 'event' && config.servers < needed) {

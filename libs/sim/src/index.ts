@@ -7,5 +7,7 @@ export * from './simulate';
 export * from './heatmap';
 export * from './pool';
 export * from './svg';
+export * from './simulated';
 export * from './event';
+export * from './load';
 export * from './predict';

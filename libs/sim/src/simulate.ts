@@ -12,13 +12,48 @@ export interface AlgorithmResult {
   iterations: number[];
 }
 
+/**
+ * One mode's figures under load (event method with `concurrency` or `arrivalRate`): what a user of a
+ * busy service notices. Times are virtual, in the unit of `t`.
+ */
+export interface LoadFigures {
+  /** Requests completed. */
+  requests: number;
+  /** Output tokens of every request together. */
+  tokens: number;
+  /** From the first request sent to the last one finished. */
+  duration: number;
+  /** tokens / duration: output tokens per unit of time over the whole run. */
+  throughput: number;
+  /** Request latency (sent to last token): median, 99th percentile and mean. */
+  latencyP50: number;
+  latencyP99: number;
+  latencyMean: number;
+  /** Time to first token: median and 99th percentile. */
+  ttftP50: number;
+  ttftP99: number;
+  meanTokensPerRequest: number;
+  /** Fraction of the target replicas' time (servers x duration) spent in forwards, wasted ones included. */
+  targetUtilisation: number;
+  /** Verify calls started on the target replicas, cancelled ones included. */
+  targetForwards: number;
+  /** Speculative verifications the shared scheduler took back to give their replica to a lane. */
+  preemptions: number;
+}
+
 /** The outcome of one simulation; its JSON form is what `dsi simulate --json` prints. */
 export interface SimulationResult {
   config: SimulationConfig;
+  /**
+   * Under load: the mean request latency (si and dsi also list every request's latency as `costs`
+   * and its target forwards as `iterations`, in request order); the speedups are ratios of them.
+   */
   nonsi: { cost: number };
   si: AlgorithmResult;
   dsi: AlgorithmResult;
   speedup: { si_vs_nonsi: number; dsi_vs_si: number; dsi_vs_nonsi: number };
+  /** Event method under load only: each mode's throughput, latency percentiles and utilisation. */
+  load?: { nonsi: LoadFigures; si: LoadFigures; dsi: LoadFigures };
 }
 
 function mean(values: number[]): number {

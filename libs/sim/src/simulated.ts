@@ -1,0 +1,153 @@
+/**
+ * The event mode's simulated world: drafter and target replicas that do what the services do, over the
+ * libs/core oracle pair and latency model (the synthetic backend's), on a virtual clock.
+ */
+import {
+  OracleModel,
+  OracleReplica,
+  type Clock,
+  type DraftCall,
+  type DraftResult,
+  type Drafter,
+  type TargetReplica,
+  type VerifyCall,
+  type VerifyResult,
+} from '@dsi/core';
+
+/**
+ * The event-mode world: the libs/core oracle pair (the synthetic backend's model, seeded with `seed`)
+ * with latencies in target-forward units and a drafter that agrees with probability `a`.
+ */
+export interface EventParams {
+  a: number;
+  /** Drafter forward latency per token. */
+  c: number;
+  k: number;
+  /** Target forward latency (one token). */
+  t: number;
+  tokens: number;
+  servers: number;
+  /** Latency of a replica's first target forward for the request (prefill); default `t`. */
+  ttft?: number;
+  /** Extra target latency per additional token computed in one forward (verifying k drafts costs t + k * this). */
+  verifyPerToken?: number;
+  /** Network round trip (and service overhead) added to every call. */
+  rtt?: number;
+  /** The oracle's seed (drafter and target share it). */
+  seed: number;
+  /** The prompt's tokens; default one token, 1 + seed % 200. */
+  prompt?: readonly number[];
+}
+
+/** Sleeps a call's round trip (nothing when it is 0, so no timer is registered). */
+function roundTrip(clock: Clock, rtt: number, signal: AbortSignal): Promise<void> | undefined {
+  return rtt > 0 ? clock.sleep(rtt, signal) : undefined;
+}
+
+/**
+ * A simulated drafter replica: what the drafter service does for one Draft (one cached forward per
+ * token, the greedy choice of each), on an {@link OracleReplica} of the drafter oracle, after a round
+ * trip of `rtt`. Stops early at the oracle's end-of-sequence id (which it never peaks on).
+ */
+export class SimulatedDrafter implements Drafter {
+  /** Draft calls started (including cancelled ones). */
+  calls = 0;
+
+  constructor(
+    private readonly replica: OracleReplica,
+    private readonly clock: Clock,
+    private readonly rtt = 0,
+    /** Names the replica when several drafters serve (a load simulation). */
+    readonly id?: string,
+  ) {}
+
+  async draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult> {
+    this.calls += 1;
+    await roundTrip(this.clock, this.rtt, signal);
+    const model = this.replica.model;
+    const sequence = [...call.prefix];
+    const tokens: number[] = [];
+    while (tokens.length < call.maxTokens) {
+      signal.throwIfAborted();
+      const length = sequence.length;
+      const { result: token } = await this.replica.forward(call.requestId, sequence, length - 1, (hashes) => model.next(hashes.at(length)), signal);
+      tokens.push(token);
+      sequence.push(token);
+      if (token === model.eosTokenId) break;
+    }
+    return { tokens };
+  }
+}
+
+/**
+ * A simulated target replica: what the target service does for one Verify under the greedy rule (one
+ * forward over the tokens its cache lacks, then accept drafts while they equal the truth), on an
+ * {@link OracleReplica} of the target oracle, after a round trip of `rtt`.
+ */
+export class SimulatedTarget implements TargetReplica {
+  /** Verify calls started (including cancelled ones). */
+  forwards = 0;
+  /** Virtual time spent in forwards, cancelled ones up to their cancellation (the round trip excluded). */
+  busyTime = 0;
+
+  constructor(
+    readonly id: string,
+    private readonly replica: OracleReplica,
+    private readonly clock: Clock,
+    private readonly rtt = 0,
+  ) {}
+
+  async verify(call: VerifyCall, signal: AbortSignal): Promise<VerifyResult> {
+    this.forwards += 1;
+    await roundTrip(this.clock, this.rtt, signal);
+    const model = this.replica.model;
+    const start = call.prefix.length;
+    const drafts = call.drafts;
+    const began = this.clock.now();
+    try {
+      const { result } = await this.replica.forward(
+        call.requestId,
+        [...call.prefix, ...drafts],
+        start - 1,
+        (hashes): VerifyResult => {
+          for (let i = 0; i < drafts.length; i++) {
+            const truth = model.next(hashes.at(start + i));
+            if (drafts[i] !== truth) return { accepted: i, tokens: [...drafts.slice(0, i), truth] };
+          }
+          return { accepted: drafts.length, tokens: [...drafts, model.next(hashes.at(start + drafts.length))] };
+        },
+        signal,
+      );
+      return result;
+    } finally {
+      this.busyTime += this.clock.now() - began;
+    }
+  }
+}
+
+/** The simulated replicas of one event-mode world, on one clock. */
+export interface SimulatedReplicas {
+  /** The target oracle (its end-of-sequence id is the generations'). */
+  targetModel: OracleModel;
+  drafters: SimulatedDrafter[];
+  targets: SimulatedTarget[];
+}
+
+/**
+ * Builds `counts.targets` simulated target replicas and `counts.drafters` simulated drafters over one
+ * oracle pair seeded with `p.seed`, each replica its own device (one forward at a time) with the
+ * latencies of `p`, all on `clock`.
+ */
+export function simulatedReplicas(p: EventParams, clock: Clock, counts: { targets: number; drafters: number }): SimulatedReplicas {
+  const rtt = p.rtt ?? 0;
+  const drafterModel = new OracleModel({ role: 'drafter', seed: p.seed, acceptance: p.a });
+  const targetModel = new OracleModel({ role: 'target', seed: p.seed });
+  const drafterLatency = { ttftMs: p.c, tpotMs: p.c };
+  const targetLatency = { ttftMs: p.ttft ?? p.t, tpotMs: p.t, verifyMsPerToken: p.verifyPerToken ?? 0 };
+  return {
+    targetModel,
+    drafters: Array.from({ length: counts.drafters }, (_, i) => new SimulatedDrafter(new OracleReplica(drafterModel, drafterLatency, clock), clock, rtt, `drafter-${i}`)),
+    targets: Array.from({ length: counts.targets }, (_, i) => new SimulatedTarget(`server-${i}`, new OracleReplica(targetModel, targetLatency, clock), clock, rtt)),
+  };
+}
+
