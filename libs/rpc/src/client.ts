@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { deadlineExceeded, DsiError, notFound, unavailable } from './errors';
+import { deadlineExceeded, DsiError, notFound, statusCodeName, unavailable } from './errors';
 import { DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from './limits';
 import { healthCheckMethod } from './protos';
 
@@ -89,6 +89,96 @@ export class HealthProbe {
 
   close(): void {
     this.client.close();
+  }
+}
+
+/** Options of {@link HealthWatch}. */
+export interface HealthWatchOptions {
+  /** The service whose health counts (`''`: the whole server). Default `''`. */
+  serviceName?: string;
+  /** Pause between checks once {@link HealthWatch.start}ed. Default 1000 ms. */
+  intervalMs?: number;
+  /** How long one check may take before it counts as a failure. Default 1000 ms. */
+  checkTimeoutMs?: number;
+  /**
+   * Told when the server turns SERVING or stops being so (not on the first check when that finds it
+   * not serving), with the health answer or the failed check's status code, e.g. `UNAVAILABLE`. A
+   * client should recreate its channel when told SERVING after an outage: its own reconnect backoff
+   * may otherwise keep it away for up to two minutes.
+   */
+  onChange?: (serving: boolean, status: string) => void;
+}
+
+/**
+ * Watches one server's health for a long-lived client (the orchestrator's drafter and target
+ * replicas): one {@link HealthProbe} checked every `intervalMs`, a change reported through
+ * `onChange`. A check that fails (the server is gone) replaces the probe's channel, so the next
+ * check connects afresh instead of waiting out gRPC's reconnect backoff: a server that comes back
+ * is seen within one interval.
+ */
+export class HealthWatch {
+  private probe: HealthProbe;
+  private lastStatus = 'UNCHECKED';
+  private timer?: NodeJS.Timeout;
+  private checking?: Promise<boolean>;
+  private closed = false;
+
+  constructor(
+    readonly address: string,
+    private readonly options: HealthWatchOptions = {},
+  ) {
+    this.probe = new HealthProbe(address);
+  }
+
+  /** Whether the last check answered SERVING (false before the first check). */
+  get serving(): boolean {
+    return this.lastStatus === 'SERVING';
+  }
+
+  /** The last check's answer (`SERVING`, `NOT_SERVING`...) or failure code (`UNAVAILABLE`...); `UNCHECKED` before any. */
+  get status(): string {
+    return this.lastStatus;
+  }
+
+  /** Checks once now (concurrent callers share the check); resolves with whether it is SERVING. */
+  check(): Promise<boolean> {
+    this.checking ??= this.checkOnce().finally(() => (this.checking = undefined));
+    return this.checking;
+  }
+
+  /** Checks once, then every `intervalMs` in the background (the timer does not keep the process alive). */
+  async start(): Promise<void> {
+    await this.check();
+    if (this.closed || this.timer) return;
+    this.timer = setInterval(() => void this.check(), this.options.intervalMs ?? 1000);
+    this.timer.unref();
+  }
+
+  /** Stops checking and closes the probe's channel. */
+  close(): void {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.probe.close();
+  }
+
+  private async checkOnce(): Promise<boolean> {
+    const { serviceName = '', checkTimeoutMs = 1000, onChange } = this.options;
+    let status: string;
+    try {
+      status = await this.probe.check(serviceName, { deadlineMs: checkTimeoutMs });
+    } catch (reason) {
+      status = statusCodeName(DsiError.from(reason).code).toUpperCase();
+      if (!this.closed) {
+        this.probe.close();
+        this.probe = new HealthProbe(this.address);
+      }
+    }
+    if (this.closed) return false;
+    const was = this.lastStatus;
+    this.lastStatus = status;
+    const serving = status === 'SERVING';
+    if (serving !== (was === 'SERVING') && (was !== 'UNCHECKED' || serving)) onChange?.(serving, status);
+    return serving;
   }
 }
 

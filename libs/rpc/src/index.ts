@@ -39,6 +39,8 @@ export {
   type UnaryResponse,
   checkHealth,
   HealthProbe,
+  HealthWatch,
+  type HealthWatchOptions,
   type HealthStatus,
   waitForServing,
   type WaitForServingOptions,

@@ -1,9 +1,18 @@
 import dns from 'node:dns';
-import { credentials } from '@grpc/grpc-js';
+import { credentials, type ChannelOptions } from '@grpc/grpc-js';
 import { DrafterServiceClient, TargetServiceClient, VerifyRequest } from '@dsi/proto';
 import type { DraftCall, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from '@dsi/core';
 import { samplingToWire } from '@dsi/wire';
-import { callUnary, createChannelOptions, HealthProbe } from '@dsi/rpc';
+import { callUnary, createChannelOptions, HealthWatch, unavailable } from '@dsi/rpc';
+
+/**
+ * Channel options of the orchestrator's clients: the default limits, and a reconnect backoff capped
+ * at a second (gRPC's default grows to two minutes), so a replica or drafter that restarts is
+ * dialled again soon even before its health watch recreates the channel.
+ */
+function replicaChannelOptions(): ChannelOptions {
+  return { ...createChannelOptions(), 'grpc.initial_reconnect_backoff_ms': 250, 'grpc.max_reconnect_backoff_ms': 1000 };
+}
 
 /** Waits its turn for a resource held by one caller at a time; a waiter whose signal aborts leaves the line. */
 class Mutex {
@@ -29,15 +38,47 @@ class Mutex {
   }
 }
 
-/** The drafter port over gRPC. */
+/**
+ * The drafter port over gRPC. Once {@link watchHealth} runs, drafting is skipped while the drafter is
+ * not SERVING (each draft call fails at once with UNAVAILABLE, and the scheduler goes on without
+ * drafts, as non-SI), and the channel is recreated the moment it is SERVING again, so drafts resume
+ * within one health interval of its return instead of after gRPC's reconnect backoff.
+ */
 export class GrpcDrafter implements Drafter {
-  private readonly client: DrafterServiceClient;
+  private client: DrafterServiceClient;
+  private health?: HealthWatch;
 
   constructor(readonly address: string) {
-    this.client = new DrafterServiceClient(address, credentials.createInsecure(), createChannelOptions());
+    this.client = new DrafterServiceClient(address, credentials.createInsecure(), replicaChannelOptions());
+  }
+
+  /**
+   * Whether draft calls go out: true until a health watch has found the drafter not SERVING (a
+   * drafter without a watch is always tried).
+   */
+  get serving(): boolean {
+    return this.health === undefined || this.health.status === 'UNCHECKED' || this.health.serving;
+  }
+
+  /**
+   * Health-checks the drafter now and then every `intervalMs`, logging each change; resolves after
+   * the first check, whatever it found (a drafter that is down is waited for, not fatal).
+   */
+  async watchHealth(intervalMs = 500, log: (line: string) => void = () => undefined): Promise<void> {
+    this.health ??= new HealthWatch(this.address, {
+      serviceName: 'dsi.v1.DrafterService',
+      intervalMs,
+      onChange: (serving, status) => {
+        if (serving) this.reconnect();
+        log(serving ? `drafter ${this.address} is SERVING: drafting resumes` : `drafter ${this.address} is not serving (${status}): generations go on without drafts`);
+      },
+    });
+    await this.health.start();
+    if (!this.health.serving) log(`drafter ${this.address} is not serving yet (${this.health.status}): generations go on without drafts until it is`);
   }
 
   async draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult> {
+    if (!this.serving) throw unavailable(`drafter ${this.address} is not serving (${this.health?.status}): drafting is skipped until it is back`);
     const response = await callUnary(
       this.client,
       'draft',
@@ -49,10 +90,18 @@ export class GrpcDrafter implements Drafter {
 
   /** Drops the request's KV cache on the drafter; failures are ignored (the cache times out). */
   release(requestId: string): void {
-    this.client.release({ requestId }, () => undefined);
+    if (this.serving) this.client.release({ requestId }, () => undefined);
+  }
+
+  /** Replaces the channel with a fresh one (no reconnect backoff left over from an outage). */
+  reconnect(): void {
+    const previous = this.client;
+    this.client = new DrafterServiceClient(this.address, credentials.createInsecure(), replicaChannelOptions());
+    previous.close();
   }
 
   close(): void {
+    this.health?.close();
     this.client.close();
   }
 }
@@ -62,11 +111,18 @@ export class GrpcDrafter implements Drafter {
  * the orchestrator runs: a second caller queues (and leaves the queue if it is cancelled).
  */
 export class GrpcTargetReplica implements TargetReplica {
-  private readonly client: TargetServiceClient;
+  private client: TargetServiceClient;
   private readonly mutex = new Mutex();
 
   constructor(readonly id: string) {
-    this.client = new TargetServiceClient(id, credentials.createInsecure(), createChannelOptions());
+    this.client = new TargetServiceClient(id, credentials.createInsecure(), replicaChannelOptions());
+  }
+
+  /** Replaces the channel with a fresh one (no reconnect backoff left over from an outage). */
+  reconnect(): void {
+    const previous = this.client;
+    this.client = new TargetServiceClient(this.id, credentials.createInsecure(), replicaChannelOptions());
+    previous.close();
   }
 
   async verify(call: VerifyCall, signal: AbortSignal): Promise<VerifyResult> {
@@ -104,7 +160,7 @@ export type ReplicaSource = { addresses: readonly string[] } | { dns: string /* 
  * are handed to a generation.
  */
 export class ReplicaPool {
-  private readonly replicas = new Map<string, { replica: GrpcTargetReplica; probe: HealthProbe; healthy: boolean }>();
+  private readonly replicas = new Map<string, { replica: GrpcTargetReplica; health: HealthWatch }>();
   private timer?: NodeJS.Timeout;
   private refreshing?: Promise<void>;
 
@@ -123,7 +179,7 @@ export class ReplicaPool {
 
   /** Replicas that answered SERVING at the last check, in a stable order. */
   healthy(): GrpcTargetReplica[] {
-    return [...this.replicas.values()].filter((r) => r.healthy).map((r) => r.replica).sort((a, b) => (a.id < b.id ? -1 : 1));
+    return [...this.replicas.values()].filter((r) => r.health.serving).map((r) => r.replica).sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
   /** Every known replica, healthy or not. */
@@ -139,9 +195,9 @@ export class ReplicaPool {
 
   stop(): void {
     clearInterval(this.timer);
-    for (const { replica, probe } of this.replicas.values()) {
+    for (const { replica, health } of this.replicas.values()) {
       replica.close();
-      probe.close();
+      health.close();
     }
     this.replicas.clear();
   }
@@ -165,23 +221,25 @@ export class ReplicaPool {
     for (const [address, entry] of this.replicas) {
       if (!addresses.has(address)) {
         entry.replica.close();
-        entry.probe.close();
+        entry.health.close();
         this.replicas.delete(address);
         this.log(`target ${address} left`);
       }
     }
     for (const address of addresses) {
       if (!this.replicas.has(address)) {
-        this.replicas.set(address, { replica: new GrpcTargetReplica(address), probe: new HealthProbe(address), healthy: false });
+        const replica = new GrpcTargetReplica(address);
+        const health = new HealthWatch(address, {
+          serviceName: 'dsi.v1.TargetService',
+          onChange: (serving, status) => {
+            // Back from an outage: dial afresh rather than wait out the channel's reconnect backoff.
+            if (serving) replica.reconnect();
+            this.log(`target ${address} is ${serving ? 'SERVING' : `not serving (${status})`}`);
+          },
+        });
+        this.replicas.set(address, { replica, health });
       }
     }
-    await Promise.all(
-      [...this.replicas.entries()].map(async ([address, entry]) => {
-        const status = await entry.probe.check('dsi.v1.TargetService', { deadlineMs: 1000 }).catch(() => 'UNKNOWN');
-        const healthy = status === 'SERVING';
-        if (healthy !== entry.healthy) this.log(`target ${address} is ${healthy ? 'SERVING' : `not serving (${status})`}`);
-        entry.healthy = healthy;
-      }),
-    );
+    await Promise.all([...this.replicas.values()].map((entry) => entry.health.check()));
   }
 }

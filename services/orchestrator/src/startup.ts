@@ -17,7 +17,8 @@ export interface OrchestratorConfig {
 
 /**
  * How an orchestrator process starts, for `runService` from `@dsi/rpc/lifecycle`: the tokenizer loaded,
- * the drafter client opened, the target replicas resolved and health-checked once (then watched);
+ * the drafter client opened and health-checked once (then watched: generations go on without drafts
+ * while it is down), the target replicas resolved and health-checked once (then watched);
  * closing stops the watch and the clients.
  */
 export async function orchestratorStartup(config: OrchestratorConfig, context: ServiceContext): Promise<ServiceStartup> {
@@ -36,6 +37,8 @@ export async function orchestratorStartup(config: OrchestratorConfig, context: S
   };
   try {
     await targets.start();
+    // Drafting is skipped while the drafter is down and resumes within half a second of its return.
+    await drafter.watchHealth(500, context.log);
   } catch (error) {
     close();
     throw error;
