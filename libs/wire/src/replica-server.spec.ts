@@ -1,7 +1,7 @@
 import { trace } from '@opentelemetry/api';
 import { createSyntheticModel, ModelInputError } from '@dsi/models';
 import { DsiError, invalidArgument, LoadingSlot, unary } from '@dsi/rpc';
-import { asInvalidArgument, replicaHandlers, replicaStartup, requireCallShape, requireValidSampling } from './replica-server';
+import { asInvalidArgument, replicaHandlers, replicaStartup, requireCount, requireTokens, requireValidSampling } from './replica-server';
 
 const INVALID_ARGUMENT = invalidArgument('').code;
 
@@ -26,11 +26,26 @@ describe('replica call checks', () => {
     expect(asInvalidArgument(crash)).toBe(crash);
   });
 
-  it('rejects an empty prefix and a count out of range, naming the field', () => {
-    expect(thrown(() => requireCallShape(0, 'max_tokens', 1, 1, 16)).rawMessage).toBe('prefix is empty: give at least one token');
-    expect(thrown(() => requireCallShape(3, 'max_tokens', 17, 1, 16)).rawMessage).toBe('max_tokens=17 is outside [1, 16]');
-    expect(thrown(() => requireCallShape(3, 'block size', 1.5, 0, 16)).code).toBe(INVALID_ARGUMENT);
-    expect(() => requireCallShape(3, 'block size', 0, 0, 16)).not.toThrow();
+  it.each<[string, readonly number[], readonly number[], string]>([
+    ['an empty prefix', [], [], 'prefix is empty: give at least one token'],
+    ['a prefix beyond the context', new Array(3_000_000).fill(1), [], "prefix has 3000000 tokens; the model's context length is 16"],
+    ['a prefix and drafts beyond the context', new Array(14).fill(1), [1, 2, 3], "prefix and drafts have 14 + 3 = 17 tokens; the model's context length is 16"],
+    ['a prefix token beyond the vocabulary', [1, 259], [], 'prefix[1]=259 is outside the vocabulary [0, 259)'],
+    ['a negative draft', [1], [2, -1], 'drafts[1]=-1 is outside the vocabulary [0, 259)'],
+    ['a fractional draft', [1], [2.5], 'drafts[0]=2.5 is outside the vocabulary [0, 259)'],
+  ])('rejects %s before any model work, naming the wire field and the limit', (_case, prefix, drafts, message) => {
+    const error = thrown(() => requireTokens({ vocabSize: 259, contextLength: 16 }, prefix, drafts));
+    expect({ code: error.code, message: error.rawMessage }).toEqual({ code: INVALID_ARGUMENT, message });
+  });
+
+  it('accepts tokens that fill the context exactly', () => {
+    expect(() => requireTokens({ vocabSize: 259, contextLength: 16 }, new Array(12).fill(258), [0, 1, 2, 3])).not.toThrow();
+  });
+
+  it('rejects a count out of range, naming the field', () => {
+    expect(thrown(() => requireCount('max_tokens', 17, 1, 16)).rawMessage).toBe('max_tokens=17 is outside [1, 16]');
+    expect(thrown(() => requireCount('max_tokens', 1.5, 1, 16)).code).toBe(INVALID_ARGUMENT);
+    expect(() => requireCount('max_tokens', 16, 1, 16)).not.toThrow();
   });
 
   it('rejects sampling the rules cannot use', () => {

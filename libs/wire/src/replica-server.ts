@@ -23,9 +23,38 @@ export function requireValidSampling(params: SamplingParams): void {
   if (problem) throw invalidArgument(problem);
 }
 
-/** Rejects an empty prefix, and a per-call count outside [min, max], naming the field. */
-export function requireCallShape(prefixLength: number, field: string, count: number, min: number, max: number): void {
-  if (prefixLength === 0) throw invalidArgument('prefix is empty: give at least one token');
+/** What a replica's model accepts, from its `info`: the limits {@link requireTokens} checks a call against. */
+export interface TokenLimits {
+  /** Token ids are in [0, vocabSize). */
+  vocabSize: number;
+  /** The tokens of one call (the prefix, plus a Verify's drafts) fit in this many positions. */
+  contextLength: number;
+}
+
+/**
+ * Rejects, before any model work, tokens the model cannot take, naming the wire field and the limit: an
+ * empty prefix, a prefix (with a Verify's drafts) beyond the context length, and a token outside the
+ * vocabulary. The drafter and the target share it, so both answer the same call the same way.
+ */
+export function requireTokens(limits: TokenLimits, prefix: readonly number[], drafts: readonly number[] = []): void {
+  const { vocabSize, contextLength } = limits;
+  if (prefix.length === 0) throw invalidArgument('prefix is empty: give at least one token');
+  if (prefix.length > contextLength) throw invalidArgument(`prefix has ${prefix.length} tokens; the model's context length is ${contextLength}`);
+  const total = prefix.length + drafts.length;
+  if (total > contextLength) {
+    throw invalidArgument(`prefix and drafts have ${prefix.length} + ${drafts.length} = ${total} tokens; the model's context length is ${contextLength}`);
+  }
+  requireVocabulary('prefix', prefix, vocabSize);
+  requireVocabulary('drafts', drafts, vocabSize);
+}
+
+function requireVocabulary(field: string, tokens: readonly number[], vocabSize: number): void {
+  const bad = tokens.findIndex((t) => !Number.isSafeInteger(t) || t < 0 || t >= vocabSize);
+  if (bad >= 0) throw invalidArgument(`${field}[${bad}]=${tokens[bad]} is outside the vocabulary [0, ${vocabSize})`);
+}
+
+/** Rejects a per-call count outside [min, max], naming the wire field (`max_tokens=100000 is outside [1, 64]`). */
+export function requireCount(field: string, count: number, min: number, max: number): void {
   if (!Number.isInteger(count) || count < min || count > max) {
     throw invalidArgument(`${field}=${count} is outside [${min}, ${max}]`);
   }

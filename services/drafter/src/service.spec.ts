@@ -75,16 +75,23 @@ describe('DrafterService/Draft on the default ONNX drafter', () => {
     }
   });
 
-  it.each([
-    [{ prefix: [], maxTokens: 1 }, 'prefix is empty'],
-    [{ prefix: [1], maxTokens: 0 }, 'max_tokens=0 is outside [1, 16]'],
-    [{ prefix: [1], maxTokens: 17 }, 'max_tokens=17 is outside [1, 16]'],
-    [{ prefix: [1, 259], maxTokens: 1 }, 'token 259 at position 1 is outside the vocabulary'],
-    [{ prefix: [1], maxTokens: 1, sampling: { rule: VerificationRule.VERIFICATION_RULE_REJECTION, temperature: 1 } }, 'seed'],
-  ])('answers %j with INVALID_ARGUMENT', async (request, message) => {
+  it.each<[string, Partial<DraftRequest>, string]>([
+    ['an empty prefix', { prefix: [], maxTokens: 1 }, 'prefix is empty: give at least one token'],
+    ['max_tokens 0', { prefix: [1], maxTokens: 0 }, 'max_tokens=0 is outside [1, 16]'],
+    ['max_tokens above the limit', { prefix: [1], maxTokens: 17 }, 'max_tokens=17 is outside [1, 16]'],
+    ['max_tokens 10^5', { prefix: [1], maxTokens: 100_000 }, 'max_tokens=100000 is outside [1, 16]'],
+    ['a token outside the vocabulary', { prefix: [1, 259], maxTokens: 1 }, 'prefix[1]=259 is outside the vocabulary [0, 259)'],
+    ['a prefix beyond the context', { prefix: new Array(1025).fill(65), maxTokens: 1 }, "prefix has 1025 tokens; the model's context length is 1024"],
+    ['a 3,000,000-token prefix', { prefix: new Array(3_000_000).fill(65), maxTokens: 4 }, "prefix has 3000000 tokens; the model's context length is 1024"],
+    ['the rejection rule without a seed', { prefix: [1], maxTokens: 1, sampling: { rule: VerificationRule.VERIFICATION_RULE_REJECTION, temperature: 1 } }, 'the rejection rule needs a seed'],
+  ])('answers %s with INVALID_ARGUMENT', async (_case, request, message) => {
     const error = (await draft(request).catch((e: ServiceError) => e)) as ServiceError;
-    expect(error.code).toBe(status.INVALID_ARGUMENT);
-    expect(error.details).toContain(message);
+    expect({ code: error.code, details: error.details }).toEqual({ code: status.INVALID_ARGUMENT, details: expect.stringContaining(message) });
+  });
+
+  it('drafts nothing, and says so with OK, for a prefix that fills the context exactly', async () => {
+    const response = await draft({ prefix: new Array(1024).fill(65), maxTokens: 4 });
+    expect(response.tokens).toEqual([]);
   });
 
   it('describes its model', async () => {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { draftWithModel } from '@dsi/models';
 import { DrafterServiceService, type DraftRequest, type DraftResponse } from '@dsi/proto';
 import { unary, type ServiceRegistration } from '@dsi/rpc';
-import { asInvalidArgument, replicaHandlers, requireCallShape, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/wire';
+import { asInvalidArgument, replicaHandlers, requireCount, requireTokens, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/wire';
 
 /** Limits of one drafter replica. */
 export interface DrafterServiceOptions {
@@ -13,7 +13,8 @@ export interface DrafterServiceOptions {
 /**
  * The `dsi.v1.DrafterService` registration over one model instance: Draft runs the drafter
  * autoregressively (one cached forward per token), stopping early at end-of-sequence or a full
- * context; a cancelled call stops before its next forward.
+ * context (a prefix that fills it gets no tokens; a longer one, INVALID_ARGUMENT like on a target); a
+ * cancelled call stops before its next forward.
  */
 export function drafterService(slot: ModelSlot, options: DrafterServiceOptions = {}): ServiceRegistration {
   const maxTokens = options.maxTokens ?? 64;
@@ -23,7 +24,8 @@ export function drafterService(slot: ModelSlot, options: DrafterServiceOptions =
     implementation: {
       draft: unary<DraftRequest, DraftResponse>(async (request, { signal }) => {
         const model = slot.get();
-        requireCallShape(request.prefix.length, 'max_tokens', request.maxTokens, 1, maxTokens);
+        requireTokens(model.info, request.prefix);
+        requireCount('max_tokens', request.maxTokens, 1, maxTokens);
         const params = samplingFromWire(request.sampling);
         requireValidSampling(params);
         // A one-off call still caches between its own steps, then lets go.

@@ -121,10 +121,12 @@ describe('Verify with the rejection rule', () => {
 describe('bad input', () => {
   it.each([
     ['an empty prefix', { prefix: [], drafts: [1] }, 'prefix is empty: give at least one token'],
-    ['a token outside the vocabulary', { prefix: [1, 2, 300], drafts: [] }, 'token 300 at position 2 is outside the vocabulary [0, 258]'],
-    ['a negative draft', { prefix: [1], drafts: [-5] }, 'token -5 at position 1 is outside the vocabulary [0, 258]'],
-    ['a prefix beyond the context', { prefix: new Array(1100).fill(65), drafts: [] }, 'exceed the context length'],
-    ['a block above the limit', { prefix: [1], drafts: new Array(17).fill(65) }, 'block size=17 is outside [0, 16]'],
+    ['a token outside the vocabulary', { prefix: [1, 2, 300], drafts: [] }, 'prefix[2]=300 is outside the vocabulary [0, 259)'],
+    ['a negative draft', { prefix: [1], drafts: [-5] }, 'drafts[0]=-5 is outside the vocabulary [0, 259)'],
+    ['a prefix beyond the context', { prefix: new Array(1100).fill(65), drafts: [] }, "prefix has 1100 tokens; the model's context length is 1024"],
+    ['a 3,000,000-token prefix', { prefix: new Array(3_000_000).fill(65), drafts: [] }, "prefix has 3000000 tokens; the model's context length is 1024"],
+    ['drafts beyond the context', { prefix: new Array(1020).fill(65), drafts: [65, 65, 65, 65, 65] }, "prefix and drafts have 1020 + 5 = 1025 tokens; the model's context length is 1024"],
+    ['a block above the limit', { prefix: [1], drafts: new Array(17).fill(65) }, 'drafts has 17 tokens; a Verify takes at most 16'],
     ['an unknown rule', { prefix: [1], drafts: [], sampling: { rule: 9 as VerificationRule } }, 'rule'],
     ['a negative temperature', { prefix: [1], drafts: [], sampling: { rule: VerificationRule.VERIFICATION_RULE_GREEDY, temperature: -1 } }, 'temperature'],
     ['the seeded rule without a seed', { prefix: [1], drafts: [], sampling: { rule: VerificationRule.VERIFICATION_RULE_SEEDED } }, 'seed'],
@@ -133,6 +135,11 @@ describe('bad input', () => {
     expect(error.code).toBe(status.INVALID_ARGUMENT);
     expect(error.details).toContain(message);
     expect((await verify({ prefix: [72, 105], drafts: [] })).tokens).toHaveLength(1);
+  });
+
+  it('verifies a prefix and drafts that fill the context exactly', async () => {
+    const response = await verify({ prefix: new Array(1020).fill(65), drafts: [65, 65, 65, 65] });
+    expect(response.tokens.length).toBeGreaterThanOrEqual(1);
   });
 });
 

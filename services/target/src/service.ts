@@ -1,7 +1,7 @@
 import { verifyWithModel } from '@dsi/models';
 import { TargetServiceService, type VerifyRequest, type VerifyResponse } from '@dsi/proto';
 import { invalidArgument, unary, type ServiceRegistration } from '@dsi/rpc';
-import { asInvalidArgument, replicaHandlers, requireCallShape, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/wire';
+import { asInvalidArgument, replicaHandlers, requireTokens, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/wire';
 
 /** Limits of one target replica. */
 export interface TargetServiceOptions {
@@ -24,7 +24,8 @@ export function targetService(slot: ModelSlot, options: TargetServiceOptions = {
         const model = slot.get();
         const vocab = model.info.vocabSize;
         const { prefix, drafts } = request;
-        requireCallShape(prefix.length, 'block size', drafts.length, 0, maxBlock);
+        if (drafts.length > maxBlock) throw invalidArgument(`drafts has ${drafts.length} tokens; a Verify takes at most ${maxBlock}`);
+        requireTokens(model.info, prefix, drafts);
         const params = samplingFromWire(request.sampling);
         requireValidSampling(params);
         let draftProbs: Float32Array | undefined;
