@@ -159,8 +159,8 @@ describe('lossless through real services: the synthetic backend', () => {
   }, 120_000);
 
   it.each([
-    ['an empty prompt', { prompt: '' }, 'prompt'],
-    ['max_new_tokens = 0', { prompt: 'x', maxNewTokens: 0 }, 'maxNewTokens'],
+    ['an empty prompt', { prompt: '' }, 'prompt is empty: give prompt or prompt_tokens'],
+    ['max_new_tokens = 0', { prompt: 'x', maxNewTokens: 0 }, 'max_new_tokens must be an integer >= 1, got 0'],
     ['max_new_tokens above the limit', { prompt: 'x', maxNewTokens: 100_000 }, 'max_new_tokens=100000 is above the limit 4096'],
     ['a lookahead of 0', { prompt: 'x', mode: Mode.MODE_DSI, lookahead: 0 }, 'lookahead'],
     ['a lookahead of 65', { prompt: 'x', mode: Mode.MODE_DSI, lookahead: 65 }, 'lookahead'],

@@ -1,6 +1,7 @@
 import { readDecoderConfig, TextTokenizer } from '@dsi/models';
 import type { ServiceContext, ServiceStartup } from '@dsi/rpc';
 import { GrpcDrafter, ReplicaPool, type ReplicaSource } from './replicas';
+import { TargetLimitsSource, type TargetLimits } from './limits';
 import { orchestratorService } from './service';
 
 /** Where the orchestrator's drafter, targets and tokenizer are, and its limits; the edge parses it from flags. */
@@ -13,6 +14,8 @@ export interface OrchestratorConfig {
   tokenizerDir: string;
   /** Largest max_new_tokens a request may ask for. */
   maxNewTokensLimit: number;
+  /** The target's vocabulary and context length; default: asked of the replicas (GetModelInfo). */
+  targetLimits?: TargetLimits;
 }
 
 /**
@@ -44,8 +47,11 @@ export async function orchestratorStartup(config: OrchestratorConfig, context: S
     throw error;
   }
   context.log(`targets: ${targets.healthy().length} of ${targets.all().length} healthy`);
+  const targetLimits = new TargetLimitsSource(config.targetLimits);
+  const limits = await targetLimits.get(targets.healthy().map((t) => t.id));
+  context.log(limits ? `target limits: vocabulary ${limits.vocabSize}, context length ${limits.contextLength}` : 'target limits: not known until a replica answers');
   return {
-    registrations: [orchestratorService({ drafter, targets, tokenizer, eosTokenId, maxNewTokensLimit: config.maxNewTokensLimit, tracer: context.tracer })],
+    registrations: [orchestratorService({ drafter, targets, tokenizer, eosTokenId, maxNewTokensLimit: config.maxNewTokensLimit, targetLimits, tracer: context.tracer })],
     close,
   };
 }
