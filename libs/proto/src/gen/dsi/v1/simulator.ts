@@ -117,7 +117,32 @@ export interface SimulationConfig {
     | number
     | undefined;
   /** Event method: network round trip added to every call. Default 0. */
-  rtt?: number | undefined;
+  rtt?:
+    | number
+    | undefined;
+  /**
+   * Event method under load, closed loop: clients, each sending its next request when the last one
+   * finished, in [1, 10000]. Exclusive with arrival_rate. Unset (with arrival_rate unset): one request.
+   */
+  concurrency?:
+    | number
+    | undefined;
+  /**
+   * Event method under load, open loop: Poisson arrivals per unit of time (of t), > 0. Exclusive with
+   * concurrency.
+   */
+  arrivalRate?:
+    | number
+    | undefined;
+  /**
+   * Event method under load: requests per mode in total, >= 1. Default 8 per client (closed loop) or
+   * 100 (open loop); tokens x requests is at most 200000.
+   */
+  requests?:
+    | number
+    | undefined;
+  /** Event method: simulated drafter replicas shared by every request, >= 1. Default 1. */
+  drafters?: number | undefined;
 }
 
 /** ResolvedConfig is a SimulationConfig with every default applied. */
@@ -131,6 +156,47 @@ export interface ResolvedConfig {
   repeats: number;
   seed: number;
   method: SimulationMethod;
+  /** Under load only (set when the request set concurrency or arrival_rate), with defaults applied. */
+  concurrency?: number | undefined;
+  arrivalRate?: number | undefined;
+  requests?: number | undefined;
+  drafters?: number | undefined;
+}
+
+/**
+ * LoadFigures are one mode's figures under load: what a user of a busy service notices. Times are
+ * virtual, in the unit of t.
+ */
+export interface LoadFigures {
+  /** Requests completed. */
+  requests: number;
+  /** Output tokens of every request together. */
+  tokens: number;
+  /** From the first request sent to the last one finished. */
+  duration: number;
+  /** Output tokens per unit of time over the whole run: tokens / duration. */
+  throughput: number;
+  /** Request latency (sent to last token): median, 99th percentile, mean. */
+  latencyP50: number;
+  latencyP99: number;
+  latencyMean: number;
+  /** Time to first token: median, 99th percentile. */
+  ttftP50: number;
+  ttftP99: number;
+  meanTokensPerRequest: number;
+  /** Fraction of the target replicas' time (servers x duration) spent in forwards, wasted ones included. */
+  targetUtilisation: number;
+  /** Verify calls started on the target replicas, cancelled ones included. */
+  targetForwards: number;
+  /** Speculative verifications the shared scheduler took back to give their replica to a lane. */
+  preemptions: number;
+}
+
+/** LoadResult holds every mode's figures under load. */
+export interface LoadResult {
+  nonsi: LoadFigures | undefined;
+  si: LoadFigures | undefined;
+  dsi: LoadFigures | undefined;
 }
 
 export interface SimulateRequest {
@@ -138,11 +204,21 @@ export interface SimulateRequest {
 }
 
 export interface SimulateResponse {
-  config: ResolvedConfig | undefined;
+  config:
+    | ResolvedConfig
+    | undefined;
+  /**
+   * Under load, costs are request latencies: cost is the mean, costs and iterations list every request's
+   * latency and target forwards in request order; the speedups are ratios of the means.
+   */
   nonsi: AlgorithmCost | undefined;
   si: AlgorithmCost | undefined;
   dsi: AlgorithmCost | undefined;
-  speedup: Speedups | undefined;
+  speedup:
+    | Speedups
+    | undefined;
+  /** Set under load (concurrency or arrival_rate): throughput, latency percentiles and utilisation. */
+  load: LoadResult | undefined;
 }
 
 /** HeatmapRequest describes the study's grid: c and a on linspace(0, 1, ndim + 1), k in 1..ndim. */
@@ -216,6 +292,10 @@ function createBaseSimulationConfig(): SimulationConfig {
     ttft: undefined,
     verifyPerToken: undefined,
     rtt: undefined,
+    concurrency: undefined,
+    arrivalRate: undefined,
+    requests: undefined,
+    drafters: undefined,
   };
 }
 
@@ -256,6 +336,18 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
     }
     if (message.rtt !== undefined) {
       writer.uint32(97).double(message.rtt);
+    }
+    if (message.concurrency !== undefined) {
+      writer.uint32(104).int32(message.concurrency);
+    }
+    if (message.arrivalRate !== undefined) {
+      writer.uint32(113).double(message.arrivalRate);
+    }
+    if (message.requests !== undefined) {
+      writer.uint32(120).int32(message.requests);
+    }
+    if (message.drafters !== undefined) {
+      writer.uint32(128).int32(message.drafters);
     }
     return writer;
   },
@@ -369,6 +461,38 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
             message.rtt = reader.double();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.concurrency = reader.int32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 113) {
+              break;
+            }
+
+            message.arrivalRate = reader.double();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.requests = reader.int32();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.drafters = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -399,6 +523,14 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
         ? globalThis.Number(object.verify_per_token)
         : undefined,
       rtt: isSet(object.rtt) ? globalThis.Number(object.rtt) : undefined,
+      concurrency: isSet(object.concurrency) ? globalThis.Number(object.concurrency) : undefined,
+      arrivalRate: isSet(object.arrivalRate)
+        ? globalThis.Number(object.arrivalRate)
+        : isSet(object.arrival_rate)
+        ? globalThis.Number(object.arrival_rate)
+        : undefined,
+      requests: isSet(object.requests) ? globalThis.Number(object.requests) : undefined,
+      drafters: isSet(object.drafters) ? globalThis.Number(object.drafters) : undefined,
     };
   },
 
@@ -440,6 +572,18 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
     if (message.rtt !== undefined) {
       obj.rtt = floatToJson(message.rtt);
     }
+    if (message.concurrency !== undefined) {
+      obj.concurrency = Math.round(message.concurrency);
+    }
+    if (message.arrivalRate !== undefined) {
+      obj.arrivalRate = floatToJson(message.arrivalRate);
+    }
+    if (message.requests !== undefined) {
+      obj.requests = Math.round(message.requests);
+    }
+    if (message.drafters !== undefined) {
+      obj.drafters = Math.round(message.drafters);
+    }
     return obj;
   },
 
@@ -460,12 +604,30 @@ export const SimulationConfig: MessageFns<SimulationConfig> = {
     message.ttft = object.ttft ?? undefined;
     message.verifyPerToken = object.verifyPerToken ?? undefined;
     message.rtt = object.rtt ?? undefined;
+    message.concurrency = object.concurrency ?? undefined;
+    message.arrivalRate = object.arrivalRate ?? undefined;
+    message.requests = object.requests ?? undefined;
+    message.drafters = object.drafters ?? undefined;
     return message;
   },
 };
 
 function createBaseResolvedConfig(): ResolvedConfig {
-  return { a: 0, c: 0, k: 0, t: 0, tokens: 0, servers: 0, repeats: 0, seed: 0, method: 0 };
+  return {
+    a: 0,
+    c: 0,
+    k: 0,
+    t: 0,
+    tokens: 0,
+    servers: 0,
+    repeats: 0,
+    seed: 0,
+    method: 0,
+    concurrency: undefined,
+    arrivalRate: undefined,
+    requests: undefined,
+    drafters: undefined,
+  };
 }
 
 export const ResolvedConfig: MessageFns<ResolvedConfig> = {
@@ -496,6 +658,18 @@ export const ResolvedConfig: MessageFns<ResolvedConfig> = {
     }
     if (message.method !== 0) {
       writer.uint32(72).int32(message.method);
+    }
+    if (message.concurrency !== undefined) {
+      writer.uint32(80).int32(message.concurrency);
+    }
+    if (message.arrivalRate !== undefined) {
+      writer.uint32(89).double(message.arrivalRate);
+    }
+    if (message.requests !== undefined) {
+      writer.uint32(96).int32(message.requests);
+    }
+    if (message.drafters !== undefined) {
+      writer.uint32(104).int32(message.drafters);
     }
     return writer;
   },
@@ -585,6 +759,38 @@ export const ResolvedConfig: MessageFns<ResolvedConfig> = {
             message.method = reader.int32() as any;
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.concurrency = reader.int32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.arrivalRate = reader.double();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.requests = reader.int32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.drafters = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -608,6 +814,14 @@ export const ResolvedConfig: MessageFns<ResolvedConfig> = {
       repeats: isSet(object.repeats) ? globalThis.Number(object.repeats) : 0,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : 0,
       method: isSet(object.method) ? simulationMethodFromJSON(object.method) : 0,
+      concurrency: isSet(object.concurrency) ? globalThis.Number(object.concurrency) : undefined,
+      arrivalRate: isSet(object.arrivalRate)
+        ? globalThis.Number(object.arrivalRate)
+        : isSet(object.arrival_rate)
+        ? globalThis.Number(object.arrival_rate)
+        : undefined,
+      requests: isSet(object.requests) ? globalThis.Number(object.requests) : undefined,
+      drafters: isSet(object.drafters) ? globalThis.Number(object.drafters) : undefined,
     };
   },
 
@@ -640,6 +854,18 @@ export const ResolvedConfig: MessageFns<ResolvedConfig> = {
     if (message.method !== 0) {
       obj.method = simulationMethodToJSON(message.method);
     }
+    if (message.concurrency !== undefined) {
+      obj.concurrency = Math.round(message.concurrency);
+    }
+    if (message.arrivalRate !== undefined) {
+      obj.arrivalRate = floatToJson(message.arrivalRate);
+    }
+    if (message.requests !== undefined) {
+      obj.requests = Math.round(message.requests);
+    }
+    if (message.drafters !== undefined) {
+      obj.drafters = Math.round(message.drafters);
+    }
     return obj;
   },
 
@@ -657,6 +883,420 @@ export const ResolvedConfig: MessageFns<ResolvedConfig> = {
     message.repeats = object.repeats ?? 0;
     message.seed = object.seed ?? 0;
     message.method = object.method ?? 0;
+    message.concurrency = object.concurrency ?? undefined;
+    message.arrivalRate = object.arrivalRate ?? undefined;
+    message.requests = object.requests ?? undefined;
+    message.drafters = object.drafters ?? undefined;
+    return message;
+  },
+};
+
+function createBaseLoadFigures(): LoadFigures {
+  return {
+    requests: 0,
+    tokens: 0,
+    duration: 0,
+    throughput: 0,
+    latencyP50: 0,
+    latencyP99: 0,
+    latencyMean: 0,
+    ttftP50: 0,
+    ttftP99: 0,
+    meanTokensPerRequest: 0,
+    targetUtilisation: 0,
+    targetForwards: 0,
+    preemptions: 0,
+  };
+}
+
+export const LoadFigures: MessageFns<LoadFigures> = {
+  encode(message: LoadFigures, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requests !== 0) {
+      writer.uint32(8).int32(message.requests);
+    }
+    if (message.tokens !== 0) {
+      writer.uint32(16).int64(message.tokens);
+    }
+    if (message.duration !== 0) {
+      writer.uint32(25).double(message.duration);
+    }
+    if (message.throughput !== 0) {
+      writer.uint32(33).double(message.throughput);
+    }
+    if (message.latencyP50 !== 0) {
+      writer.uint32(41).double(message.latencyP50);
+    }
+    if (message.latencyP99 !== 0) {
+      writer.uint32(49).double(message.latencyP99);
+    }
+    if (message.latencyMean !== 0) {
+      writer.uint32(57).double(message.latencyMean);
+    }
+    if (message.ttftP50 !== 0) {
+      writer.uint32(65).double(message.ttftP50);
+    }
+    if (message.ttftP99 !== 0) {
+      writer.uint32(73).double(message.ttftP99);
+    }
+    if (message.meanTokensPerRequest !== 0) {
+      writer.uint32(81).double(message.meanTokensPerRequest);
+    }
+    if (message.targetUtilisation !== 0) {
+      writer.uint32(89).double(message.targetUtilisation);
+    }
+    if (message.targetForwards !== 0) {
+      writer.uint32(96).int64(message.targetForwards);
+    }
+    if (message.preemptions !== 0) {
+      writer.uint32(104).int64(message.preemptions);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoadFigures {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoadFigures();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requests = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tokens = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.duration = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.throughput = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.latencyP50 = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.latencyP99 = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.latencyMean = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.ttftP50 = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.ttftP99 = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.meanTokensPerRequest = reader.double();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.targetUtilisation = reader.double();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.targetForwards = longToNumber(reader.int64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.preemptions = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoadFigures {
+    return {
+      requests: isSet(object.requests) ? globalThis.Number(object.requests) : 0,
+      tokens: isSet(object.tokens) ? globalThis.Number(object.tokens) : 0,
+      duration: isSet(object.duration) ? globalThis.Number(object.duration) : 0,
+      throughput: isSet(object.throughput) ? globalThis.Number(object.throughput) : 0,
+      latencyP50: isSet(object.latencyP50)
+        ? globalThis.Number(object.latencyP50)
+        : isSet(object.latency_p50)
+        ? globalThis.Number(object.latency_p50)
+        : 0,
+      latencyP99: isSet(object.latencyP99)
+        ? globalThis.Number(object.latencyP99)
+        : isSet(object.latency_p99)
+        ? globalThis.Number(object.latency_p99)
+        : 0,
+      latencyMean: isSet(object.latencyMean)
+        ? globalThis.Number(object.latencyMean)
+        : isSet(object.latency_mean)
+        ? globalThis.Number(object.latency_mean)
+        : 0,
+      ttftP50: isSet(object.ttftP50)
+        ? globalThis.Number(object.ttftP50)
+        : isSet(object.ttft_p50)
+        ? globalThis.Number(object.ttft_p50)
+        : 0,
+      ttftP99: isSet(object.ttftP99)
+        ? globalThis.Number(object.ttftP99)
+        : isSet(object.ttft_p99)
+        ? globalThis.Number(object.ttft_p99)
+        : 0,
+      meanTokensPerRequest: isSet(object.meanTokensPerRequest)
+        ? globalThis.Number(object.meanTokensPerRequest)
+        : isSet(object.mean_tokens_per_request)
+        ? globalThis.Number(object.mean_tokens_per_request)
+        : 0,
+      targetUtilisation: isSet(object.targetUtilisation)
+        ? globalThis.Number(object.targetUtilisation)
+        : isSet(object.target_utilisation)
+        ? globalThis.Number(object.target_utilisation)
+        : 0,
+      targetForwards: isSet(object.targetForwards)
+        ? globalThis.Number(object.targetForwards)
+        : isSet(object.target_forwards)
+        ? globalThis.Number(object.target_forwards)
+        : 0,
+      preemptions: isSet(object.preemptions) ? globalThis.Number(object.preemptions) : 0,
+    };
+  },
+
+  toJSON(message: LoadFigures): unknown {
+    const obj: any = {};
+    if (message.requests !== 0) {
+      obj.requests = Math.round(message.requests);
+    }
+    if (message.tokens !== 0) {
+      obj.tokens = Math.round(message.tokens);
+    }
+    if (message.duration !== 0) {
+      obj.duration = floatToJson(message.duration);
+    }
+    if (message.throughput !== 0) {
+      obj.throughput = floatToJson(message.throughput);
+    }
+    if (message.latencyP50 !== 0) {
+      obj.latencyP50 = floatToJson(message.latencyP50);
+    }
+    if (message.latencyP99 !== 0) {
+      obj.latencyP99 = floatToJson(message.latencyP99);
+    }
+    if (message.latencyMean !== 0) {
+      obj.latencyMean = floatToJson(message.latencyMean);
+    }
+    if (message.ttftP50 !== 0) {
+      obj.ttftP50 = floatToJson(message.ttftP50);
+    }
+    if (message.ttftP99 !== 0) {
+      obj.ttftP99 = floatToJson(message.ttftP99);
+    }
+    if (message.meanTokensPerRequest !== 0) {
+      obj.meanTokensPerRequest = floatToJson(message.meanTokensPerRequest);
+    }
+    if (message.targetUtilisation !== 0) {
+      obj.targetUtilisation = floatToJson(message.targetUtilisation);
+    }
+    if (message.targetForwards !== 0) {
+      obj.targetForwards = Math.round(message.targetForwards);
+    }
+    if (message.preemptions !== 0) {
+      obj.preemptions = Math.round(message.preemptions);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LoadFigures>, I>>(base?: I): LoadFigures {
+    return LoadFigures.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LoadFigures>, I>>(object: I): LoadFigures {
+    const message = createBaseLoadFigures();
+    message.requests = object.requests ?? 0;
+    message.tokens = object.tokens ?? 0;
+    message.duration = object.duration ?? 0;
+    message.throughput = object.throughput ?? 0;
+    message.latencyP50 = object.latencyP50 ?? 0;
+    message.latencyP99 = object.latencyP99 ?? 0;
+    message.latencyMean = object.latencyMean ?? 0;
+    message.ttftP50 = object.ttftP50 ?? 0;
+    message.ttftP99 = object.ttftP99 ?? 0;
+    message.meanTokensPerRequest = object.meanTokensPerRequest ?? 0;
+    message.targetUtilisation = object.targetUtilisation ?? 0;
+    message.targetForwards = object.targetForwards ?? 0;
+    message.preemptions = object.preemptions ?? 0;
+    return message;
+  },
+};
+
+function createBaseLoadResult(): LoadResult {
+  return { nonsi: undefined, si: undefined, dsi: undefined };
+}
+
+export const LoadResult: MessageFns<LoadResult> = {
+  encode(message: LoadResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nonsi !== undefined) {
+      LoadFigures.encode(message.nonsi, writer.uint32(10).fork()).join();
+    }
+    if (message.si !== undefined) {
+      LoadFigures.encode(message.si, writer.uint32(18).fork()).join();
+    }
+    if (message.dsi !== undefined) {
+      LoadFigures.encode(message.dsi, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoadResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoadResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nonsi = LoadFigures.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.si = LoadFigures.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.dsi = LoadFigures.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoadResult {
+    return {
+      nonsi: isSet(object.nonsi) ? LoadFigures.fromJSON(object.nonsi) : undefined,
+      si: isSet(object.si) ? LoadFigures.fromJSON(object.si) : undefined,
+      dsi: isSet(object.dsi) ? LoadFigures.fromJSON(object.dsi) : undefined,
+    };
+  },
+
+  toJSON(message: LoadResult): unknown {
+    const obj: any = {};
+    if (message.nonsi !== undefined) {
+      obj.nonsi = LoadFigures.toJSON(message.nonsi);
+    }
+    if (message.si !== undefined) {
+      obj.si = LoadFigures.toJSON(message.si);
+    }
+    if (message.dsi !== undefined) {
+      obj.dsi = LoadFigures.toJSON(message.dsi);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LoadResult>, I>>(base?: I): LoadResult {
+    return LoadResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LoadResult>, I>>(object: I): LoadResult {
+    const message = createBaseLoadResult();
+    message.nonsi = (object.nonsi !== undefined && object.nonsi !== null)
+      ? LoadFigures.fromPartial(object.nonsi)
+      : undefined;
+    message.si = (object.si !== undefined && object.si !== null) ? LoadFigures.fromPartial(object.si) : undefined;
+    message.dsi = (object.dsi !== undefined && object.dsi !== null) ? LoadFigures.fromPartial(object.dsi) : undefined;
     return message;
   },
 };
@@ -731,7 +1371,7 @@ export const SimulateRequest: MessageFns<SimulateRequest> = {
 };
 
 function createBaseSimulateResponse(): SimulateResponse {
-  return { config: undefined, nonsi: undefined, si: undefined, dsi: undefined, speedup: undefined };
+  return { config: undefined, nonsi: undefined, si: undefined, dsi: undefined, speedup: undefined, load: undefined };
 }
 
 export const SimulateResponse: MessageFns<SimulateResponse> = {
@@ -750,6 +1390,9 @@ export const SimulateResponse: MessageFns<SimulateResponse> = {
     }
     if (message.speedup !== undefined) {
       Speedups.encode(message.speedup, writer.uint32(42).fork()).join();
+    }
+    if (message.load !== undefined) {
+      LoadResult.encode(message.load, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -807,6 +1450,14 @@ export const SimulateResponse: MessageFns<SimulateResponse> = {
             message.speedup = Speedups.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.load = LoadResult.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -826,6 +1477,7 @@ export const SimulateResponse: MessageFns<SimulateResponse> = {
       si: isSet(object.si) ? AlgorithmCost.fromJSON(object.si) : undefined,
       dsi: isSet(object.dsi) ? AlgorithmCost.fromJSON(object.dsi) : undefined,
       speedup: isSet(object.speedup) ? Speedups.fromJSON(object.speedup) : undefined,
+      load: isSet(object.load) ? LoadResult.fromJSON(object.load) : undefined,
     };
   },
 
@@ -846,6 +1498,9 @@ export const SimulateResponse: MessageFns<SimulateResponse> = {
     if (message.speedup !== undefined) {
       obj.speedup = Speedups.toJSON(message.speedup);
     }
+    if (message.load !== undefined) {
+      obj.load = LoadResult.toJSON(message.load);
+    }
     return obj;
   },
 
@@ -864,6 +1519,9 @@ export const SimulateResponse: MessageFns<SimulateResponse> = {
     message.dsi = (object.dsi !== undefined && object.dsi !== null) ? AlgorithmCost.fromPartial(object.dsi) : undefined;
     message.speedup = (object.speedup !== undefined && object.speedup !== null)
       ? Speedups.fromPartial(object.speedup)
+      : undefined;
+    message.load = (object.load !== undefined && object.load !== null)
+      ? LoadResult.fromPartial(object.load)
       : undefined;
     return message;
   },
