@@ -1,6 +1,18 @@
-import { SimulationMethod as WireMethod } from '@dsi/proto';
-import { DEFAULT_HEATMAP, resolveConfig, simulate, type HeatmapRow, type SimulationConfig, type SimulationMethod } from '@dsi/sim';
-import { configFromWire, configToWire, heatmapSpecFromWire, methodFromWire, methodToWire, resultFromWire, resultToWire, rowFromWire, rowToWire } from './simulator';
+import { SimulateResponse, SimulationMethod as WireMethod } from '@dsi/proto';
+import { DEFAULT_HEATMAP, resolveConfig, simulate, simulateLoad, type HeatmapRow, type SimulationConfig, type SimulationMethod } from '@dsi/sim';
+import {
+  configErrorMessageToWire,
+  configFromWire,
+  configToWire,
+  heatmapSpecFromWire,
+  methodFromWire,
+  methodToWire,
+  resultFromWire,
+  resultToWire,
+  rowFromWire,
+  rowToWire,
+  wireFieldName,
+} from './simulator';
 
 describe('simulator wire', () => {
   it.each<SimulationMethod>(['seed', 'exact', 'event'])('carries the %s method there and back', (method) => {
@@ -48,5 +60,40 @@ describe('simulator wire', () => {
   it('reads a heatmap request as the spec the simulator validates', () => {
     const spec = heatmapSpecFromWire({ ...DEFAULT_HEATMAP, ndim: 3, method: WireMethod.SIMULATION_METHOD_EXACT, shardIndex: 0, shardCount: 1 });
     expect(spec).toEqual({ ...DEFAULT_HEATMAP, ndim: 3, method: 'exact' });
+  });
+});
+
+describe('simulator wire under load', () => {
+  it('carries the load parameters there and back', () => {
+    const closed: Partial<SimulationConfig> = { method: 'event', concurrency: 8, requests: 64, drafters: 2 };
+    const open: Partial<SimulationConfig> = { method: 'event', arrivalRate: 0.25, requests: 10 };
+    for (const partial of [closed, open]) {
+      const back = configFromWire(configToWire(partial));
+      expect(Object.fromEntries(Object.entries(back).filter(([, value]) => value !== undefined))).toEqual(partial);
+    }
+    expect(configToWire({ concurrency: 3 })).toMatchObject({ concurrency: 3, arrivalRate: undefined, requests: undefined, drafters: undefined });
+  });
+
+  it('carries a load result (per-mode figures, resolved requests and drafters) there and back, through the encoding', async () => {
+    const result = await simulateLoad({ a: 0.7, c: 0.2, k: 3, tokens: 8, servers: 2, drafters: 2, concurrency: 2, requests: 4 });
+    const wire = SimulateResponse.decode(SimulateResponse.encode(resultToWire(result)).finish());
+    expect(wire.load?.dsi?.throughput).toBe(result.load?.dsi.throughput);
+    expect(wire.config).toMatchObject({ concurrency: 2, requests: 4, drafters: 2 });
+    expect(resultFromWire(wire)).toEqual(result);
+  });
+
+  it('leaves load figures out of a single-request result', () => {
+    const result = simulate(resolveConfig({ tokens: 100, repeats: 2 }));
+    expect(resultToWire(result).load).toBeUndefined();
+    expect(resultFromWire(resultToWire(result)).load).toBeUndefined();
+  });
+
+  it('names parameters by their wire fields in error messages', () => {
+    expect(wireFieldName('arrivalRate')).toBe('arrival_rate');
+    expect(wireFieldName('concurrency')).toBe('concurrency');
+    expect(configErrorMessageToWire({ message: 'concurrency (closed loop) and arrivalRate (open loop) are exclusive: set one' })).toBe(
+      'concurrency (closed loop) and arrival_rate (open loop) are exclusive: set one',
+    );
+    expect(configErrorMessageToWire({ message: 'verifyPerToken=-1 is below 0' })).toBe('verify_per_token=-1 is below 0');
   });
 });

@@ -7,10 +7,11 @@ import {
   SimulationMethod as WireMethod,
   type HeatmapCell,
   type HeatmapRequest,
+  type LoadFigures as WireLoadFigures,
   type SimulateResponse,
   type SimulationConfig as WireConfig,
 } from '@dsi/proto';
-import type { HeatmapRow, HeatmapSpec, SimulationConfig, SimulationMethod, SimulationResult } from '@dsi/sim';
+import type { HeatmapRow, HeatmapSpec, LoadFigures, SimulationConfig, SimulationConfigError, SimulationMethod, SimulationResult } from '@dsi/sim';
 
 /** The wire's method enum as the simulator's method name (unspecified means the default, seed). */
 export function methodFromWire(method: WireMethod | undefined): SimulationMethod | undefined {
@@ -50,6 +51,50 @@ export function configFromWire(config: WireConfig | undefined): Partial<Simulati
     ttft: config?.ttft,
     verifyPerToken: config?.verifyPerToken,
     rtt: config?.rtt,
+    concurrency: config?.concurrency,
+    arrivalRate: config?.arrivalRate,
+    requests: config?.requests,
+    drafters: config?.drafters,
+  };
+}
+
+/** Simulation parameters whose wire field is spelled differently (snake_case). */
+const WIRE_FIELDS: Readonly<Record<string, string>> = Object.freeze({ verifyPerToken: 'verify_per_token', arrivalRate: 'arrival_rate' });
+
+/** The wire field of a simulation parameter (`arrivalRate` -> `arrival_rate`), for errors a gRPC caller reads. */
+export function wireFieldName(parameter: string): string {
+  return WIRE_FIELDS[parameter] ?? parameter;
+}
+
+/**
+ * A parameter error's message as a gRPC caller should read it: every parameter named by its wire field
+ * (`arrivalRate=0 must be positive` -> `arrival_rate=0 must be positive`).
+ */
+export function configErrorMessageToWire(error: Pick<SimulationConfigError, 'message'>): string {
+  return error.message.replace(/\b(verifyPerToken|arrivalRate)\b/g, (name) => wireFieldName(name));
+}
+
+/** One mode's load figures as the wire message (the same figures, wire spelling). */
+function loadFiguresToWire(figures: LoadFigures): WireLoadFigures {
+  return { ...figures };
+}
+
+/** Wire load figures back (a missing message reads as zeros). */
+function loadFiguresFromWire(figures: WireLoadFigures | undefined): LoadFigures {
+  return {
+    requests: figures?.requests ?? 0,
+    tokens: figures?.tokens ?? 0,
+    duration: figures?.duration ?? 0,
+    throughput: figures?.throughput ?? 0,
+    latencyP50: figures?.latencyP50 ?? 0,
+    latencyP99: figures?.latencyP99 ?? 0,
+    latencyMean: figures?.latencyMean ?? 0,
+    ttftP50: figures?.ttftP50 ?? 0,
+    ttftP99: figures?.ttftP99 ?? 0,
+    meanTokensPerRequest: figures?.meanTokensPerRequest ?? 0,
+    targetUtilisation: figures?.targetUtilisation ?? 0,
+    targetForwards: figures?.targetForwards ?? 0,
+    preemptions: figures?.preemptions ?? 0,
   };
 }
 
@@ -57,7 +102,21 @@ export function configFromWire(config: WireConfig | undefined): Partial<Simulati
 export function resultToWire(result: SimulationResult): SimulateResponse {
   const { config } = result;
   return {
-    config: { a: config.a, c: config.c, k: config.k, t: config.t, tokens: config.tokens, servers: config.servers, repeats: config.repeats, seed: config.seed, method: methodToWire(config.method) },
+    config: {
+      a: config.a,
+      c: config.c,
+      k: config.k,
+      t: config.t,
+      tokens: config.tokens,
+      servers: config.servers,
+      repeats: config.repeats,
+      seed: config.seed,
+      method: methodToWire(config.method),
+      concurrency: config.concurrency,
+      arrivalRate: config.arrivalRate,
+      requests: config.requests,
+      drafters: config.drafters,
+    },
     nonsi: { cost: result.nonsi.cost, costs: [result.nonsi.cost], iterations: [config.tokens] },
     si: result.si,
     dsi: result.dsi,
@@ -66,6 +125,7 @@ export function resultToWire(result: SimulationResult): SimulateResponse {
       dsiVsSi: result.speedup.dsi_vs_si,
       dsiVsNonsi: result.speedup.dsi_vs_nonsi,
     },
+    load: result.load && { nonsi: loadFiguresToWire(result.load.nonsi), si: loadFiguresToWire(result.load.si), dsi: loadFiguresToWire(result.load.dsi) },
   };
 }
 
@@ -131,6 +191,10 @@ export function configToWire(partial: Partial<SimulationConfig>): WireConfig {
     ttft: partial.ttft,
     verifyPerToken: partial.verifyPerToken,
     rtt: partial.rtt,
+    concurrency: partial.concurrency,
+    arrivalRate: partial.arrivalRate,
+    requests: partial.requests,
+    drafters: partial.drafters,
   };
 }
 
@@ -138,7 +202,7 @@ export function configToWire(partial: Partial<SimulationConfig>): WireConfig {
 export function resultFromWire(response: SimulateResponse): SimulationResult {
   const config = response.config!;
   const algorithm = (cost: SimulateResponse['si']) => ({ cost: cost?.cost ?? 0, costs: cost?.costs ?? [], iterations: cost?.iterations ?? [] });
-  return {
+  const result: SimulationResult = {
     config: { ...config, method: methodFromWire(config.method) ?? 'seed' },
     nonsi: { cost: response.nonsi?.cost ?? 0 },
     si: algorithm(response.si),
@@ -149,4 +213,6 @@ export function resultFromWire(response: SimulateResponse): SimulationResult {
       dsi_vs_nonsi: response.speedup?.dsiVsNonsi ?? 0,
     },
   };
+  if (response.load) result.load = { nonsi: loadFiguresFromWire(response.load.nonsi), si: loadFiguresFromWire(response.load.si), dsi: loadFiguresFromWire(response.load.dsi) };
+  return result;
 }

@@ -70,10 +70,41 @@ describe('SimulatorService/Simulate', () => {
     [{ k: -1 }, 'k=-1 is below 1'],
     [{ method: 7 }, 'method=7 is not one of seed, exact, event'],
     [{ rtt: 0.5 }, 'rtt is only used by the event method'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EVENT, verifyPerToken: -1 }, 'verify_per_token=-1 is below 0'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EVENT, concurrency: 0 }, 'concurrency=0 is below 1'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EVENT, concurrency: 1_000_000 }, 'concurrency=1000000 is above the limit 10000'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EVENT, arrivalRate: 0 }, 'arrival_rate=0 must be positive'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EVENT, arrivalRate: -2 }, 'arrival_rate=-2 must be positive'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EVENT, concurrency: 4, arrivalRate: 1 }, 'concurrency (closed loop) and arrival_rate (open loop) are exclusive: set one'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EVENT, concurrency: 4, requests: 0 }, 'requests=0 is below 1'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EVENT, requests: 4 }, 'requests is only used with concurrency or arrival_rate'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EVENT, drafters: 0 }, 'drafters=0 is below 1'],
+    [{ concurrency: 4 }, 'concurrency is only used by the event method'],
+    [{ method: SimulationMethod.SIMULATION_METHOD_EXACT, arrivalRate: 1 }, 'arrival_rate is only used by the event method'],
   ])('answers %j with INVALID_ARGUMENT: %s', async (config, message) => {
     const error = (await simulate(config).catch((e: ServiceError) => e)) as ServiceError;
     expect(error.code).toBe(status.INVALID_ARGUMENT);
     expect(error.details).toBe(message);
+  });
+
+  it('simulates many requests at once with the event method and concurrency, per mode', async () => {
+    const response = await simulate({ method: SimulationMethod.SIMULATION_METHOD_EVENT, tokens: 16, servers: 2, drafters: 2, concurrency: 4, requests: 8 });
+    expect(response.config).toMatchObject({ method: SimulationMethod.SIMULATION_METHOD_EVENT, concurrency: 4, requests: 8, drafters: 2 });
+    // Non-SI keeps both replicas busy: 2 tokens per unit of time.
+    expect(response.load?.nonsi?.throughput).toBe(2);
+    expect(response.load?.nonsi?.targetUtilisation).toBe(1);
+    for (const figures of [response.load?.si, response.load?.dsi]) {
+      expect(figures).toMatchObject({ requests: 8, tokens: 128, meanTokensPerRequest: 16 });
+      expect(figures!.latencyP99).toBeGreaterThanOrEqual(figures!.latencyP50);
+    }
+    expect(response.dsi?.costs).toHaveLength(8);
+  });
+
+  it('simulates Poisson arrivals with the event method and arrival_rate', async () => {
+    const response = await simulate({ method: SimulationMethod.SIMULATION_METHOD_EVENT, tokens: 8, arrivalRate: 0.05, requests: 5 });
+    expect(response.config).toMatchObject({ arrivalRate: 0.05, requests: 5, drafters: 1 });
+    // Arrivals about 20 apart, 8 tokens each: nobody waits, every non-SI request takes 8.
+    expect(response.load?.nonsi).toMatchObject({ latencyP50: 8, latencyP99: 8, ttftP50: 1 });
   });
 
   it('records a span per call carrying the parameters', async () => {

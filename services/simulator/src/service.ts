@@ -12,7 +12,7 @@ import {
   type SimulationConfig,
 } from '@dsi/sim';
 import { DsiAttributes, DsiSpans, withSpan } from '@dsi/telemetry';
-import { configFromWire, heatmapSpecFromWire, resultToWire, rowToWire } from '@dsi/wire';
+import { configErrorMessageToWire, configFromWire, heatmapSpecFromWire, resultToWire, rowToWire } from '@dsi/wire';
 
 /** How the simulator service spends the machine. */
 export interface SimulatorServiceOptions {
@@ -22,12 +22,15 @@ export interface SimulatorServiceOptions {
   tracer?: Tracer;
 }
 
-/** A simulator parameter error as the gRPC INVALID_ARGUMENT the caller sees, with the same text as the CLI. */
+/**
+ * A simulator parameter error as the gRPC INVALID_ARGUMENT the caller sees: the CLI's text, with every
+ * parameter named by its wire field (`arrival_rate`, not `arrivalRate`).
+ */
 function validated<T>(resolve: () => T): T {
   try {
     return resolve();
   } catch (error) {
-    if (error instanceof SimulationConfigError) throw invalidArgument(error.message, { cause: error });
+    if (error instanceof SimulationConfigError) throw invalidArgument(configErrorMessageToWire(error), { cause: error });
     throw error;
   }
 }
@@ -56,7 +59,9 @@ function configAttributes(config: SimulationConfig | HeatmapSpec) {
 }
 
 /**
- * The `dsi.v1.SimulatorService` registration: Simulate (computed on a worker thread) and Heatmap (cells
+ * The `dsi.v1.SimulatorService` registration: Simulate (computed on a worker thread; the event method
+ * with concurrency or arrival_rate simulates many requests at once and answers with per-mode load
+ * figures) and Heatmap (cells
  * computed on worker threads and streamed as they finish, with flow control; a cancelled stream stops
  * its workers).
  */
