@@ -70,7 +70,7 @@ export class GrpcDrafter implements Drafter {
       intervalMs,
       onChange: (serving, status) => {
         if (serving) this.reconnect();
-        log(serving ? `drafter ${this.address} is SERVING: drafting resumes` : `drafter ${this.address} is not serving (${status}): generations go on without drafts`);
+        log(serving ? `drafter ${this.address} is SERVING` : `drafter ${this.address} is not serving (${status}): generations go on without drafts`);
       },
     });
     await this.health.start();
