@@ -6,8 +6,10 @@ import { GenerateRequest, GenerateStreamRequest, Mode, OrchestratorServiceClient
 import { drafterService } from '@dsi/drafter-service';
 import { targetService } from '@dsi/target-service';
 import { DsiServer, invalidArgument, LoadingSlot, unary, type ServiceRegistration } from '@dsi/rpc';
+import { trace } from '@opentelemetry/api';
 import { GrpcDrafter, ReplicaPool } from './replicas';
 import { orchestratorService } from './service';
+import { orchestratorStartup } from './startup';
 
 /**
  * Errors through real servers on loopback: what the client of Generate sees when its request is
@@ -27,6 +29,8 @@ class ErrorStack {
   private readonly clients = new Map<TargetKind, OrchestratorServiceClient>();
   /** Each orchestrator's target addresses. */
   readonly targets = new Map<TargetKind, string[]>();
+  private readonly closers: (() => Promise<void>)[] = [];
+  private drafterAddress = '';
   /** Lines the target servers logged (internal errors with their causes). */
   readonly targetLog: string[] = [];
 
@@ -34,6 +38,7 @@ class ErrorStack {
     const drafterModel = createSyntheticModel({ role: 'drafter', seed: 5, acceptance: 0.8 });
     this.models.push(drafterModel);
     const drafter = await this.serve(drafterService(LoadingSlot.of(drafterModel)));
+    this.drafterAddress = drafter.address;
     for (const kind of ['model', 'loading', 'rejects', 'crashes'] as const) {
       const addresses: string[] = [];
       for (let i = 0; i < 2; i++) addresses.push((await this.serve(this.target(kind), (line) => this.targetLog.push(line))).address);
@@ -70,6 +75,17 @@ class ErrorStack {
     return server;
   }
 
+  /** An orchestrator as its process starts it (the limits asked of the replicas at startup), over these replicas. */
+  async startOrchestrator(kind: TargetKind, tokenizerDir: string, log: (line: string) => void): Promise<OrchestratorServiceClient> {
+    const startup = await orchestratorStartup(
+      { drafter: this.drafterAddress, targets: { addresses: this.targets.get(kind)! }, tokenizerDir, maxNewTokensLimit: 4096 },
+      { tracer: trace.getTracer('test'), log },
+    );
+    this.closers.push(async () => startup.close?.());
+    const server = await this.serve(startup.registrations[0]);
+    return new OrchestratorServiceClient(server.address, credentials.createInsecure());
+  }
+
   generate(kind: TargetKind, params: Partial<GenerationParams>): Promise<ServiceError> {
     const client = this.clients.get(kind)!;
     return new Promise((resolve, reject) =>
@@ -88,6 +104,7 @@ class ErrorStack {
   }
 
   async stop(): Promise<void> {
+    for (const close of this.closers) await close();
     for (const client of this.clients.values()) client.close();
     for (const pool of this.pools) pool.stop();
     for (const drafter of this.drafters) drafter.close();
@@ -97,9 +114,11 @@ class ErrorStack {
 }
 
 const stack = new ErrorStack();
+let tokenizerDir: string;
 
 beforeAll(async () => {
   const pair = await ensureDefaultModels(testModelsDir());
+  tokenizerDir = pair.target;
   await stack.start(TextTokenizer.load(pair.target));
 }, 60_000);
 afterAll(() => stack.stop());
@@ -197,5 +216,21 @@ describe('a replica\'s own status reaches the client of Generate with its messag
 
   it('logs a replica\'s internal error with its cause in the replica', () => {
     expect(stack.targetLog.some((line) => line.includes('Verify failed with internal') && line.includes('the accelerator fell off the bus'))).toBe(true);
+  });
+});
+
+describe('an orchestrator process', () => {
+  it('asks the replicas for the target\'s limits at startup and checks requests against them', async () => {
+    const lines: string[] = [];
+    const client = await stack.startOrchestrator('model', tokenizerDir, (line) => lines.push(line));
+    expect(lines).toContain(`target limits: vocabulary 259, context length ${CONTEXT}`);
+    const error = await new Promise<ServiceError>((resolve) =>
+      client.generate(GenerateRequest.fromPartial({ params: { promptTokens: [5000] } }), (e) => resolve(e!)),
+    );
+    expect({ code: error.code, details: error.details }).toEqual({
+      code: status.INVALID_ARGUMENT,
+      details: 'prompt_tokens[0]=5000 is outside the target\'s vocabulary [0, 259)',
+    });
+    client.close();
   });
 });
