@@ -4,8 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { DEFAULT_HEATMAP, HeatmapComputer, heatmapGrid, runHeatmap } from '@dsi/sim';
-import { fixed, median, numberOption, timeEach } from '../options';
+import { fixed, integerOption, median, timeEach } from '../options';
 import { startService } from '../stack';
+import { DEFAULT_MAX_NEW_TOKENS_LIMIT } from './serve';
+
+/** The most runs per figure `dsi bench` accepts (the sim suite takes about 2 s per run). */
+export const MAX_BENCH_RUNS = 100;
 
 /** The reference study's sequential per-cell simulation of the ndim=20 heatmap on one core of this machine kind. */
 export const STUDY_HEATMAP_SECONDS = 95;
@@ -71,9 +75,9 @@ export async function simulatorBench(runs: number, log: (line: string) => void):
 export function benchCommand(): Command {
   return new Command('bench')
     .description('measure the simulator (heatmap cells per second) and the model services (serving overhead, Verify cost, synthetic latency)')
-    .addOption(numberOption('--runs <n>', 'runs per figure; the median is reported').default(3))
+    .addOption(integerOption('--runs <n>', `runs per figure, at most ${MAX_BENCH_RUNS}; the median is reported`, { min: 1, max: MAX_BENCH_RUNS }).default(3))
     .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online']).default('all'))
-    .addOption(numberOption('--tokens <n>', 'online: tokens per generation').default(96))
+    .addOption(integerOption('--tokens <n>', 'online: tokens per generation', { min: 1, max: DEFAULT_MAX_NEW_TOKENS_LIMIT }).default(96))
     .option('--json', 'print one JSON document on stdout')
     .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online'; tokens: number; json?: boolean }) => {
       const log = (line: string) => {

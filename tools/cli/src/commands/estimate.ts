@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import type { AcceptanceReport } from '@dsi/models';
 import { UsageError } from '../errors';
 import { defaultModelsDir } from '../models-dir';
-import { fixed, numberOption } from '../options';
+import { fixed, integerOption, textOption } from '../options';
 
 interface AcceptanceFlags {
   target?: string;
@@ -12,19 +12,21 @@ interface AcceptanceFlags {
   json?: boolean;
 }
 
+/** The most tokens `dsi estimate acceptance` generates per prompt. */
+export const MAX_ESTIMATE_TOKENS = 65_536;
+
 /** `dsi estimate acceptance`: a model pair's greedy acceptance rate, measured as the study did. */
 export function estimateCommand(): Command {
   const estimate = new Command('estimate').description('measure a model pair: acceptance rate');
   estimate
     .command('acceptance')
     .description('greedy acceptance rate of a drafter against a target (default: the built-in pair), the study estimator a = m/(1+m)')
-    .option('--target <dir>', 'target ONNX folder (Optimum layout)')
-    .option('--drafter <dir>', 'drafter ONNX folder (Optimum layout)')
-    .option('--prompt <text...>', 'prompts (default: the built-in ones)')
-    .addOption(numberOption('--tokens <n>', 'greedy tokens the target generates per prompt').default(64))
+    .addOption(textOption('--target <dir>', 'target ONNX folder (Optimum layout)'))
+    .addOption(textOption('--drafter <dir>', 'drafter ONNX folder (Optimum layout)'))
+    .addOption(textOption('--prompt <text...>', 'prompts (default: the built-in ones)'))
+    .addOption(integerOption('--tokens <n>', 'greedy tokens the target generates per prompt', { min: 2, max: MAX_ESTIMATE_TOKENS }).default(64))
     .option('--json', 'print one JSON document on stdout')
     .action(async (flags: AcceptanceFlags) => {
-      if (!Number.isInteger(flags.tokens) || flags.tokens < 2) throw new UsageError(`tokens=${flags.tokens} is below 2`);
       if (Boolean(flags.target) !== Boolean(flags.drafter)) throw new UsageError('give both --target and --drafter, or neither');
       const { ensureDefaultModels } = await import('@dsi/modelgen');
       const { measureAcceptance, OnnxModel, TextTokenizer } = await import('@dsi/models');

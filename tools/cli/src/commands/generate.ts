@@ -1,6 +1,7 @@
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
+import { MAX_LOOKAHEAD } from '@dsi/core';
 import { UsageError } from '../errors';
-import { choiceOption, fixed, numberOption } from '../options';
+import { addressOption, choiceOption, fixed, integerOption, MAX_INT32, realOption, SEED_RANGE, textOption } from '../options';
 
 interface GenerateFlags {
   orchestrator: string;
@@ -13,6 +14,20 @@ interface GenerateFlags {
   seed?: number;
   stop?: string[];
   json?: boolean;
+  deadlineMs: number;
+}
+
+/** How long `dsi generate` waits for the whole generation unless `--deadline-ms` says otherwise (10 minutes). */
+export const DEFAULT_GENERATE_DEADLINE_MS = 600_000;
+
+/** The longest `--deadline-ms` accepted (a day). */
+export const MAX_GENERATE_DEADLINE_MS = 86_400_000;
+
+/** Rejects flags that contradict each other or would be ignored, naming them, before any call. */
+function checkGenerateFlags(flags: GenerateFlags): void {
+  if (flags.mode === 'nonsi' && flags.lookahead !== undefined) throw new UsageError('--lookahead does not apply to --mode nonsi (no drafts); drop it or pick --mode si or dsi');
+  if (flags.rule === 'greedy' && flags.temperature !== undefined) throw new UsageError('--temperature does not apply to --rule greedy; drop it or pick --rule seeded or rejection');
+  if (flags.rule !== 'greedy' && flags.seed === undefined) throw new UsageError(`--rule ${flags.rule} needs --seed`);
 }
 
 /**
@@ -22,23 +37,24 @@ interface GenerateFlags {
 export function generateCommand(): Command {
   return new Command('generate')
     .description('generate text through an orchestrator, streaming verified tokens')
-    .addOption(new Option('--orchestrator <address>', 'orchestrator host:port').env('DSI_ORCHESTRATOR').default('127.0.0.1:50050'))
-    .requiredOption('--prompt <text>', 'the prompt')
+    .addOption(addressOption('--orchestrator <address>', 'orchestrator host:port', 'DSI_ORCHESTRATOR').default('127.0.0.1:50050'))
+    .addOption(textOption('--prompt <text>', 'the prompt').makeOptionMandatory())
     .addOption(choiceOption('--mode <mode>', 'decoding algorithm', ['nonsi', 'si', 'dsi']).default('dsi'))
-    .addOption(numberOption('--lookahead <k>', 'drafts per verification (default 5)'))
-    .addOption(numberOption('--max-new-tokens <n>', 'tokens to generate at most (default 64)'))
+    .addOption(integerOption('--lookahead <k>', `drafts per verification, si and dsi, at most ${MAX_LOOKAHEAD} (default 5)`, { min: 1, max: MAX_LOOKAHEAD }))
+    .addOption(integerOption('--max-new-tokens <n>', 'tokens to generate at most; the orchestrator has a limit (default 64)', { min: 1, max: MAX_INT32 }))
     .addOption(choiceOption('--rule <rule>', 'verification rule', ['greedy', 'seeded', 'rejection']).default('greedy'))
-    .addOption(numberOption('--temperature <t>', 'sampling temperature (seeded, rejection; default 1)'))
-    .addOption(numberOption('--seed <n>', 'sampling seed (required by seeded and rejection)'))
-    .option('--stop <text...>', 'stop sequences')
+    .addOption(realOption('--temperature <t>', 'sampling temperature, > 0 (seeded, rejection; default 1)', { min: 0, minExclusive: true }))
+    .addOption(integerOption('--seed <n>', 'sampling seed in [0, 2^53) (required by seeded and rejection)', SEED_RANGE))
+    .addOption(textOption('--stop <text...>', 'stop sequences'))
+    .addOption(integerOption('--deadline-ms <ms>', 'give up when the generation has not finished within this long', { min: 1, max: MAX_GENERATE_DEADLINE_MS }, 'DSI_DEADLINE_MS').default(DEFAULT_GENERATE_DEADLINE_MS))
     .option('--json', 'print the full response with metrics as one JSON document')
     .action(async (flags: GenerateFlags) => {
-      const { credentials } = await import('@grpc/grpc-js');
+      checkGenerateFlags(flags);
+      const { credentials, status } = await import('@grpc/grpc-js');
       const { GenerateStreamRequest, GenerationMetrics, GenerateResponse, OrchestratorServiceClient } = await import('@dsi/proto');
       const { createChannelOptions } = await import('@dsi/rpc');
       const { modeToWire, ruleToWire } = await import('@dsi/wire');
       const { explainService } = await import('../remote');
-      if (flags.prompt.length === 0) throw new UsageError('prompt is empty');
       const params = {
         prompt: flags.prompt,
         mode: modeToWire(flags.mode),
@@ -48,7 +64,7 @@ export function generateCommand(): Command {
         stop: flags.stop ?? [],
       };
       const client = new OrchestratorServiceClient(flags.orchestrator, credentials.createInsecure(), createChannelOptions());
-      const stream = client.generateStream(GenerateStreamRequest.fromPartial({ params }));
+      const stream = client.generateStream(GenerateStreamRequest.fromPartial({ params }), { deadline: Date.now() + flags.deadlineMs });
       const onSignal = () => stream.cancel();
       process.once('SIGINT', onSignal);
       try {
@@ -70,6 +86,9 @@ export function generateCommand(): Command {
           }
         }
       } catch (error) {
+        if ((error as { code?: unknown }).code === status.DEADLINE_EXCEEDED) {
+          throw new Error(`orchestrator at ${flags.orchestrator}: no complete answer within --deadline-ms ${flags.deadlineMs}`, { cause: error });
+        }
         throw explainService('orchestrator', flags.orchestrator, error);
       } finally {
         process.off('SIGINT', onSignal);

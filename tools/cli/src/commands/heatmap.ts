@@ -13,7 +13,7 @@ import {
   type HeatmapSpec,
 } from '@dsi/sim';
 import { UsageError } from '../errors';
-import { choiceOption, fixed, numberOption } from '../options';
+import { addressListOption, checkWritableDir, choiceOption, fixed, integerOption, MAX_THREADS, numberOption, textOption } from '../options';
 import { progressBar } from '../progress';
 
 interface HeatmapFlags {
@@ -26,7 +26,7 @@ interface HeatmapFlags {
   seed?: number;
   out: string;
   threads?: number;
-  simulator?: string;
+  simulator?: string[];
   progress: boolean;
   json?: boolean;
 }
@@ -57,9 +57,7 @@ export async function writeHeatmap(flags: HeatmapFlags, signal?: AbortSignal): P
     if (error instanceof SimulationConfigError) throw new UsageError(error.message);
     throw error;
   }
-  if (flags.threads !== undefined && (!Number.isInteger(flags.threads) || flags.threads < 1)) {
-    throw new UsageError(`threads=${flags.threads} is below 1`);
-  }
+  checkWritableDir(flags.out, '--out');
   const progress = progressBar(`heatmap ndim=${spec.ndim} ${spec.method}`, flags.progress);
   const started = performance.now();
   let rows: HeatmapRow[];
@@ -67,8 +65,7 @@ export async function writeHeatmap(flags: HeatmapFlags, signal?: AbortSignal): P
     const onRow = (_row: HeatmapRow, done: number, total: number) => progress.update(done, total);
     if (flags.simulator) {
       const { heatmapRemote } = await import('../remote');
-      const simulators = flags.simulator.split(',').map((a) => a.trim()).filter(Boolean);
-      rows = await heatmapRemote(simulators, spec, onRow, signal);
+      rows = await heatmapRemote(flags.simulator, spec, onRow, signal);
     } else {
       rows = await runHeatmap(spec, { threads: flags.threads, onRow, signal });
     }
@@ -102,9 +99,9 @@ export function heatmapCommand(): Command {
     .addOption(numberOption('--tokens <n>', 'tokens per run (default 1000)'))
     .addOption(numberOption('--repeats <n>', 'repeats per cell, seed method (default 5)'))
     .addOption(numberOption('--seed <n>', 'seed (default 42)'))
-    .addOption(numberOption('--threads <n>', 'worker threads (default: all cores)', 'DSI_THREADS'))
-    .option('--out <dir>', 'output folder', 'heatmap')
-    .option('--simulator <addresses>', 'stream the cells from simulator services (host:port, comma-separated: the sweep is sharded across them)')
+    .addOption(integerOption('--threads <n>', `worker threads, at most ${MAX_THREADS} (default: all cores)`, { min: 1, max: MAX_THREADS }, 'DSI_THREADS'))
+    .addOption(textOption('--out <dir>', 'output folder (checked writable before the sweep)').default('heatmap'))
+    .addOption(addressListOption('--simulator <addresses>', 'stream the cells from simulator services (host:port, comma-separated: the sweep is sharded across them)'))
     .option('--no-progress', 'no progress bar on stderr')
     .option('--json', 'print one JSON document on stdout')
     .action(async (flags: HeatmapFlags) => {

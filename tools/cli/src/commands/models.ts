@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { defaultModelsDir } from '../models-dir';
+import { textOption } from '../options';
 
 /** `dsi models init`: write the built-in model pair (deterministic, same bytes on every run). */
 export function modelsCommand(): Command {
@@ -7,7 +8,7 @@ export function modelsCommand(): Command {
   models
     .command('init')
     .description('write the built-in target and drafter ONNX models (skipped when already there and intact)')
-    .option('--dir <dir>', 'folder for the pair (default: $DSI_MODELS_DIR or ~/.cache/dsi/models)')
+    .addOption(textOption('--dir <dir>', 'folder for the pair (default: $DSI_MODELS_DIR or ~/.cache/dsi/models)'))
     .option('--json', 'print one JSON document on stdout')
     .action(async (flags: { dir?: string; json?: boolean }) => {
       const { ensureDefaultModels, modelFingerprint } = await import('@dsi/modelgen');

@@ -1,14 +1,24 @@
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import type { ModelSource } from '@dsi/models';
 import type { ReplicaSource } from '@dsi/orchestrator-service';
 import type { ServiceContext, ServiceProcessConfig, ServiceStartup } from '@dsi/rpc';
 import { UsageError } from '../errors';
-import { choiceOption, numberOption } from '../options';
+import { addressListOption, addressOption, choiceOption, integerOption, MAX_INT32, MAX_THREADS, portOption, realOption, SEED_RANGE, textOption } from '../options';
 import { defaultModelsDir } from '../models-dir';
 
 /** Services `dsi serve` can start, with their default ports. */
 export const SERVICES = { orchestrator: 50050, target: 50051, drafter: 50052, simulator: 50054 } as const;
+/** The name of a service `dsi serve` runs. */
 export type ServiceName = keyof typeof SERVICES;
+
+/** The orchestrator's largest `max_new_tokens` unless `--max-new-tokens-limit` says otherwise. */
+export const DEFAULT_MAX_NEW_TOKENS_LIMIT = 4096;
+
+/** The largest Draft n or Verify block a replica can be told to accept (a block is at most lookahead + 1 tokens). */
+export const MAX_TOKENS_PER_CALL = 4096;
+
+/** The slowest synthetic forward latency accepted (a minute). */
+const MAX_LATENCY_MS = 60_000;
 
 /** Flags of `dsi serve` (every one also read from a `DSI_*` variable). */
 export interface ServeFlags {
@@ -27,7 +37,7 @@ export interface ServeFlags {
   maxTokensPerCall: number;
   syntheticSeed: number;
   drafter?: string;
-  targets?: string;
+  targets?: string[];
   targetsDns?: string;
   tokenizer?: string;
   maxNewTokensLimit: number;
@@ -58,14 +68,6 @@ async function builtInModels(flags: ServeFlags): Promise<{ drafter: string; targ
   return ensureDefaultModels(flags.modelsDir ?? defaultModelsDir(process.env));
 }
 
-/** Rejects synthetic-backend flags out of range, naming the flag. */
-function checkSyntheticFlags(flags: ServeFlags): void {
-  if (!(flags.a >= 0 && flags.a <= 1)) throw new UsageError(`a=${flags.a} is outside [0, 1]`);
-  for (const [key, value] of [['ttft-ms', flags.ttftMs], ['tpot-ms', flags.tpotMs], ['verify-ms-per-token', flags.verifyMsPerToken]] as const) {
-    if (!(value >= 0)) throw new UsageError(`${key}=${value} must be >= 0`);
-  }
-}
-
 /** The model a drafter or target replica should load, from its flags (the built-in pair unless `--model`). */
 export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags): Promise<ModelSource> {
   if (flags.backend === 'synthetic') {
@@ -92,10 +94,9 @@ export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags)
 
 /** The orchestrator's drafter address and target replicas (a list or a DNS name), from its flags. */
 function orchestratorEndpoints(flags: ServeFlags): { drafter: string; targets: ReplicaSource } {
-  if (!flags.drafter) throw new UsageError('--drafter ADDRESS is required (env DSI_DRAFTER)');
-  if (!flags.targets === !flags.targetsDns) throw new UsageError('give exactly one of --targets ADDR,ADDR,... or --targets-dns NAME:PORT');
-  if (flags.targetsDns && !/^.+:\d+$/.test(flags.targetsDns)) throw new UsageError(`targets-dns=${flags.targetsDns} is not NAME:PORT`);
-  const targets = flags.targets ? { addresses: flags.targets.split(',').map((a) => a.trim()).filter(Boolean) } : { dns: flags.targetsDns! };
+  if (!flags.drafter) throw new UsageError('--drafter is required for the orchestrator (or DSI_DRAFTER)');
+  if (!flags.targets === !flags.targetsDns) throw new UsageError('the orchestrator needs exactly one of --targets HOST:PORT,... or --targets-dns NAME:PORT');
+  const targets = flags.targets ? { addresses: flags.targets } : { dns: flags.targetsDns! };
   return { drafter: flags.drafter, targets };
 }
 
@@ -117,7 +118,6 @@ export function serviceStart(name: ServiceName, flags: ServeFlags): ServiceStart
     }
     case 'drafter':
     case 'target':
-      if (flags.backend === 'synthetic') checkSyntheticFlags(flags);
       return async (context) => {
         const config = { model: await modelSource(name, flags), maxTokensPerCall: flags.maxTokensPerCall };
         if (name === 'drafter') return (await import('@dsi/drafter-service')).drafterStartup(config, context);
@@ -142,40 +142,34 @@ export function serveCommand(): Command {
   return new Command('serve')
     .description('run one DSI service (health, reflection, tracing; drains on SIGTERM)')
     .argument('<service>', `service to run: ${Object.keys(SERVICES).join(', ')}`)
-    .addOption(new Option('--host <address>', 'address to listen on (0.0.0.0 in a container)').env('DSI_HOST').default('127.0.0.1'))
-    .addOption(numberOption('--port <n>', 'port to listen on; 0 picks a free one (default: target 50051, drafter 50052, simulator 50054)', 'DSI_PORT'))
-    .addOption(numberOption('--threads <n>', 'threads: onnxruntime intra-op threads (drafter, target) or worker threads (simulator)', 'DSI_THREADS'))
-    .addOption(numberOption('--drain-grace-ms <ms>', 'on SIGTERM, time in-flight calls get before they are cancelled', 'DSI_DRAIN_GRACE_MS').default(10_000))
-    .addOption(numberOption('--max-message-bytes <n>', 'largest request accepted', 'DSI_MAX_MESSAGE_BYTES').default(4 * 1024 * 1024))
-    .addOption(new Option('--trace-file <file>', 'also write spans as JSON lines to this file').env('DSI_TRACE_FILE'))
+    .addOption(textOption('--host <address>', 'address to listen on (0.0.0.0 in a container)', 'DSI_HOST').default('127.0.0.1'))
+    .addOption(portOption('--port <n>', 'port to listen on; 0 picks a free one (default: orchestrator 50050, target 50051, drafter 50052, simulator 50054)', true, 'DSI_PORT'))
+    .addOption(integerOption('--threads <n>', 'threads: onnxruntime intra-op threads (drafter, target) or worker threads (simulator)', { min: 1, max: MAX_THREADS }, 'DSI_THREADS'))
+    .addOption(integerOption('--drain-grace-ms <ms>', 'on SIGTERM, time in-flight calls get before they are cancelled', { min: 0, max: 3_600_000 }, 'DSI_DRAIN_GRACE_MS').default(10_000))
+    .addOption(integerOption('--max-message-bytes <n>', 'largest request accepted', { min: 1024, max: MAX_INT32 }, 'DSI_MAX_MESSAGE_BYTES').default(4 * 1024 * 1024))
+    .addOption(textOption('--trace-file <file>', 'also write spans as JSON lines to this file', 'DSI_TRACE_FILE'))
     .addOption(choiceOption('--backend <backend>', 'model backend (drafter, target)', ['onnx', 'synthetic'], 'DSI_BACKEND').default('onnx'))
     .addOption(choiceOption('--execution-provider <provider>', 'onnx: where forwards run (cuda needs onnxruntime-node\'s CUDA libraries and a GPU)', ['cpu', 'cuda'], 'DSI_EXECUTION_PROVIDER').default('cpu'))
-    .addOption(new Option('--model <dir>', 'ONNX model folder (Optimum layout); default: the built-in pair').env('DSI_MODEL'))
-    .addOption(new Option('--models-dir <dir>', 'where the built-in pair is cached').env('DSI_MODELS_DIR'))
-    .addOption(numberOption('--max-cached-requests <n>', 'requests whose KV cache is kept (LRU)', 'DSI_MAX_CACHED_REQUESTS').default(64))
-    .addOption(numberOption('--max-cached-tokens <n>', 'tokens kept across all KV caches', 'DSI_MAX_CACHED_TOKENS').default(65_536))
-    .addOption(numberOption('--idle-timeout-ms <ms>', 'drop a request\'s KV cache after this long unused', 'DSI_IDLE_TIMEOUT_MS').default(300_000))
-    .addOption(numberOption('--max-tokens-per-call <n>', 'largest Draft n or Verify block', 'DSI_MAX_TOKENS_PER_CALL').default(64))
-    .addOption(numberOption('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics', 'DSI_METRICS_PORT'))
-    .addOption(new Option('--metrics-host <address>', 'address the metrics endpoint binds').env('DSI_METRICS_HOST').default('127.0.0.1'))
-    .addOption(new Option('--drafter <address>', 'orchestrator: the drafter service').env('DSI_DRAFTER'))
-    .addOption(new Option('--targets <addresses>', 'orchestrator: target replicas, comma-separated host:port').env('DSI_TARGETS'))
-    .addOption(new Option('--targets-dns <name:port>', 'orchestrator: a DNS name whose addresses are the replicas (a headless Service)').env('DSI_TARGETS_DNS'))
-    .addOption(new Option('--tokenizer <dir>', 'orchestrator: folder with the target\'s tokenizer.json (default: the built-in pair)').env('DSI_TOKENIZER'))
-    .addOption(numberOption('--max-new-tokens-limit <n>', 'orchestrator: largest max_new_tokens accepted', 'DSI_MAX_NEW_TOKENS_LIMIT').default(4096))
-    .addOption(numberOption('--synthetic-seed <n>', 'synthetic backend: the oracle seed (drafter and target must agree)', 'DSI_SYNTHETIC_SEED').default(1))
-    .addOption(numberOption('--a <rate>', 'synthetic drafter: probability it agrees with the target per position', 'DSI_A').default(0.8))
-    .addOption(numberOption('--ttft-ms <ms>', 'synthetic: latency of a request\'s first forward', 'DSI_TTFT_MS').default(0))
-    .addOption(numberOption('--tpot-ms <ms>', 'synthetic: latency of a later forward', 'DSI_TPOT_MS').default(0))
-    .addOption(numberOption('--verify-ms-per-token <ms>', 'synthetic: extra latency per extra token in one forward', 'DSI_VERIFY_MS_PER_TOKEN').default(0))
+    .addOption(textOption('--model <dir>', 'ONNX model folder (Optimum layout); default: the built-in pair', 'DSI_MODEL'))
+    .addOption(textOption('--models-dir <dir>', 'where the built-in pair is cached', 'DSI_MODELS_DIR'))
+    .addOption(integerOption('--max-cached-requests <n>', 'requests whose KV cache is kept (LRU)', { min: 1, max: 1_000_000 }, 'DSI_MAX_CACHED_REQUESTS').default(64))
+    .addOption(integerOption('--max-cached-tokens <n>', 'tokens kept across all KV caches', { min: 1, max: MAX_INT32 }, 'DSI_MAX_CACHED_TOKENS').default(65_536))
+    .addOption(integerOption('--idle-timeout-ms <ms>', 'drop a request\'s KV cache after this long unused', { min: 1, max: MAX_INT32 }, 'DSI_IDLE_TIMEOUT_MS').default(300_000))
+    .addOption(integerOption('--max-tokens-per-call <n>', 'largest Draft n or Verify block', { min: 1, max: MAX_TOKENS_PER_CALL }, 'DSI_MAX_TOKENS_PER_CALL').default(64))
+    .addOption(portOption('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (0: a free port)', true, 'DSI_METRICS_PORT'))
+    .addOption(textOption('--metrics-host <address>', 'address the metrics endpoint binds', 'DSI_METRICS_HOST').default('127.0.0.1'))
+    .addOption(addressOption('--drafter <address>', 'orchestrator: the drafter service, host:port', 'DSI_DRAFTER'))
+    .addOption(addressListOption('--targets <addresses>', 'orchestrator: target replicas, comma-separated host:port', 'DSI_TARGETS'))
+    .addOption(addressOption('--targets-dns <name:port>', 'orchestrator: a DNS name whose addresses are the replicas (a headless Service)', 'DSI_TARGETS_DNS'))
+    .addOption(textOption('--tokenizer <dir>', 'orchestrator: folder with the target\'s tokenizer.json (default: the built-in pair)', 'DSI_TOKENIZER'))
+    .addOption(integerOption('--max-new-tokens-limit <n>', 'orchestrator: largest max_new_tokens accepted', { min: 1, max: MAX_INT32 }, 'DSI_MAX_NEW_TOKENS_LIMIT').default(DEFAULT_MAX_NEW_TOKENS_LIMIT))
+    .addOption(integerOption('--synthetic-seed <n>', 'synthetic backend: the oracle seed (drafter and target must agree)', SEED_RANGE, 'DSI_SYNTHETIC_SEED').default(1))
+    .addOption(realOption('--a <rate>', 'synthetic drafter: probability it agrees with the target per position, in [0, 1]', { min: 0, max: 1 }, 'DSI_A').default(0.8))
+    .addOption(realOption('--ttft-ms <ms>', 'synthetic: latency of a request\'s first forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_TTFT_MS').default(0))
+    .addOption(realOption('--tpot-ms <ms>', 'synthetic: latency of a later forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_TPOT_MS').default(0))
+    .addOption(realOption('--verify-ms-per-token <ms>', 'synthetic: extra latency per extra token in one forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_VERIFY_MS_PER_TOKEN').default(0))
     .action(async (service: string, flags: ServeFlags) => {
       if (!(service in SERVICES)) throw new UsageError(`unknown service ${service}; one of: ${Object.keys(SERVICES).join(', ')}`);
-      if (flags.port !== undefined && (!Number.isInteger(flags.port) || flags.port < 0 || flags.port > 65535)) {
-        throw new UsageError(`port=${flags.port} is outside [0, 65535]`);
-      }
-      if (flags.threads !== undefined && (!Number.isInteger(flags.threads) || flags.threads < 1)) {
-        throw new UsageError(`threads=${flags.threads} is below 1`);
-      }
       await serve(service as ServiceName, flags);
     });
 }

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { simulate, simulateEvent, SimulationConfigError, type SimulationConfig, type SimulationResult } from '@dsi/sim';
 import { UsageError } from '../errors';
-import { choiceOption, fixed, numberOption } from '../options';
+import { addressOption, choiceOption, fixed, numberOption } from '../options';
 
 interface SimulateFlags {
   a?: number;
@@ -104,7 +104,7 @@ export function simulateCommand(): Command {
     .addOption(numberOption('--ttft <latency>', 'event: latency of the first target forward (default t)'))
     .addOption(numberOption('--verify-per-token <latency>', 'event: extra target latency per extra token verified (default 0)'))
     .addOption(numberOption('--rtt <latency>', 'event: network round trip per call (default 0)'))
-    .option('--simulator <address>', 'ask a running simulator service (host:port) instead of computing locally')
+    .addOption(addressOption('--simulator <address>', 'ask a running simulator service (host:port) instead of computing locally'))
     .option('--json', 'print one JSON document on stdout')
     .action(async (flags: SimulateFlags) => {
       const result = await run(flags);
