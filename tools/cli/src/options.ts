@@ -211,20 +211,3 @@ export function checkWritableDir(dir: string, flag: string): void {
 export function fixed(value: number, digits = 2): string {
   return Number.isFinite(value) ? value.toFixed(digits) : String(value);
 }
-
-/** The median of a non-empty list (the upper one of the middle pair). */
-export function median(values: readonly number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-/** Runs `fn` `runs` times in a row and returns each run's wall time in milliseconds. */
-export async function timeEach(runs: number, fn: (i: number) => Promise<unknown> | unknown): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const started = performance.now();
-    await fn(i);
-    times.push(performance.now() - started);
-  }
-  return times;
-}

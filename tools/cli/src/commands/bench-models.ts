@@ -3,7 +3,9 @@ import { ensureDefaultModels } from '@dsi/modelgen';
 import { OnnxModel } from '@dsi/models';
 import { TargetServiceClient, VerifyRequest, type VerifyResponse } from '@dsi/proto';
 import { defaultModelsDir } from '../models-dir';
-import { fixed, median, timeEach } from '../options';
+import { median } from '@dsi/core';
+import { fixed } from '../options';
+import { timeEach } from '../timing';
 import { startService, type StackService } from '../stack';
 
 /** One row of the model-service benchmarks. */

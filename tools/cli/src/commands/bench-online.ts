@@ -1,5 +1,6 @@
 import { predictSynthetic, requiredServers } from '@dsi/sim';
-import { fixed, median } from '../options';
+import { median } from '@dsi/core';
+import { fixed } from '../options';
 import { startService, type StackService } from '../stack';
 
 /** One configuration of the online benchmark, measured and predicted. */

@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { DEFAULT_HEATMAP, HeatmapComputer, heatmapGrid, runHeatmap } from '@dsi/sim';
-import { fixed, integerOption, median, timeEach } from '../options';
+import { median } from '@dsi/core';
+import { fixed, integerOption } from '../options';
+import { timeEach } from '../timing';
 import { startService } from '../stack';
 import { DEFAULT_MAX_NEW_TOKENS_LIMIT } from './serve';
 
