@@ -42,6 +42,20 @@ describe('dsi simulate', () => {
     expect(doc.speedup.dsi_vs_si).toBeCloseTo(doc.si.cost / doc.dsi.cost, 12);
   });
 
+  it('simulates many requests at once (--concurrency): per-mode load figures, non-SI at every server busy', async () => {
+    const run = await dsi('simulate', '--method', 'event', '--concurrency', '6', '--servers', '3', '--drafters', '2', '--tokens', '16', '--requests', '12', '--json');
+    expect(run.code).toBe(0);
+    const doc = JSON.parse(run.stdout);
+    expect(doc.config).toMatchObject({ method: 'event', concurrency: 6, requests: 12, drafters: 2, servers: 3 });
+    for (const mode of ['nonsi', 'si', 'dsi']) expect(doc.load[mode]).toMatchObject({ requests: 12, tokens: 12 * 16 });
+    // Six clients on three replicas: non-SI keeps all three busy, one token per replica per forward.
+    expect(doc.load.nonsi.throughput).toBeCloseTo(3, 9);
+    expect(doc.load.nonsi.targetUtilisation).toBeCloseTo(1, 9);
+    const table = await dsi('simulate', '--method', 'event', '--concurrency', '2', '--tokens', '16', '--requests', '4');
+    expect(table.stdout).toContain('closed loop, concurrency 2');
+    expect(table.stdout).toMatch(/non-SI\s+2\.000/);
+  });
+
   it.each([
     [['--servers', '3', '--k', '1', '--c', '0.3'], 'servers=3 is below ceil(t/(k*c)) = 4'],
     [['--a', '1.2'], 'a=1.2 is outside [0, 1]'],

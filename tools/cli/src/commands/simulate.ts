@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { simulate, simulateEvent, SimulationConfigError, type SimulationConfig, type SimulationResult } from '@dsi/sim';
 import { UsageError } from '../errors';
-import { addressOption, choiceOption, fixed, numberOption } from '../options';
+import { addressOption, choiceOption, fixed, integerOption, numberOption, realOption } from '../options';
 
 interface SimulateFlags {
   a?: number;
@@ -16,6 +16,10 @@ interface SimulateFlags {
   ttft?: number;
   verifyPerToken?: number;
   rtt?: number;
+  concurrency?: number;
+  arrivalRate?: number;
+  requests?: number;
+  drafters?: number;
   json?: boolean;
   simulator?: string;
 }
@@ -35,6 +39,10 @@ async function run(flags: SimulateFlags): Promise<SimulationResult> {
     ttft: flags.ttft,
     verifyPerToken: flags.verifyPerToken,
     rtt: flags.rtt,
+    concurrency: flags.concurrency,
+    arrivalRate: flags.arrivalRate,
+    requests: flags.requests,
+    drafters: flags.drafters,
   };
   if (flags.simulator) {
     const { simulateRemote } = await import('../remote');
@@ -48,8 +56,27 @@ async function run(flags: SimulateFlags): Promise<SimulationResult> {
   }
 }
 
+/** A load simulation's figures per mode, as a table for a terminal. */
+function formatLoad(result: SimulationResult): string {
+  const { config, load } = result;
+  const how = config.concurrency !== undefined ? `closed loop, concurrency ${config.concurrency}` : `Poisson arrivals, ${config.arrivalRate} requests per unit`;
+  const lines = [
+    `DSI simulation under load (event method: the serving scheduler on a virtual clock; ${how}, ${config.requests} requests per mode, ${config.drafters ?? 1} drafter${config.drafters === 1 ? '' : 's'})`,
+    `  a=${config.a}  c=${config.c}  k=${config.k}  t=${config.t}  S=${config.tokens}  servers=${config.servers}`,
+    '',
+    `  ${'mode'.padEnd(7)} ${'tokens/t'.padStart(9)} ${'p50'.padStart(9)} ${'p99'.padStart(9)} ${'ttft p50'.padStart(9)} ${'util'.padStart(6)} ${'preempt'.padStart(8)}`,
+  ];
+  for (const [name, figures] of [['non-SI', load!.nonsi], ['SI', load!.si], ['DSI', load!.dsi]] as const) {
+    lines.push(
+      `  ${name.padEnd(7)} ${fixed(figures.throughput, 3).padStart(9)} ${fixed(figures.latencyP50).padStart(9)} ${fixed(figures.latencyP99).padStart(9)} ${fixed(figures.ttftP50).padStart(9)} ${fixed(figures.targetUtilisation).padStart(6)} ${String(figures.preemptions).padStart(8)}`,
+    );
+  }
+  return lines.join('\n');
+}
+
 /** The study's result as a short table for a terminal. */
 export function formatSimulation(result: SimulationResult): string {
+  if (result.load) return formatLoad(result);
   const { config } = result;
   const perRepeat = (values: number[], digits: number) => values.map((v) => fixed(v, digits)).join(' ');
   const exact = config.method === 'exact';
@@ -80,7 +107,11 @@ export function formatSimulation(result: SimulationResult): string {
 export function simulationJson(result: SimulationResult): unknown {
   const { tokens, ...rest } = result.config;
   return {
-    config: { a: rest.a, c: rest.c, k: rest.k, t: rest.t, S: tokens, servers: rest.servers, repeats: rest.repeats, seed: rest.seed, method: rest.method },
+    config: {
+      a: rest.a, c: rest.c, k: rest.k, t: rest.t, S: tokens, servers: rest.servers, repeats: rest.repeats, seed: rest.seed, method: rest.method,
+      ...(result.load ? { concurrency: rest.concurrency, arrival_rate: rest.arrivalRate, requests: rest.requests, drafters: rest.drafters } : {}),
+    },
+    ...(result.load ? { load: result.load } : {}),
     nonsi: result.nonsi,
     si: result.si,
     dsi: result.dsi,
@@ -104,6 +135,10 @@ export function simulateCommand(): Command {
     .addOption(numberOption('--ttft <latency>', 'event: latency of the first target forward (default t)'))
     .addOption(numberOption('--verify-per-token <latency>', 'event: extra target latency per extra token verified (default 0)'))
     .addOption(numberOption('--rtt <latency>', 'event: network round trip per call (default 0)'))
+    .addOption(integerOption('--concurrency <n>', 'event: many requests at once, closed loop: N clients sending back to back', { min: 1, max: 10_000 }))
+    .addOption(realOption('--arrival-rate <r>', 'event: many requests at once, open loop: Poisson arrivals, requests per unit of time', { min: 0, minExclusive: true }))
+    .addOption(integerOption('--requests <n>', 'event under load: requests per mode (default 8 per client, or 100 with --arrival-rate)', { min: 1, max: 100_000 }))
+    .addOption(integerOption('--drafters <n>', 'event under load: drafter replicas shared by the requests (default 1)', { min: 1, max: 1024 }))
     .addOption(addressOption('--simulator <address>', 'ask a running simulator service (host:port) instead of computing locally'))
     .option('--json', 'print one JSON document on stdout')
     .action(async (flags: SimulateFlags) => {
