@@ -2,7 +2,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { Command } from 'commander';
 import type { GenerateResponse } from '@dsi/proto';
-import { ExitCode, UsageError } from '../errors';
+import { ExitCode } from '../errors';
+import { checkUpFlags } from './up-flags';
 import { defaultModelsDir } from '../models-dir';
 import { choiceOption, fixed, numberOption } from '../options';
 import { StackSupervisor, type SupervisedService } from '../supervisor';
@@ -99,12 +100,7 @@ function port(base: number, offset: number): string {
  * address with `--restart`); every service logs to `--log-dir`/NAME.log.
  */
 export async function up(flags: UpFlags): Promise<void> {
-  if (!Number.isInteger(flags.targets) || flags.targets < 1 || flags.targets > 16) throw new UsageError(`targets=${flags.targets} is outside [1, 16]`);
-  if (flags.backend === 'synthetic') {
-    if (!(flags.a >= 0 && flags.a <= 1)) throw new UsageError(`a=${flags.a} is outside [0, 1]`);
-    if (!(flags.c > 0 && flags.c <= 1)) throw new UsageError(`c=${flags.c} is outside (0, 1]`);
-    if (!(flags.targetMs > 0)) throw new UsageError(`target-ms=${flags.targetMs} must be positive`);
-  }
+  checkUpFlags(flags); // also run by main.ts before the action, where it knows which flags were given
   const env = { ...process.env, ...(flags.traceFile ? { DSI_TRACE_FILE: flags.traceFile } : {}) };
   const log = (line: string) => {
     if (!flags.json) process.stderr.write(line + '\n');
