@@ -1,4 +1,4 @@
-import { metrics, type Counter, type Histogram, type Meter } from '@opentelemetry/api';
+import { metrics, type Counter, type Histogram, type Meter, type UpDownCounter } from '@opentelemetry/api';
 import { OTLPMetricExporter as OtlpGrpcMetricExporter } from '@opentelemetry/exporter-metrics-otlp-grpc';
 import { OTLPMetricExporter as OtlpHttpMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
@@ -84,6 +84,16 @@ export interface GenerationInstruments {
   ttft: Histogram;
   tpot: Histogram;
   duration: Histogram;
+  /** Generations running now (admitted, not finished). */
+  activeRequests: UpDownCounter;
+  /** Requests waiting for admission now. */
+  queuedRequests: UpDownCounter;
+  /**
+   * Target replica time of verifications in ms, by `dsi.replica_time.use`: `lane` (a request's lane,
+   * committed), `speculative_used` (a speculative block that committed) or `wasted` (cancelled,
+   * rejected, preempted for a lane, or failed).
+   */
+  replicaTime: Counter;
 }
 
 /** Creates the orchestrator's counters and histograms on a meter. */
@@ -103,5 +113,11 @@ export function generationInstruments(meter: Meter): GenerationInstruments {
     ttft: meter.createHistogram('dsi.ttft', { description: 'time to the first verified token', ...ms }),
     tpot: meter.createHistogram('dsi.tpot', { description: 'mean time per output token after the first', ...ms }),
     duration: meter.createHistogram('dsi.request.duration', { description: 'wall time of a generation request', ...ms }),
+    activeRequests: meter.createUpDownCounter('dsi.requests.active', { description: 'generation requests running now' }),
+    queuedRequests: meter.createUpDownCounter('dsi.requests.queued', { description: 'generation requests waiting for admission now' }),
+    replicaTime: meter.createCounter('dsi.replica_time', {
+      description: 'target replica time of verifications, by dsi.replica_time.use (lane, speculative_used, wasted)',
+      ...ms,
+    }),
   };
 }
