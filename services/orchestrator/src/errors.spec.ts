@@ -7,7 +7,7 @@ import { drafterService } from '@dsi/drafter-service';
 import { targetService } from '@dsi/target-service';
 import { DsiServer, invalidArgument, LoadingSlot, unary, type ServiceRegistration } from '@dsi/rpc';
 import { trace } from '@opentelemetry/api';
-import { GrpcDrafter, ReplicaPool } from './replicas';
+import { ReplicaPool, type ReplicaClient } from './replicas';
 import { orchestratorService } from './service';
 import { orchestratorStartup } from './startup';
 
@@ -24,8 +24,7 @@ const REPLICA_REJECTION = 'prefix has 40 tokens; the model\'s context length is 
 class ErrorStack {
   private readonly servers: DsiServer[] = [];
   private readonly models: LanguageModel[] = [];
-  private readonly pools: ReplicaPool[] = [];
-  private readonly drafters: GrpcDrafter[] = [];
+  private readonly pools: ReplicaPool<ReplicaClient>[] = [];
   private readonly clients = new Map<TargetKind, OrchestratorServiceClient>();
   /** Each orchestrator's target addresses. */
   readonly targets = new Map<TargetKind, string[]>();
@@ -43,12 +42,11 @@ class ErrorStack {
       const addresses: string[] = [];
       for (let i = 0; i < 2; i++) addresses.push((await this.serve(this.target(kind), (line) => this.targetLog.push(line))).address);
       this.targets.set(kind, addresses);
-      const pool = new ReplicaPool({ addresses });
-      await pool.start();
-      this.pools.push(pool);
-      const drafterClient = new GrpcDrafter(drafter.address);
-      this.drafters.push(drafterClient);
-      const orchestrator = await this.serve(orchestratorService({ drafter: drafterClient, targets: pool, tokenizer, eosTokenId: 257 }));
+      const pool = ReplicaPool.targets({ addresses });
+      const drafters = ReplicaPool.drafters({ addresses: [drafter.address] });
+      await Promise.all([pool.start(), drafters.start()]);
+      this.pools.push(pool, drafters);
+      const orchestrator = await this.serve(orchestratorService({ drafters, targets: pool, tokenizer, eosTokenId: 257 }));
       this.clients.set(kind, new OrchestratorServiceClient(orchestrator.address, credentials.createInsecure(), { 'grpc.max_send_message_length': 8 << 20 }));
     }
   }
@@ -107,7 +105,6 @@ class ErrorStack {
     for (const close of this.closers) await close();
     for (const client of this.clients.values()) client.close();
     for (const pool of this.pools) pool.stop();
-    for (const drafter of this.drafters) drafter.close();
     await Promise.all(this.servers.map((s) => s.shutdown()));
     await Promise.all(this.models.map((m) => m.close()));
   }

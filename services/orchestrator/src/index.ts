@@ -1,3 +1,4 @@
+export * from './admission';
 export * from './limits';
 export * from './replicas';
 export * from './service';

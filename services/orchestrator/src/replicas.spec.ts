@@ -4,7 +4,7 @@ import { drafterService } from '@dsi/drafter-service';
 import { createSyntheticModel, realClock } from '@dsi/models';
 import { DsiServer, LoadingSlot } from '@dsi/rpc';
 import { targetService } from '@dsi/target-service';
-import { GrpcDrafter, GrpcTargetReplica, ReplicaPool } from './replicas';
+import { GrpcTargetReplica, ReplicaPool } from './replicas';
 
 // Real servers on loopback: milliseconds, apart from waiting for a health interval.
 jest.setTimeout(20_000);
@@ -25,7 +25,7 @@ describe('ReplicaPool', () => {
 
   it('finds replicas through DNS (as behind a headless Service) and uses only the SERVING ones', async () => {
     const serving = await target(true);
-    const pool = new ReplicaPool({ dns: `localhost:${serving.port}` });
+    const pool = ReplicaPool.targets({ dns: `localhost:${serving.port}` });
     await pool.start();
     expect(pool.healthy().map((r) => r.id)).toContain(`127.0.0.1:${serving.port}`);
     pool.stop();
@@ -33,7 +33,7 @@ describe('ReplicaPool', () => {
 
   it('follows health: a replica that is not ready yet joins once it reports SERVING, and leaves when it drains', async () => {
     const late = await target(false);
-    const pool = new ReplicaPool({ addresses: [late.address] });
+    const pool = ReplicaPool.targets({ addresses: [late.address] });
     await pool.start();
     expect(pool.healthy()).toHaveLength(0);
     late.markServing();
@@ -46,7 +46,7 @@ describe('ReplicaPool', () => {
   });
 });
 
-describe('GrpcDrafter health watch', () => {
+describe('a drafter pool\'s health watch', () => {
   const servers: DsiServer[] = [];
   const closers: Array<() => void> = [];
   afterEach(async () => {
@@ -89,16 +89,19 @@ describe('GrpcDrafter health watch', () => {
     const port = first.port;
     const target = await serve(targetService(LoadingSlot.of(createSyntheticModel({ role: 'target', seed: 1 }))));
     const replica = new GrpcTargetReplica(target.address);
-    const drafter = new GrpcDrafter(first.address);
-    closers.push(() => drafter.close(), () => replica.close());
     const { log, next } = watchLog();
-    await drafter.watchHealth(500, log);
+    const drafters = ReplicaPool.drafters({ addresses: [first.address] }, { intervalMs: 500, log });
+    closers.push(() => drafters.stop(), () => replica.close());
+    await drafters.start();
+    const [drafter] = drafters.all();
+    expect(drafters.healthy()).toEqual([drafter]);
     expect((await drafter.draft(call('before'), new AbortController().signal)).tokens).toHaveLength(3);
 
     const wentDown = next(/is not serving/, 5000);
     await first.shutdown();
     await wentDown;
     expect(drafter.serving).toBe(false);
+    expect(drafters.healthy()).toEqual([]);
     await expect(drafter.draft(call('down'), new AbortController().signal)).rejects.toMatchObject({
       code: status.UNAVAILABLE,
       message: expect.stringContaining('not serving'),

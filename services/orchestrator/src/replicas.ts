@@ -14,71 +14,47 @@ function replicaChannelOptions(): ChannelOptions {
   return { ...createChannelOptions(), 'grpc.initial_reconnect_backoff_ms': 250, 'grpc.max_reconnect_backoff_ms': 1000 };
 }
 
-/** Waits its turn for a resource held by one caller at a time; a waiter whose signal aborts leaves the line. */
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-
-  async acquire(signal: AbortSignal): Promise<() => void> {
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const previous = this.tail;
-    this.tail = previous.then(() => mine);
-    const aborted = new Promise<never>((_, reject) => {
-      if (signal.aborted) reject(signal.reason);
-      signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-    });
-    try {
-      await Promise.race([previous, aborted]);
-    } catch (error) {
-      // Give up our place without blocking those behind us.
-      void previous.then(release);
-      throw error;
-    }
-    return release;
-  }
+/**
+ * A client of one replica that a {@link ReplicaPool} holds: made for an address when the address
+ * appears, told to reconnect when its health watch sees it SERVING again, closed when it leaves.
+ */
+export interface ReplicaClient {
+  /** The replica's address, which also names it in events, traces and errors. */
+  readonly id: string;
+  /** Replaces the channel with a fresh one (no reconnect backoff left over from an outage). */
+  reconnect(): void;
+  /** Drops a request's KV cache on the replica; failures are ignored (the cache times out). */
+  release(requestId: string): void;
+  close(): void;
 }
 
 /**
- * The drafter port over gRPC. Once {@link watchHealth} runs, drafting is skipped while the drafter is
- * not SERVING (each draft call fails at once with UNAVAILABLE, and the scheduler goes on without
- * drafts, as non-SI), and the channel is recreated the moment it is SERVING again, so drafts resume
- * within one health interval of its return instead of after gRPC's reconnect backoff.
+ * The drafter port over one drafter replica. Given the {@link HealthWatch} its pool keeps, drafting is
+ * skipped while the drafter is not SERVING (each draft call fails at once with UNAVAILABLE, and the
+ * scheduler goes on without drafts, as non-SI); the pool recreates the channel the moment it is
+ * SERVING again, so drafts resume within one health interval of its return instead of after gRPC's
+ * reconnect backoff. One call at a time: the orchestrator's DrafterScheduler guarantees it.
  */
-export class GrpcDrafter implements Drafter {
+export class GrpcDrafter implements Drafter, ReplicaClient {
   private client: DrafterServiceClient;
-  private health?: HealthWatch;
 
-  constructor(readonly address: string) {
-    this.client = new DrafterServiceClient(address, credentials.createInsecure(), replicaChannelOptions());
+  constructor(
+    readonly id: string,
+    private readonly health?: HealthWatch,
+  ) {
+    this.client = new DrafterServiceClient(id, credentials.createInsecure(), replicaChannelOptions());
   }
 
   /**
-   * Whether draft calls go out: true until a health watch has found the drafter not SERVING (a
+   * Whether draft calls go out: true until the health watch has found the drafter not SERVING (a
    * drafter without a watch is always tried).
    */
   get serving(): boolean {
     return this.health === undefined || this.health.status === 'UNCHECKED' || this.health.serving;
   }
 
-  /**
-   * Health-checks the drafter now and then every `intervalMs`, logging each change; resolves after
-   * the first check, whatever it found (a drafter that is down is waited for, not fatal).
-   */
-  async watchHealth(intervalMs = 500, log: (line: string) => void = () => undefined): Promise<void> {
-    this.health ??= new HealthWatch(this.address, {
-      serviceName: 'dsi.v1.DrafterService',
-      intervalMs,
-      onChange: (serving, status) => {
-        if (serving) this.reconnect();
-        log(serving ? `drafter ${this.address} is SERVING` : `drafter ${this.address} is not serving (${status}): generations go on without drafts`);
-      },
-    });
-    await this.health.start();
-    if (!this.health.serving) log(`drafter ${this.address} is not serving yet (${this.health.status}): generations go on without drafts until it is`);
-  }
-
   async draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult> {
-    if (!this.serving) throw unavailable(`drafter ${this.address} is not serving (${this.health?.status}): drafting is skipped until it is back`);
+    if (!this.serving) throw unavailable(`drafter ${this.id} is not serving (${this.health?.status}): drafting is skipped until it is back`);
     const response = await callUnary(
       this.client,
       'draft',
@@ -88,37 +64,33 @@ export class GrpcDrafter implements Drafter {
     return { tokens: response.tokens, probs: call.returnProbs ? Float32Array.from(response.probs) : undefined };
   }
 
-  /** Drops the request's KV cache on the drafter; failures are ignored (the cache times out). */
   release(requestId: string): void {
     if (this.serving) this.client.release({ requestId }, () => undefined);
   }
 
-  /** Replaces the channel with a fresh one (no reconnect backoff left over from an outage). */
   reconnect(): void {
     const previous = this.client;
-    this.client = new DrafterServiceClient(this.address, credentials.createInsecure(), replicaChannelOptions());
+    this.client = new DrafterServiceClient(this.id, credentials.createInsecure(), replicaChannelOptions());
     previous.close();
   }
 
   close(): void {
-    this.health?.close();
     this.client.close();
   }
 }
 
 /**
- * One target replica over gRPC. It holds at most one verification at a time, across every request
- * the orchestrator runs: a second caller queues (and leaves the queue if it is cancelled).
+ * One target replica over gRPC. It sends every call at once: the orchestrator's TargetScheduler gives
+ * a replica at most one verification at a time across every request. A call whose signal aborts is
+ * cancelled on the wire (the replica stops the forward).
  */
-export class GrpcTargetReplica implements TargetReplica {
+export class GrpcTargetReplica implements TargetReplica, ReplicaClient {
   private client: TargetServiceClient;
-  private readonly mutex = new Mutex();
 
   constructor(readonly id: string) {
     this.client = new TargetServiceClient(id, credentials.createInsecure(), replicaChannelOptions());
   }
 
-  /** Replaces the channel with a fresh one (no reconnect backoff left over from an outage). */
   reconnect(): void {
     const previous = this.client;
     this.client = new TargetServiceClient(this.id, credentials.createInsecure(), replicaChannelOptions());
@@ -126,20 +98,15 @@ export class GrpcTargetReplica implements TargetReplica {
   }
 
   async verify(call: VerifyCall, signal: AbortSignal): Promise<VerifyResult> {
-    const release = await this.mutex.acquire(signal);
-    try {
-      const request: VerifyRequest = {
-        requestId: call.requestId,
-        prefix: [...call.prefix],
-        drafts: [...call.drafts],
-        sampling: samplingToWire(call.sampling),
-        draftProbs: call.draftProbs ? Array.from(call.draftProbs) : [],
-      };
-      const response = await callUnary(this.client, 'verify', request, { signal });
-      return { accepted: response.accepted, tokens: response.tokens };
-    } finally {
-      release();
-    }
+    const request: VerifyRequest = {
+      requestId: call.requestId,
+      prefix: [...call.prefix],
+      drafts: [...call.drafts],
+      sampling: samplingToWire(call.sampling),
+      draftProbs: call.draftProbs ? Array.from(call.draftProbs) : [],
+    };
+    const response = await callUnary(this.client, 'verify', request, { signal });
+    return { accepted: response.accepted, tokens: response.tokens };
   }
 
   release(requestId: string): void {
@@ -151,24 +118,85 @@ export class GrpcTargetReplica implements TargetReplica {
   }
 }
 
-/** Where the target replicas are: a fixed list, or a DNS name (a headless Kubernetes Service). */
+/** What a {@link ReplicaPool} holds: how its log lines name a replica, the health service, the client. */
+export interface ReplicaKind<C extends ReplicaClient> {
+  /** `target` or `drafter`, in log lines. */
+  readonly role: string;
+  /** The gRPC service whose health counts. */
+  readonly serviceName: string;
+  create(address: string, health: HealthWatch): C;
+}
+
+/** Target replicas: health of `dsi.v1.TargetService`. */
+export const TARGET_REPLICAS: ReplicaKind<GrpcTargetReplica> = {
+  role: 'target',
+  serviceName: 'dsi.v1.TargetService',
+  create: (address) => new GrpcTargetReplica(address),
+};
+
+/** Drafter replicas: health of `dsi.v1.DrafterService`; a drafter skips calls while it is not SERVING. */
+export const DRAFTER_REPLICAS: ReplicaKind<GrpcDrafter> = {
+  role: 'drafter',
+  serviceName: 'dsi.v1.DrafterService',
+  create: (address, health) => new GrpcDrafter(address, health),
+};
+
+/** Where the replicas are: a fixed list, or a DNS name (a headless Kubernetes Service). */
 export type ReplicaSource = { addresses: readonly string[] } | { dns: string /* name:port */ };
 
+/** Options of a {@link ReplicaPool}. */
+export interface ReplicaPoolOptions {
+  /** Pause between rounds of resolving and health checks. Default 1000 ms. */
+  intervalMs?: number;
+  log?: (line: string) => void;
+  /** Told after the healthy replicas changed (see {@link ReplicaPool.onChange}). */
+  onChange?: () => void;
+}
+
 /**
- * The target replicas the orchestrator may use: resolved from a list or from DNS (re-resolved
- * periodically, so scaling the StatefulSet is picked up) and health-checked; only SERVING replicas
- * are handed to a generation.
+ * The replicas of one kind (targets or drafters) the orchestrator may use: resolved from a list or
+ * from DNS (re-resolved periodically, so scaling the StatefulSet is picked up) and health-checked
+ * with one {@link HealthWatch} each; {@link healthy} lists the SERVING ones.
  */
-export class ReplicaPool {
-  private readonly replicas = new Map<string, { replica: GrpcTargetReplica; health: HealthWatch }>();
+export class ReplicaPool<C extends ReplicaClient> {
+  private readonly replicas = new Map<string, { client: C; health: HealthWatch }>();
   private timer?: NodeJS.Timeout;
   private refreshing?: Promise<void>;
+  private healthyList: readonly C[] = [];
+  private allList: readonly C[] = [];
+  private readonly intervalMs: number;
+  private readonly log: (line: string) => void;
+  private readonly listeners = new Set<() => void>();
+
+  /** Target replicas from `source`. */
+  static targets(source: ReplicaSource, options: ReplicaPoolOptions = {}): ReplicaPool<GrpcTargetReplica> {
+    return new ReplicaPool(TARGET_REPLICAS, source, options);
+  }
+
+  /** Drafter replicas from `source`. */
+  static drafters(source: ReplicaSource, options: ReplicaPoolOptions = {}): ReplicaPool<GrpcDrafter> {
+    return new ReplicaPool(DRAFTER_REPLICAS, source, options);
+  }
 
   constructor(
+    private readonly kind: ReplicaKind<C>,
     private readonly source: ReplicaSource,
-    private readonly intervalMs = 1000,
-    private readonly log: (line: string) => void = () => undefined,
-  ) {}
+    options: ReplicaPoolOptions = {},
+  ) {
+    this.intervalMs = options.intervalMs ?? 1000;
+    this.log = options.log ?? (() => undefined);
+    if (options.onChange) this.listeners.add(options.onChange);
+  }
+
+  /**
+   * Calls `listener` after the healthy replicas changed (one turned SERVING or stopped, or joined or
+   * left), so a scheduler over {@link healthy} gives a replica that came back work at once. Returns
+   * the function that stops it.
+   */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
 
   /** Resolves and health-checks once, then keeps doing it in the background. */
   async start(): Promise<void> {
@@ -177,14 +205,14 @@ export class ReplicaPool {
     this.timer.unref();
   }
 
-  /** Replicas that answered SERVING at the last check, in a stable order. */
-  healthy(): GrpcTargetReplica[] {
-    return [...this.replicas.values()].filter((r) => r.health.serving).map((r) => r.replica).sort((a, b) => (a.id < b.id ? -1 : 1));
+  /** Replicas that answered SERVING at the last check, in a stable order (the same array until a change). */
+  healthy(): readonly C[] {
+    return this.healthyList;
   }
 
-  /** Every known replica, healthy or not. */
-  all(): GrpcTargetReplica[] {
-    return [...this.replicas.values()].map((r) => r.replica);
+  /** Every known replica, healthy or not (the same array until a change). */
+  all(): readonly C[] {
+    return this.allList;
   }
 
   /** One round of resolving and health checks (concurrent callers share it). */
@@ -195,11 +223,23 @@ export class ReplicaPool {
 
   stop(): void {
     clearInterval(this.timer);
-    for (const { replica, health } of this.replicas.values()) {
-      replica.close();
+    for (const { client, health } of this.replicas.values()) {
+      client.close();
       health.close();
     }
     this.replicas.clear();
+    this.update();
+  }
+
+  /** Recomputes the lists; tells `onChange` when the healthy ones changed. */
+  private update(): void {
+    const byAddress = (a: C, b: C) => (a.id < b.id ? -1 : 1);
+    this.allList = [...this.replicas.values()].map((r) => r.client).sort(byAddress);
+    const healthy = [...this.replicas.values()].filter((r) => r.health.serving).map((r) => r.client).sort(byAddress);
+    const changed = healthy.length !== this.healthyList.length || healthy.some((client, i) => client !== this.healthyList[i]);
+    if (!changed) return;
+    this.healthyList = healthy;
+    for (const listener of [...this.listeners]) listener();
   }
 
   private async resolve(): Promise<string[]> {
@@ -218,28 +258,31 @@ export class ReplicaPool {
 
   private async doRefresh(): Promise<void> {
     const addresses = new Set(await this.resolve());
+    const role = this.kind.role;
     for (const [address, entry] of this.replicas) {
       if (!addresses.has(address)) {
-        entry.replica.close();
+        entry.client.close();
         entry.health.close();
         this.replicas.delete(address);
-        this.log(`target ${address} left`);
+        this.log(`${role} ${address} left`);
       }
     }
     for (const address of addresses) {
       if (!this.replicas.has(address)) {
-        const replica = new GrpcTargetReplica(address);
         const health = new HealthWatch(address, {
-          serviceName: 'dsi.v1.TargetService',
+          serviceName: this.kind.serviceName,
           onChange: (serving, status) => {
             // Back from an outage: dial afresh rather than wait out the channel's reconnect backoff.
-            if (serving) replica.reconnect();
-            this.log(`target ${address} is ${serving ? 'SERVING' : `not serving (${status})`}`);
+            if (serving) this.replicas.get(address)?.client.reconnect();
+            this.log(`${role} ${address} is ${serving ? 'SERVING' : `not serving (${status})`}`);
+            this.update();
           },
         });
-        this.replicas.set(address, { replica, health });
+        this.replicas.set(address, { client: this.kind.create(address, health), health });
       }
     }
+    this.update();
     await Promise.all([...this.replicas.values()].map((entry) => entry.health.check()));
+    this.update();
   }
 }

@@ -16,7 +16,7 @@ import {
 import { DsiServer, LoadingSlot } from '@dsi/rpc';
 import { drafterService } from '@dsi/drafter-service';
 import { targetService } from '@dsi/target-service';
-import { GrpcDrafter, ReplicaPool } from './replicas';
+import { ReplicaPool, type ReplicaClient } from './replicas';
 import { orchestratorService } from './service';
 
 const REPLICA_COUNTS = [1, 2, 4, 7];
@@ -26,8 +26,7 @@ const LOOKAHEADS = [1, 2, 3, 5, 8];
 class Stack {
   readonly servers: DsiServer[] = [];
   readonly models: LanguageModel[] = [];
-  readonly pools: ReplicaPool[] = [];
-  readonly drafters: GrpcDrafter[] = [];
+  readonly pools: ReplicaPool<ReplicaClient>[] = [];
   readonly clients = new Map<number, OrchestratorServiceClient>();
   targetAddresses: string[] = [];
 
@@ -41,12 +40,11 @@ class Stack {
       this.targetAddresses.push((await this.serve(targetService(LoadingSlot.of(model)))).address);
     }
     for (const count of REPLICA_COUNTS) {
-      const pool = new ReplicaPool({ addresses: this.targetAddresses.slice(0, count) });
-      await pool.start();
-      const drafter = new GrpcDrafter(drafterServer.address);
-      this.pools.push(pool);
-      this.drafters.push(drafter);
-      const orchestrator = await this.serve(orchestratorService({ drafter, targets: pool, tokenizer, eosTokenId: 257 }));
+      const pool = ReplicaPool.targets({ addresses: this.targetAddresses.slice(0, count) });
+      const drafters = ReplicaPool.drafters({ addresses: [drafterServer.address] });
+      await Promise.all([pool.start(), drafters.start()]);
+      this.pools.push(pool, drafters);
+      const orchestrator = await this.serve(orchestratorService({ drafters, targets: pool, tokenizer, eosTokenId: 257 }));
       this.clients.set(count, new OrchestratorServiceClient(orchestrator.address, credentials.createInsecure()));
     }
   }
@@ -69,7 +67,6 @@ class Stack {
   async stop(): Promise<void> {
     for (const client of this.clients.values()) client.close();
     for (const pool of this.pools) pool.stop();
-    for (const drafter of this.drafters) drafter.close();
     await Promise.all(this.servers.map((s) => s.shutdown()));
     await Promise.all(this.models.map((m) => m.close()));
   }
@@ -178,11 +175,11 @@ describe('lossless through real services: the synthetic backend', () => {
 
 describe('availability', () => {
   it('answers UNAVAILABLE when no target replica is healthy', async () => {
-    const pool = new ReplicaPool({ addresses: ['127.0.0.1:1'] });
-    await pool.start();
-    const drafter = new GrpcDrafter('127.0.0.1:1');
+    const pool = ReplicaPool.targets({ addresses: ['127.0.0.1:1'] });
+    const drafters = ReplicaPool.drafters({ addresses: ['127.0.0.1:1'] });
+    await Promise.all([pool.start(), drafters.start()]);
     const pair = await ensureDefaultModels(testModelsDir());
-    const server = new DsiServer([orchestratorService({ drafter, targets: pool, tokenizer: TextTokenizer.load(pair.target) })], { port: 0 });
+    const server = new DsiServer([orchestratorService({ drafters, targets: pool, tokenizer: TextTokenizer.load(pair.target) })], { port: 0 });
     await server.start();
     server.markServing();
     const client = new OrchestratorServiceClient(server.address, credentials.createInsecure());
@@ -191,7 +188,7 @@ describe('availability', () => {
     expect(error.details).toContain('no healthy target replica');
     client.close();
     pool.stop();
-    drafter.close();
+    drafters.stop();
     await server.shutdown();
   });
 });

@@ -10,12 +10,17 @@ import {
   type GenerationParams,
 } from '@dsi/proto';
 import {
+  DrafterScheduler,
   generate,
   InvalidGenerateConfigError,
+  TargetScheduler,
   TargetsUnavailableError,
   validateGenerateConfig,
+  type Drafter,
   type GenerateConfig,
   type TargetReplica,
+  type VerifyCall,
+  type VerifyResult,
 } from '@dsi/core';
 import { metrics, trace, type Tracer } from '@opentelemetry/api';
 import { generationInstruments, type GenerationInstruments } from '@dsi/telemetry';
@@ -23,13 +28,23 @@ import { GenerationTrace } from './tracing';
 import { realClock, type TextTokenizer } from '@dsi/models';
 import { DsiError, invalidArgument, resourceExhausted, serverStream, statusCodeName, unary, unavailable, type ServiceRegistration } from '@dsi/rpc';
 import { finishReasonToWire, generationMetricsToWire, modeFromWire, modeToWire, samplingFromWire } from '@dsi/wire';
+import { Admission, DEFAULT_MAX_QUEUED_REQUESTS, defaultMaxActiveRequests } from './admission';
 import { TargetLimitsSource, type TargetLimits } from './limits';
-import type { GrpcDrafter, ReplicaPool } from './replicas';
+import type { GrpcDrafter, GrpcTargetReplica, ReplicaPool } from './replicas';
 
 /** What the orchestrator needs and its limits. */
 export interface OrchestratorOptions {
-  drafter: GrpcDrafter;
-  targets: ReplicaPool;
+  /** The drafter replicas (one or more), health-watched; drafting is skipped while none is SERVING. */
+  drafters: ReplicaPool<GrpcDrafter>;
+  /** The target replicas, health-watched; generations run on the SERVING ones. */
+  targets: ReplicaPool<GrpcTargetReplica>;
+  /**
+   * Most generations running at once; more wait in a queue. Default
+   * {@link defaultMaxActiveRequests} of the healthy target replicas (2 per replica), following them.
+   */
+  maxActiveRequests?: number;
+  /** Most requests waiting for a turn; more get RESOURCE_EXHAUSTED. Default {@link DEFAULT_MAX_QUEUED_REQUESTS}. */
+  maxQueuedRequests?: number;
   /** Turns prompt and stop text into token ids and output ids into text (the target's tokenizer). */
   tokenizer: TextTokenizer;
   /** End-of-sequence token id of the target, when it has one. */
@@ -110,24 +125,19 @@ class ReplicaFailures {
   private readonly last = new Map<string, unknown>();
   private lastReplica?: string;
 
-  /** The target port, recording each failure that was not a cancellation by the scheduler. */
-  target(inner: TargetReplica): TargetReplica {
-    return {
-      id: inner.id,
-      verify: async (call, signal) => {
-        try {
-          const result = await inner.verify(call, signal);
-          this.last.delete(inner.id);
-          return result;
-        } catch (error) {
-          if (!signal.aborted) {
-            this.last.set(inner.id, error);
-            this.lastReplica = inner.id;
-          }
-          throw error;
-        }
-      },
-    };
+  /** One Verify call on `replica`, recording its failure unless it was a cancellation by the scheduler. */
+  async verify(replica: TargetReplica, call: VerifyCall, signal: AbortSignal): Promise<VerifyResult> {
+    try {
+      const result = await replica.verify(call, signal);
+      this.last.delete(replica.id);
+      return result;
+    } catch (error) {
+      if (!signal.aborted) {
+        this.last.set(replica.id, error);
+        this.lastReplica = replica.id;
+      }
+      throw error;
+    }
   }
 
   /**
@@ -154,6 +164,105 @@ class ReplicaFailures {
   }
 }
 
+/** A running generation as the shared ports find it by its request id: its spans and its replicas' failures. */
+interface RunningGeneration {
+  readonly spans: GenerationTrace;
+  readonly failures: ReplicaFailures;
+}
+
+/** The drafter the scheduler gets when no drafter replica is known at all: drafting fails at once (non-SI). */
+const NO_DRAFTER: Drafter = {
+  id: 'no-drafter',
+  draft: () => Promise.reject(unavailable('no drafter replica is known: drafting is skipped until one is')),
+};
+
+/** The last input and output of a derived list, so a scheduler sees the same array until its input changes. */
+function memoized<In extends readonly unknown[], Out>(input: () => In, derive: (input: In) => Out): () => Out {
+  let last: { input: In; output: Out } | undefined;
+  return () => {
+    const now = input();
+    if (!last || now.length !== last.input.length || now.some((item, i) => item !== last!.input[i])) last = { input: now, output: derive(now) };
+    return last.output;
+  };
+}
+
+/**
+ * The orchestrator's replicas as every generation shares them (docs/architecture.md, "Many requests at
+ * once"): one TargetScheduler over the healthy target replicas and one DrafterScheduler over the
+ * healthy drafters (every known drafter while none is healthy: each call then fails at once and the
+ * generations go on as non-SI), both following the pools' health. Each replica's port is made once;
+ * a call finds its generation's spans and failure record by the call's request id.
+ */
+class SharedReplicas {
+  readonly targetScheduler: TargetScheduler;
+  readonly drafterScheduler: DrafterScheduler;
+  private readonly running = new Map<string, RunningGeneration>();
+  private readonly targetPorts = new WeakMap<GrpcTargetReplica, TargetReplica>();
+  private readonly drafterPorts = new WeakMap<Drafter, Drafter>();
+
+  constructor(
+    private readonly targets: ReplicaPool<GrpcTargetReplica>,
+    private readonly drafters: ReplicaPool<GrpcDrafter>,
+  ) {
+    this.targetScheduler = new TargetScheduler(memoized(() => targets.healthy(), (healthy) => healthy.map((replica) => this.targetPort(replica))));
+    this.drafterScheduler = new DrafterScheduler(
+      memoized(
+        () => [drafters.healthy(), drafters.all()] as const,
+        ([healthy, all]) => (healthy.length > 0 ? healthy : all.length > 0 ? all : [NO_DRAFTER]).map((drafter) => this.drafterPort(drafter)),
+      ),
+    );
+  }
+
+  /** Makes the decisions a change of the replicas allows (a replica back gets work at once). */
+  schedule(): void {
+    this.targetScheduler.schedule();
+    this.drafterScheduler.schedule();
+  }
+
+  /** Registers a generation for the length of `run`. */
+  async with<T>(requestId: string, generation: RunningGeneration, run: () => Promise<T>): Promise<T> {
+    this.running.set(requestId, generation);
+    try {
+      return await run();
+    } finally {
+      this.running.delete(requestId);
+      for (const drafter of this.drafters.all()) drafter.release(requestId);
+      for (const target of this.targets.healthy()) target.release(requestId);
+    }
+  }
+
+  private targetPort(replica: GrpcTargetReplica): TargetReplica {
+    let port = this.targetPorts.get(replica);
+    if (!port) {
+      port = {
+        id: replica.id,
+        verify: (call, signal) => {
+          const generation = this.running.get(call.requestId);
+          if (!generation) return replica.verify(call, signal);
+          return generation.spans.verifyCall(replica.id, () => generation.failures.verify(replica, call, signal));
+        },
+      };
+      this.targetPorts.set(replica, port);
+    }
+    return port;
+  }
+
+  private drafterPort(drafter: Drafter): Drafter {
+    let port = this.drafterPorts.get(drafter);
+    if (!port) {
+      port = {
+        id: drafter.id,
+        draft: (call, signal) => {
+          const generation = this.running.get(call.requestId);
+          return generation ? generation.spans.draftCall(() => drafter.draft(call, signal)) : drafter.draft(call, signal);
+        },
+      };
+      this.drafterPorts.set(drafter, port);
+    }
+    return port;
+  }
+}
+
 /**
  * Decodes a growing token list to text deltas without splitting a multi-byte character: a trailing
  * replacement character is held back until the bytes that complete it arrive.
@@ -175,9 +284,12 @@ class TextStream {
 
 /**
  * The `dsi.v1.OrchestratorService` registration: Generate and GenerateStream run NON_SI, SI or DSI
- * over the healthy target replicas with the libs/core scheduler and the real clock. A client deadline
- * or cancel aborts every downstream draft and verification; each request's KV caches are released on
- * the replicas when it ends.
+ * with the libs/core scheduler and the real clock, every generation on the same shared schedulers of
+ * the healthy target and drafter replicas (lanes first, speculation only on spare capacity). At most
+ * `maxActiveRequests` run at once and `maxQueuedRequests` wait (FIFO); beyond that RESOURCE_EXHAUSTED.
+ * A client deadline or cancel takes a waiting request out of the queue, and aborts every downstream
+ * draft and verification of a running one; each request's KV caches are released on the replicas
+ * when it ends.
  */
 export function orchestratorService(options: OrchestratorOptions): ServiceRegistration {
   const limit = options.maxNewTokensLimit ?? 4096;
@@ -231,37 +343,57 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
     return config;
   }
 
+  const shared = new SharedReplicas(options.targets, options.drafters);
+  const admission = new Admission(
+    {
+      maxActive: options.maxActiveRequests ?? (() => defaultMaxActiveRequests(options.targets.healthy().length)),
+      maxQueued: options.maxQueuedRequests ?? DEFAULT_MAX_QUEUED_REQUESTS,
+    },
+    (change) => {
+      if (change.active !== 0) instruments.activeRequests.add(change.active);
+      if (change.queued !== 0) instruments.queuedRequests.add(change.queued);
+    },
+  );
+  const onReplicasChanged = (): void => {
+    shared.schedule();
+    admission.pump(); // the default bound follows the healthy targets
+  };
+  options.targets.onChange(onReplicasChanged);
+  options.drafters.onChange(onReplicasChanged);
+
+  /** Fails with UNAVAILABLE when no target replica is healthy, after one more round of health checks. */
+  async function requireTargets(): Promise<void> {
+    if (options.targets.healthy().length > 0) return;
+    await options.targets.refresh();
+    if (options.targets.healthy().length === 0) throw unavailable('no healthy target replica: check the targets and their health');
+  }
+
   async function run(params: GenerationParams | undefined, signal: AbortSignal, onTokens?: (tokens: number[]) => void): Promise<GenerateResponse> {
     const requestId = `gen-${randomUUID()}`;
     const limits = await limitsSource.get(options.targets.healthy().map((t) => t.id));
     const config = configOf(params, requestId, limits);
-    let targets = options.targets.healthy();
-    if (targets.length === 0) {
-      await options.targets.refresh();
-      targets = options.targets.healthy();
-    }
-    if (targets.length === 0) throw unavailable('no healthy target replica: check the targets and their health');
-    const spans = new GenerationTrace(options.tracer ?? trace.getTracer('dsi-orchestrator'), config, instruments);
-    const failures = new ReplicaFailures();
+    await requireTargets();
+    const endTurn = await admission.enter(signal);
     try {
-      const result = await spans
-        .within(() =>
-          generate(
-            config,
-            {
-              drafter: spans.drafter(options.drafter),
-              targets: targets.map((t) => spans.target(failures.target(t))),
-              clock: realClock,
-            },
-            { signal, onTokens, events: spans.events() },
-          ),
-        )
-        .catch((error: unknown) => {
-          spans.fail(error);
-          if (error instanceof TargetsUnavailableError) throw failures.toClientError(error, targets.length);
-          if (error instanceof InvalidGenerateConfigError) throw invalidArgument(withWireNames(error.message), { cause: error });
-          throw error;
-        });
+      await requireTargets(); // the replicas may have gone while the request waited
+      const spans = new GenerationTrace(options.tracer ?? trace.getTracer('dsi-orchestrator'), config, instruments);
+      const failures = new ReplicaFailures();
+      const result = await shared.with(requestId, { spans, failures }, () =>
+        spans
+          .within(() =>
+            generate(
+              config,
+              { targetScheduler: shared.targetScheduler, drafterScheduler: shared.drafterScheduler, clock: realClock },
+              { signal, onTokens, events: spans.events() },
+            ),
+          )
+          .catch((error: unknown) => {
+            spans.fail(error);
+            if (error instanceof TargetsUnavailableError) throw failures.toClientError(error, shared.targetScheduler.replicaCount);
+            if (error instanceof InvalidGenerateConfigError) throw invalidArgument(withWireNames(error.message), { cause: error });
+            throw error;
+          }),
+      );
       spans.finish(result);
       return {
         text: options.tokenizer.decode(result.tokens),
@@ -272,8 +404,7 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
         metrics: generationMetricsToWire(result.metrics),
       };
     } finally {
-      options.drafter.release(requestId);
-      for (const target of targets) target.release(requestId);
+      endTurn();
     }
   }
 

@@ -1,15 +1,21 @@
 import { readDecoderConfig, TextTokenizer } from '@dsi/models';
 import type { ServiceContext, ServiceStartup } from '@dsi/rpc';
-import { GrpcDrafter, ReplicaPool, type ReplicaSource } from './replicas';
+import { ReplicaPool, type ReplicaSource } from './replicas';
 import { TargetLimitsSource, type TargetLimits } from './limits';
 import { orchestratorService } from './service';
 
 /** Where the orchestrator's drafter, targets and tokenizer are, and its limits; the edge parses it from flags. */
 export interface OrchestratorConfig {
-  /** The drafter service, `host:port`. */
-  drafter: string;
+  /** The drafter service, `host:port` (`--drafter`); give this or {@link drafters}. */
+  drafter?: string;
+  /** The drafter replicas: a list of addresses (`--drafters`) or a DNS name (`--drafters-dns`). */
+  drafters?: ReplicaSource;
   /** The target replicas: a list of addresses or a DNS name whose addresses they are. */
   targets: ReplicaSource;
+  /** Most generations running at once (`--max-active-requests`); default 2 per healthy target replica. */
+  maxActiveRequests?: number;
+  /** Most requests waiting for a turn (`--max-queued-requests`); default 256. */
+  maxQueuedRequests?: number;
   /** Folder with the target's `tokenizer.json` (and, when it is a model folder, its end-of-sequence token). */
   tokenizerDir: string;
   /** Largest max_new_tokens a request may ask for. */
@@ -18,13 +24,22 @@ export interface OrchestratorConfig {
   targetLimits?: TargetLimits;
 }
 
+/** The drafter replicas of a configuration: exactly one of `drafter` and `drafters`. */
+export function drafterSource(config: Pick<OrchestratorConfig, 'drafter' | 'drafters'>): ReplicaSource {
+  if ((config.drafter === undefined) === (config.drafters === undefined)) {
+    throw new RangeError('the orchestrator needs exactly one of drafter (--drafter) and drafters (--drafters or --drafters-dns)');
+  }
+  return config.drafters ?? { addresses: [config.drafter as string] };
+}
+
 /**
  * How an orchestrator process starts, for `runService` from `@dsi/rpc/lifecycle`: the tokenizer loaded,
- * the drafter client opened and health-checked once (then watched: generations go on without drafts
- * while it is down), the target replicas resolved and health-checked once (then watched);
- * closing stops the watch and the clients.
+ * the target and drafter replicas resolved and health-checked once (then watched: generations go on
+ * without drafts while no drafter is SERVING, and a drafter back is used within half a second);
+ * closing stops the watches and the clients.
  */
 export async function orchestratorStartup(config: OrchestratorConfig, context: ServiceContext): Promise<ServiceStartup> {
+  const drafterAddresses = drafterSource(config);
   const tokenizer = TextTokenizer.load(config.tokenizerDir);
   let eosTokenId: number | undefined;
   try {
@@ -32,26 +47,38 @@ export async function orchestratorStartup(config: OrchestratorConfig, context: S
   } catch {
     eosTokenId = undefined; // a tokenizer-only folder: no end-of-sequence token known
   }
-  const drafter = new GrpcDrafter(config.drafter);
-  const targets = new ReplicaPool(config.targets, 1000, context.log);
+  const targets = ReplicaPool.targets(config.targets, { intervalMs: 1000, log: context.log });
+  const drafters = ReplicaPool.drafters(drafterAddresses, { intervalMs: 500, log: context.log });
   const close = () => {
     targets.stop();
-    drafter.close();
+    drafters.stop();
   };
   try {
-    await targets.start();
-    // Drafting is skipped while the drafter is down and resumes within half a second of its return.
-    await drafter.watchHealth(500, context.log);
+    await Promise.all([targets.start(), drafters.start()]);
   } catch (error) {
     close();
     throw error;
   }
   context.log(`targets: ${targets.healthy().length} of ${targets.all().length} healthy`);
+  const drafting = drafters.healthy().length > 0 ? '' : ': generations go on without drafts until one is SERVING';
+  context.log(`drafters: ${drafters.healthy().length} of ${drafters.all().length} healthy${drafting}`);
   const targetLimits = new TargetLimitsSource(config.targetLimits);
   const limits = await targetLimits.get(targets.healthy().map((t) => t.id));
   context.log(limits ? `target limits: vocabulary ${limits.vocabSize}, context length ${limits.contextLength}` : 'target limits: not known until a replica answers');
   return {
-    registrations: [orchestratorService({ drafter, targets, tokenizer, eosTokenId, maxNewTokensLimit: config.maxNewTokensLimit, targetLimits, tracer: context.tracer })],
+    registrations: [
+      orchestratorService({
+        drafters,
+        targets,
+        tokenizer,
+        eosTokenId,
+        maxNewTokensLimit: config.maxNewTokensLimit,
+        maxActiveRequests: config.maxActiveRequests,
+        maxQueuedRequests: config.maxQueuedRequests,
+        targetLimits,
+        tracer: context.tracer,
+      }),
+    ],
     close,
   };
 }

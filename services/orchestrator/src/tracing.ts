@@ -1,23 +1,31 @@
 import { context, SpanStatusCode, trace, type Context, type Span, type Tracer } from '@opentelemetry/api';
-import type { Drafter, GenerateConfig, GenerationResult, SchedulerEvents, TargetReplica } from '@dsi/core';
+import type { GenerateConfig, GenerationResult, SchedulerEvents } from '@dsi/core';
 import { DsiAttributes as A, DsiEvents, DsiSpans, GenAiAttributes as G, recordSpanError, type GenerationInstruments } from '@dsi/telemetry';
+
+/** The attribute of `dsi.replica_time` that says what the time bought (libs/telemetry's metrics). */
+const REPLICA_TIME_USE = 'dsi.replica_time.use';
 
 /**
  * The spans and metrics of one generation: `dsi.generate` around it, a `dsi.draft` per drafter call and a
  * `dsi.verify` per verification (each the parent of its gRPC client span, so the drafter's and the
  * targets' server spans join the same trace), preemptions and commits as events. The scheduler's
  * events open and close the spans (a verification's outcome is known only when its block commits or
- * is cancelled); the port wrappers make the open span current for the gRPC call. Metrics: every
- * verification by outcome; for committing ones (committed or rejected) the drafts judged and accepted,
- * and each accepted draft by its position in the block; per request the totals and latencies.
+ * is cancelled); the orchestrator's shared ports run each gRPC call through {@link verifyCall} or
+ * {@link draftCall}, which make the open span current. Metrics: every verification by outcome; for
+ * committing ones (committed or rejected) the drafts judged and accepted, and each accepted draft by
+ * its position in the block; the replica time of every verification by what it bought (lane,
+ * speculative_used, wasted); per request the totals and latencies.
  */
 export class GenerationTrace {
   readonly span: Span;
   private readonly context: Context;
   /** Open dsi.verify spans by block (a block's outcome may come after its replica moved on). */
   private readonly verifySpans = new Map<number, Span>();
-  /** The span of the verification each replica is running now (the scheduler calls the port right after verifyStart). */
-  private readonly runningOn = new Map<string, Span>();
+  /** The verification each replica is running now (the scheduler calls the port right after verifyStart). */
+  private readonly runningOn = new Map<string, { span: Span; block: number }>();
+  /** When each block's current verification started, and when its replica call ended (if it has). */
+  private readonly verifyStartedAt = new Map<number, number>();
+  private readonly verifyCallEndedAt = new Map<number, number>();
   private draftSpan?: Span;
   private readonly blockSizes = new Map<number, number>();
   private readonly modeAttributes: { 'dsi.mode': string };
@@ -49,19 +57,23 @@ export class GenerationTrace {
     return context.with(this.context, fn);
   }
 
-  /** The drafter port, each call under its dsi.draft span. */
-  drafter(inner: Drafter): Drafter {
-    return {
-      draft: (call, signal) => context.with(trace.setSpan(this.context, this.draftSpan ?? this.span), () => inner.draft(call, signal)),
-    };
+  /** Runs one drafter call of this generation under its dsi.draft span. */
+  draftCall<T>(call: () => Promise<T>): Promise<T> {
+    return context.with(trace.setSpan(this.context, this.draftSpan ?? this.span), call);
   }
 
-  /** A target replica port, each call under its dsi.verify span. */
-  target(inner: TargetReplica): TargetReplica {
-    return {
-      id: inner.id,
-      verify: (call, signal) => context.with(trace.setSpan(this.context, this.runningOn.get(inner.id) ?? this.span), () => inner.verify(call, signal)),
+  /**
+   * Runs one Verify call of this generation on `replica` under its dsi.verify span, noting when the
+   * replica's work ended (a block may commit long after, once the blocks before it have).
+   */
+  verifyCall<T>(replica: string, call: () => Promise<T>): Promise<T> {
+    const running = this.runningOn.get(replica);
+    const ended = () => {
+      if (running) this.verifyCallEndedAt.set(running.block, performance.now());
     };
+    const result = context.with(trace.setSpan(this.context, running?.span ?? this.span), call);
+    result.then(ended, ended);
+    return result;
   }
 
   /** Scheduler hooks that open, annotate and close the spans. */
@@ -92,7 +104,9 @@ export class GenerationTrace {
           this.context,
         );
         this.verifySpans.set(e.block, span);
-        this.runningOn.set(e.replica, span);
+        this.runningOn.set(e.replica, { span, block: e.block });
+        this.verifyStartedAt.set(e.block, performance.now());
+        this.verifyCallEndedAt.delete(e.block);
         this.blockSizes.set(e.block, e.size);
       },
       verifyEnd: (e) => {
@@ -101,6 +115,7 @@ export class GenerationTrace {
         const size = this.blockSizes.get(e.block) ?? e.accepted;
         const outcome = e.outcome === 'committed' && e.accepted < size ? 'rejected' : e.outcome;
         this.countVerification(e.block, e.accepted, outcome);
+        this.countReplicaTime(e.block, e.outcome === 'committed' ? (e.class === 'lane' ? 'lane' : 'speculative_used') : 'wasted');
         const span = this.verifySpans.get(e.block);
         if (!span) return;
         span.setAttributes({ [A.ACCEPTED]: e.accepted, [A.OUTCOME]: outcome });
@@ -114,6 +129,16 @@ export class GenerationTrace {
       },
       commit: (e) => this.span.addEvent(DsiEvents.COMMIT, { [A.TOKENS]: e.tokens.length, [A.VERIFIED_LENGTH]: e.verifiedLength }),
     };
+  }
+
+  /** Adds the replica time of a block's verification (start to the end of its replica call) by what it bought. */
+  private countReplicaTime(block: number, use: 'lane' | 'speculative_used' | 'wasted'): void {
+    const startedAt = this.verifyStartedAt.get(block);
+    if (startedAt === undefined) return;
+    const endedAt = this.verifyCallEndedAt.get(block) ?? performance.now();
+    this.verifyStartedAt.delete(block);
+    this.verifyCallEndedAt.delete(block);
+    this.instruments?.replicaTime.add(Math.max(0, endedAt - startedAt), { ...this.modeAttributes, [REPLICA_TIME_USE]: use });
   }
 
   private countVerification(block: number, accepted: number, outcome: string): void {
