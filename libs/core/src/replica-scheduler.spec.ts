@@ -155,10 +155,12 @@ describe('ReplicaScheduler decisions', () => {
   });
 
   it('lets a ready lane overtake an older lane still waiting for drafts, at most once per generation', () => {
-    const { log, tenant } = pool(1);
-    const x = tenant('x').want({ class: 'lane' }); // holds r0
+    // Four replicas, three generations: not saturated, so no replica idles while a lane waits.
+    const { scheduler, log, tenant } = pool(4);
+    const x = tenant('x').want({ class: 'lane' }, { class: 'lane' }, { class: 'lane' }, { class: 'lane' }); // holds r0..r3
     const slow = tenant('slow').want({ class: 'lane', ready: false });
     const fast = tenant('fast').want({ class: 'lane' });
+    expect(scheduler.saturated).toBe(false);
     x.finishOne();
     expect(log.at(-1)).toBe('fast:lane@r0'); // ready, and 'fast' had no lane since 'slow' began to wait
     fast.want({ class: 'lane' });
@@ -167,6 +169,32 @@ describe('ReplicaScheduler decisions', () => {
     expect(log.at(-1)).toBe('slow:lane@r0');
     slow.finishOne();
     expect(log.at(-1)).toBe('fast:lane@r0');
+  });
+
+  it('saturated (as many generations as replicas): a lane waits for its drafts, and speculative work for every lane', () => {
+    const { scheduler, log, tenant } = pool(2);
+    const x = tenant('x').want({ class: 'lane' }); // r0
+    const y = tenant('y').want({ class: 'lane' }); // r1
+    expect(scheduler.saturated).toBe(true);
+    const slowLane: Want = { class: 'lane', ready: false };
+    const slow = tenant('slow').want(slowLane);
+    const fast = tenant('fast').want({ class: 'lane' });
+    x.want({ class: 'speculative', distance: 1 });
+    x.finishOne();
+    expect(log.at(-1)).toBe('fast:lane@r0'); // ready: overtakes 'slow' (once)
+    fast.want({ class: 'lane' });
+    fast.finishOne();
+    // 'fast' may not overtake again, 'slow' is not ready: r0 waits, and x's speculative work too.
+    expect(log.at(-1)).toBe('fast:lane@r0');
+    expect(scheduler.stats()).toMatchObject({ busyReplicas: 1, waitingLanes: 2, waitingSpeculative: 1 });
+    slowLane.ready = true; // its drafts arrived
+    scheduler.schedule();
+    expect(log.at(-1)).toBe('slow:lane@r0');
+    y.finishOne();
+    expect(log.at(-1)).toBe('fast:lane@r1');
+    slow.finishOne();
+    fast.finishOne();
+    expect(log.slice(-1)).toEqual(['x:speculative1@r0']); // no lane waits any more
   });
 
   it('prefers the free replica with the fewest consecutive failures, counted across tenants and reset by a success', () => {
@@ -597,5 +625,105 @@ describe('generations sharing one replica scheduler', () => {
     // Both drafters served calls.
     for (const drafter of run.drafters) expect(drafter.calls.length).toBeGreaterThan(0);
     expectClean(run);
+  });
+});
+
+// ------------------------------------------------------------------------------------------ closed-loop load
+
+/**
+ * A model pair where the drafter is right at each position with probability `a` (a hash of the
+ * request and the position), independently of the context: acceptance is exactly `a` per draft.
+ */
+class PositionWorld {
+  constructor(readonly a: number) {}
+
+  truth(requestId: string, position: number): number {
+    return counterHash(hashOf(requestId), position, 5, 0) % 1000;
+  }
+
+  draft(requestId: string, position: number): number {
+    const truth = this.truth(requestId, position);
+    return uniform(hashOf(requestId), position, 77, 0) < this.a ? truth : (truth + 1) % 1000;
+  }
+}
+
+function hashOf(text: string): number {
+  let hash = 0;
+  for (let i = 0; i < text.length; i++) hash = (Math.imul(hash, 31) + text.charCodeAt(i)) >>> 0;
+  return hash;
+}
+
+interface LoadShape {
+  a: number;
+  /** Drafter latency per drafted token. */
+  c: number;
+  /** Target forward latency. */
+  t: number;
+  k: number;
+  targets: number;
+  drafters: number;
+  tokens: number;
+}
+
+interface LoadFigures {
+  tokensPerSecond: number;
+  p50Ms: number;
+}
+
+/**
+ * `concurrency` clients, each sending `perClient` greedy requests back to back over one shared pool
+ * (a closed loop), on the virtual clock: throughput over the whole run, and the median latency.
+ */
+async function closedLoop(shape: LoadShape, mode: Mode, concurrency: number, perClient = 8): Promise<LoadFigures> {
+  const world = new PositionWorld(shape.a);
+  const clock = new VirtualClock();
+  const targets: TargetReplica[] = Array.from({ length: shape.targets }, (_, r) => ({
+    id: `target-${r}`,
+    async verify(call: VerifyCall, signal: AbortSignal): Promise<VerifyResult> {
+      await clock.sleep(shape.t, signal);
+      const start = call.prefix.length;
+      let accepted = 0;
+      while (accepted < call.drafts.length && call.drafts[accepted] === world.truth(call.requestId, start + accepted)) accepted++;
+      return { accepted, tokens: [...call.drafts.slice(0, accepted), world.truth(call.requestId, start + accepted)] };
+    },
+  }));
+  const drafters: Drafter[] = Array.from({ length: shape.drafters }, (_, d) => ({
+    id: `drafter-${d}`,
+    async draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult> {
+      await clock.sleep(shape.c * call.maxTokens, signal);
+      return { tokens: Array.from({ length: call.maxTokens }, (_, i) => world.draft(call.requestId, call.prefix.length + i)) };
+    },
+  }));
+  const ports = { targetScheduler: new TargetScheduler(targets), drafterScheduler: new DrafterScheduler(drafters), clock };
+  const latencies: number[] = [];
+  let tokens = 0;
+  const client = async (c: number): Promise<void> => {
+    for (let r = 0; r < perClient; r++) {
+      const config: GenerateConfig = { requestId: `client-${c}-${r}`, mode, prompt: [1, 2, 3], maxNewTokens: shape.tokens, lookahead: shape.k, sampling: GREEDY };
+      const result = await generate(config, ports);
+      latencies.push(result.metrics.wallMs);
+      tokens += result.tokens.length;
+    }
+  };
+  await clock.run(Promise.all(Array.from({ length: concurrency }, (_, c) => client(c))));
+  latencies.sort((x, y) => x - y);
+  return { tokensPerSecond: (tokens * 1000) / clock.now(), p50Ms: latencies[(latencies.length - 1) >> 1] };
+}
+
+describe('many requests at once: DSI is never worse than the better of non-SI and SI', () => {
+  it.each<[string, LoadShape]>([
+    ['a = 0.8, drafter 2 ms per token', { a: 0.8, c: 2, t: 20, k: 5, targets: 4, drafters: 2, tokens: 64 }],
+    ['a = 0.5, drafter 6 ms per token', { a: 0.5, c: 6, t: 20, k: 5, targets: 4, drafters: 2, tokens: 64 }],
+  ])('%s, 4 targets at 20 ms, 2 drafters, k = 5: throughput >= 0.98 x the best, p50 <= 1.02 x the best, at concurrency 1 to 16', async (_name, shape) => {
+    for (const concurrency of [1, 2, 4, 8, 16]) {
+      const nonsi = await closedLoop(shape, 'nonsi', concurrency);
+      const si = await closedLoop(shape, 'si', concurrency);
+      const dsi = await closedLoop(shape, 'dsi', concurrency);
+      const throughput = dsi.tokensPerSecond / Math.max(nonsi.tokensPerSecond, si.tokensPerSecond);
+      const latency = dsi.p50Ms / Math.min(nonsi.p50Ms, si.p50Ms);
+      expect({ concurrency, throughputAtLeast98: throughput >= 0.98, latencyAtMost102: latency <= 1.02 }).toEqual({ concurrency, throughputAtLeast98: true, latencyAtMost102: true });
+    }
+    // Non-SI is replica-bound from 4 requests on: exactly 4 replicas at one token per 20 ms.
+    expect((await closedLoop(shape, 'nonsi', 8)).tokensPerSecond).toBe(200);
   });
 });

@@ -11,13 +11,19 @@
  *    *ready* (its drafts are in, or none are coming) may overtake older lanes still waiting for
  *    drafts, but only when its generation has had no lane since the oldest waiting lane began to
  *    wait: so no request waits behind more than one lane of every other generation (one round).
- *    A replica never idles while any lane waits, ready or not.
+ *    Below saturation a replica never idles while any lane waits, ready or not.
  * 2. Speculative work only on replicas no lane needs: nearest to its V first, then longest waiting.
- * 3. With preemption on (target replicas): when a lane waits and no replica is free, the least
+ * 3. Saturated (several tenants, and at least as many tenants as replicas: every replica is wanted
+ *    by a lane): when the lane rule 1 picks is not ready and waits for its drafts, no lane is
+ *    granted: the replica waits for it (or for a ready lane that may overtake it), and speculative
+ *    work gets a replica only when no lane waits, ready or not. When replicas are the bottleneck a
+ *    lane is worth more with its drafts in it (one forward verifies several tokens) than sent at
+ *    once; a tenant whose pending drafts are not worth the wait says so ({@link ReplicaClaim.waitsForDrafts}).
+ * 4. With preemption on (target and drafter replicas): when a lane waits and no replica is free, the least
  *    valuable speculative call in flight (farthest from its V; ties: the most recently granted) is
  *    taken back ({@link ReplicaTenant.preempt}) and its replica goes to the lane. Work that became a
  *    lane is never taken back.
- * 4. Among free replicas, the one with the fewest consecutive failures (counted across tenants, reset
+ * 5. Among free replicas, the one with the fewest consecutive failures (counted across tenants, reset
  *    by a success); ties: the first in the replica list. In a shared pool, a tenant whose call just
  *    failed on a replica retries on another one (when the list holds another), even if it waits.
  *
@@ -34,6 +40,12 @@ export interface ReplicaClaim {
   readonly class: WorkClass;
   /** Lanes only: the work is as good as it will get (its drafts are in, or no drafter call is pending). */
   readonly ready: boolean;
+  /**
+   * Lanes that are not ready only: on a {@link ReplicaScheduler.saturated} pool, the lane would rather
+   * have a replica later with its drafts than now without them (default true). A lane that says no
+   * is granted as below saturation.
+   */
+  readonly waitsForDrafts?: boolean;
   /** Speculative only: positions between the end of the tenant's V and the work; lower goes first. */
   readonly distance: number;
   /** A {@link ReplicaScheduler.ticket} taken when this claim began to wait: lower waited longer. */
@@ -108,7 +120,7 @@ export interface ReplicaSchedulerEvents<R> {
 
 /** Options of a {@link ReplicaScheduler}. */
 export interface ReplicaSchedulerOptions<R> {
-  /** Take speculative calls back for waiting lanes (target replicas: yes; drafters: no). */
+  /** Take speculative calls back for waiting lanes (the target and drafter schedulers do). */
   preemptSpeculative?: boolean;
   events?: ReplicaSchedulerEvents<R>;
 }
@@ -177,6 +189,15 @@ export class ReplicaScheduler<R extends object> {
   /** How many replicas the list holds now (generations size their speculation and failure budget by it). */
   get replicaCount(): number {
     return this.source().length;
+  }
+
+  /**
+   * Whether every replica is wanted by a lane: several tenants, at least as many as replicas (each
+   * tenant has a lane in flight or waiting while it runs). A tenant alone is never saturated, so one
+   * generation on an idle pool runs exactly as with replicas of its own.
+   */
+  get saturated(): boolean {
+    return this.tenants.size >= 2 && this.tenants.size >= this.replicaCount;
   }
 
   /** Replaces the replica list (e.g. on a health change) and gives new replicas work at once. */
@@ -282,7 +303,16 @@ export class ReplicaScheduler<R extends object> {
       if (claim) (claim.class === 'lane' ? lanes : speculative).push({ tenant, claim });
     }
     speculative.sort((a, b) => a.claim.distance - b.claim.distance || a.claim.since - b.claim.since);
-    for (const candidate of [...this.orderLanes(lanes), ...speculative]) {
+    const ordered = this.orderLanes(lanes);
+    let candidates: Candidate<R>[];
+    if (this.saturated) {
+      // Rule 3: lanes in order up to the first that waits for its drafts; speculative work only with no lane waiting.
+      const waiting = ordered.findIndex((lane) => !lane.claim.ready && lane.claim.waitsForDrafts !== false);
+      candidates = lanes.length > 0 ? (waiting < 0 ? ordered : ordered.slice(0, waiting)) : speculative;
+    } else {
+      candidates = [...ordered, ...speculative];
+    }
+    for (const candidate of candidates) {
       const replica = this.freeReplica(candidate.tenant);
       if (replica) {
         this.grant(candidate, replica, declined);
@@ -386,8 +416,32 @@ export class ReplicaScheduler<R extends object> {
   }
 }
 
+/**
+ * What the generations on one target pool have measured, pooled so that a new generation judges its
+ * first lanes by the pool's experience (the same model pair, replicas and drafters): whether a lane
+ * is worth waiting for drafts when the pool is saturated ({@link ReplicaScheduler.saturated}). Written
+ * by the generations as their calls end; only sums, so it is order-free.
+ */
+export class PoolMeasurements {
+  /** Successful verifications and their summed latency (call start to result). */
+  verifications = 0;
+  verifyMs = 0;
+  /** Drafts judged by commits, and those accepted. */
+  judgedDrafts = 0;
+  acceptedDrafts = 0;
+  /** Tokens asked of successful drafter calls, and the calls' summed latency. */
+  draftTokens = 0;
+  draftMs = 0;
+  /** Drafter calls a lane needed, and how long they waited for a drafter in total. */
+  laneDraftCalls = 0;
+  laneDraftQueueMs = 0;
+}
+
 /** The shared scheduler of the target replicas: speculative verifications give way to lanes. */
 export class TargetScheduler extends ReplicaScheduler<TargetReplica> {
+  /** The pool's measurements, shared by its generations. */
+  readonly measurements = new PoolMeasurements();
+
   constructor(targets: readonly TargetReplica[] | (() => readonly TargetReplica[]), events?: ReplicaSchedulerEvents<TargetReplica>) {
     super(targets, { preemptSpeculative: true, events });
   }
@@ -395,10 +449,11 @@ export class TargetScheduler extends ReplicaScheduler<TargetReplica> {
 
 /**
  * The shared scheduler of the drafter replicas: one call per drafter at a time; a call a waiting lane
- * needs goes before speculative drafting. Drafter calls are never taken back.
+ * needs goes before speculative drafting (drafting ahead of a run's lane block), and takes the
+ * drafter of such a call when none is free: a lane never waits behind another run's drafting ahead.
  */
 export class DrafterScheduler extends ReplicaScheduler<Drafter> {
   constructor(drafters: readonly Drafter[] | (() => readonly Drafter[]), events?: ReplicaSchedulerEvents<Drafter>) {
-    super(drafters, { preemptSpeculative: false, events });
+    super(drafters, { preemptSpeculative: true, events });
   }
 }

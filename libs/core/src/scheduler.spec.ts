@@ -320,6 +320,11 @@ function expectInvariants(outcome: Outcome): void {
   expect(metrics.meanAcceptedLength).toBeGreaterThanOrEqual(1);
   expect(metrics.meanAcceptedLength).toBeLessThanOrEqual(k + 1);
   expect(metrics.preemptions).toBe(ofType(events, 'preempt').length);
+  // The commit events carry exactly the judged and accepted drafts the metrics count.
+  const commits = ofType(events, 'commit');
+  const judged = commits.reduce((sum, e) => sum + e.judged, 0);
+  expect(commits.reduce((sum, e) => sum + e.accepted, 0)).toBe(metrics.accepted);
+  expect(metrics.acceptanceRate).toBe(judged > 0 ? metrics.accepted / judged : 0);
   expect(metrics.draftCalls).toBe(drafter.calls.length);
   expect(metrics.verifyCalls).toBe(targets.reduce((sum, target) => sum + target.calls.length, 0));
   expect(metrics.wallMs).toBe(clock.now());
@@ -782,6 +787,24 @@ describe('timing on the virtual clock', () => {
 });
 
 describe('metrics', () => {
+  it('commit events carry the drafts each commit judged and accepted, bonus-confirmed drafts included', async () => {
+    for (const [mode, agreement] of [['dsi', 0.7], ['dsi', 0.95], ['si', 0.7], ['nonsi', 0.7]] as const) {
+      const { result, events } = await expectGeneration({ mode, world: new World(agreement), k: 4, replicas: 4, maxNewTokens: 60 });
+      const commits = ofType(events, 'commit');
+      const judged = commits.reduce((sum, e) => sum + e.judged, 0);
+      const accepted = commits.reduce((sum, e) => sum + e.accepted, 0);
+      expect({ mode, agreement, accepted }).toEqual({ mode, agreement, accepted: result.metrics.accepted });
+      expect(judged > 0 ? accepted / judged : 0).toBe(result.metrics.acceptanceRate);
+      // A commit accepts at most the drafts it judged, and judges at most its tokens (each token settles one position).
+      for (const e of commits) {
+        expect(e.accepted).toBeLessThanOrEqual(e.judged);
+        expect(e.judged).toBeLessThanOrEqual(e.tokens.length);
+      }
+      if (mode === 'nonsi') expect(judged).toBe(0);
+      else expect(judged).toBeGreaterThan(0);
+    }
+  });
+
   it('count preemptions, cancellations and acceptance for a mediocre drafter', async () => {
     const world = new World(0.6);
     const dsi = await expectGeneration({ mode: 'dsi', world, k: 4, replicas: 4, maxNewTokens: 40 });

@@ -17,9 +17,14 @@
  *   a wish is granted at once whenever a replica is free, as described below. Given shared schedulers
  *   (`{ targetScheduler, drafterScheduler, clock }`, docs/architecture.md, "Many requests at once"),
  *   lanes of every run go before speculative blocks, and a speculative block may be preempted for
- *   another run's lane (it then waits again).
+ *   another run's lane (it then waits again). On a saturated pool (as many runs as replicas) replica
+ *   time is the bottleneck: a lane whose drafts are on their way waits for them when that is worth
+ *   more committed tokens per replica-ms than going without (see worthWaitingForDrafts, measured on
+ *   the pool), D is kept within two blocks, and a drafter call a lane needs may take the drafter of
+ *   another run's drafting ahead.
  * - Drafting: at most one drafter call in flight, of up to k tokens after V ++ D. D is kept within
- *   (replicas + 1) * k drafts of V (k for SI) and never runs past the last position worth drafting.
+ *   (replicas + 1) * k drafts of V (k for SI, 2k on a saturated pool) and never runs past the last
+ *   position worth drafting.
  * - Blocks: a block starts where the last dispatched block ends (or at the end of V when none is
  *   dispatched) and is complete when it holds k drafts (or the drafts up to the last useful position).
  *   A complete block goes to an idle replica; at most one task per replica.
@@ -50,7 +55,7 @@
  *   ignores the abort cannot hold a replica or the drafter); late results are ignored.
  */
 import type { Clock, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from './ports';
-import { DrafterScheduler, LeaseOutcome, ReplicaClaim, ReplicaLease, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
+import { DrafterScheduler, LeaseOutcome, PoolMeasurements, ReplicaClaim, ReplicaLease, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
 import { SamplingParams, validateSamplingParams } from './rules';
 
 /** The decoding algorithm: target only, classic speculative inference, or distributed SI. */
@@ -160,8 +165,14 @@ export interface SchedulerEvents {
     preempted?: boolean;
     error?: unknown;
   }): void;
-  /** Tokens just appended to V; verifiedLength counts the prompt; at is clock time. */
-  commit?(e: { tokens: number[]; verifiedLength: number; at: number }): void;
+  /**
+   * Tokens just appended to V; verifiedLength counts the prompt; at is clock time. `judged` and
+   * `accepted`: the drafts this commit judged and accepted (see {@link GenerationMetrics}: a draft
+   * equal to a bonus token counts, each position once even where blocks overlap), so summed over a
+   * generation's commits, accepted is its metrics' `accepted` and accepted / judged (0 when none was
+   * judged) its `acceptanceRate`.
+   */
+  commit?(e: { tokens: number[]; verifiedLength: number; at: number; judged: number; accepted: number }): void;
   /** A rejection cancelled in-flight work; `epoch` is the new epoch, `position` the rejected position. */
   preempt?(e: { epoch: number; position: number }): void;
 }
@@ -330,6 +341,8 @@ interface DraftTask {
   maxTokens: number;
   controller: AbortController;
   lease: ReplicaLease<Drafter>;
+  /** Clock time of the call's start. */
+  startedAt: number;
   /** Cancels the draftTimeoutMs sleep. */
   timeout?: AbortController;
 }
@@ -359,10 +372,14 @@ interface VerifyTask {
   block: Block;
   lease: ReplicaLease<TargetReplica>;
   controller: AbortController;
+  /** Clock time of the call's start. */
+  startedAt: number;
 }
 
 /** The verification a run would start on a free replica now: a waiting block or a new one. */
-type NextVerification = { class: WorkClass; block: Block; ready: true } | { class: WorkClass; block?: undefined; start: number; size: number; ready: boolean };
+type NextVerification =
+  | { class: WorkClass; block: Block; ready: true; waitsForDrafts?: undefined }
+  | { class: WorkClass; block?: undefined; start: number; size: number; ready: boolean; waitsForDrafts?: boolean };
 
 /** How many consecutive failed Verify calls, per replica, make the generation give up. */
 const FAILURES_PER_REPLICA = 3;
@@ -398,6 +415,8 @@ class GenerationRun {
   private laneSince?: number;
   private speculativeSince?: number;
   private draftSince?: number;
+  /** Clock time at which the current drafter claim began to wait. */
+  private draftWantedAt?: number;
 
   private consecutiveFailures = 0;
   private finished = false;
@@ -416,6 +435,8 @@ class GenerationRun {
   private cancelledVerifications = 0;
   private preemptions = 0;
   private firstCommitAt?: number;
+  /** The pool's measurements (shared with the other generations on it): what waiting for drafts is worth. */
+  private readonly measured: PoolMeasurements;
 
   constructor(
     private readonly config: GenerateConfig,
@@ -427,6 +448,7 @@ class GenerationRun {
     this.clock = pools.clock;
     this.targets = pools.targets;
     this.drafters = pools.drafters;
+    this.measured = pools.targets.measurements;
     this.limits = modeLimits(config);
     this.verified = [...config.prompt];
     this.promptLength = config.prompt.length;
@@ -445,6 +467,8 @@ class GenerationRun {
       name: config.requestId,
       claim: () => this.draftClaim(),
       grant: (lease) => this.onDrafterGranted(lease),
+      preemptible: (lease) => this.draftPreemptible(lease),
+      preempt: (lease) => this.onDraftPreempted(lease),
     };
     const { signal } = options;
     if (signal) {
@@ -479,7 +503,9 @@ class GenerationRun {
   }
 
   private draftRoom(): number {
-    const horizon = (this.limits.draftHorizonBlocks ?? this.targets.replicaCount + 1) * this.limits.lookahead;
+    // A saturated pool has no replica for blocks beyond the lanes: draft the lane's block and the next.
+    const blocks = this.limits.draftHorizonBlocks ?? (this.targets.saturated ? 2 : this.targets.replicaCount + 1);
+    const horizon = blocks * this.limits.lookahead;
     return Math.min(this.limits.lookahead, horizon - this.drafts.length, this.draftEnd() - this.draftedEnd);
   }
 
@@ -508,7 +534,9 @@ class GenerationRun {
       const size = Math.min(full, this.drafts.length);
       // Ready: full of drafts, or no drafter call will bring more.
       const ready = size >= full || (!this.draftTask && !this.canStartDraft());
-      return { class: 'lane', start: this.verifiedEnd, size, ready };
+      // Only a saturated pool asks whether the drafts are worth the wait.
+      const waitsForDrafts = !ready && this.targets.saturated && this.worthWaitingForDrafts(size);
+      return { class: 'lane', start: this.verifiedEnd, size, ready, waitsForDrafts };
     }
     const inFlight = this.blocks.reduce((count, block) => count + (block.state === 'verifying' ? 1 : 0), 0);
     if (inFlight >= (this.limits.maxParallelVerifications ?? this.targets.replicaCount)) return undefined;
@@ -522,6 +550,38 @@ class GenerationRun {
     return { class: 'speculative', start, size: Math.min(this.limits.lookahead, available), ready: true };
   }
 
+  /**
+   * Whether the lane (`size` drafts now, `full` when complete) should wait for its pending drafter
+   * call on a saturated pool, where replica time limits throughput. Going now commits E(size) tokens
+   * (E(n) = 1 + a + ... + a^n) in one forward of t ms and, when all of it is accepted (a^(size + 1)),
+   * the call's drafts still serve the next lane; otherwise the next lane starts empty and faces the
+   * same choice. Waiting idles the replica `wait` ms, then verifies the fuller block. With g the
+   * tokens per replica-ms of a verification of a full block, E(k) / t, going now is worth more
+   * exactly when E(size) > g (t - a^(size + 1) wait). Figures from the pool's measurements: a the
+   * acceptance (Laplace: (accepted + 1) / (judged + 2)), t the mean verification, wait the call's
+   * expected remaining time (the mean drafter time per token, plus the mean queueing of a lane's
+   * drafter call while it is not yet running).
+   * Before the pool has timed a verification and a drafter call, the drafts are worth the wait.
+   */
+  private worthWaitingForDrafts(size: number): boolean {
+    const m = this.measured;
+    if (m.verifications === 0 || m.draftTokens === 0) return true;
+    const now = this.clock.now();
+    const t = m.verifyMs / m.verifications;
+    const msPerToken = m.draftMs / m.draftTokens;
+    const task = this.draftTask;
+    let wait: number;
+    if (task) {
+      wait = Math.max(0, task.startedAt + msPerToken * task.maxTokens - now);
+    } else {
+      const queueMs = m.laneDraftCalls > 0 ? m.laneDraftQueueMs / m.laneDraftCalls : 0;
+      wait = Math.max(0, queueMs - (now - (this.draftWantedAt ?? now))) + msPerToken * this.draftRoom();
+    }
+    const a = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
+    const g = expectedCommitted(a, this.limits.lookahead) / t;
+    return g * (t - a ** (size + 1) * wait) > expectedCommitted(a, size);
+  }
+
   /** What this run asks of the target scheduler now. */
   private verificationClaim(): ReplicaClaim | undefined {
     const next = this.finished ? undefined : this.nextVerification();
@@ -530,7 +590,7 @@ class GenerationRun {
     if (!next) return undefined;
     if (next.class === 'lane') {
       this.laneSince ??= this.targets.ticket();
-      return { class: 'lane', ready: next.ready, distance: 0, since: this.laneSince };
+      return { class: 'lane', ready: next.ready, waitsForDrafts: next.waitsForDrafts, distance: 0, since: this.laneSince };
     }
     this.speculativeSince ??= this.targets.ticket();
     const start = next.block ? next.block.start : next.start;
@@ -562,7 +622,7 @@ class GenerationRun {
 
   private dispatch(block: Block, lease: ReplicaLease<TargetReplica>, workClass: WorkClass): void {
     const target = lease.replica;
-    const task: VerifyTask = { block, lease, controller: new AbortController() };
+    const task: VerifyTask = { block, lease, controller: new AbortController(), startedAt: this.clock.now() };
     block.state = 'verifying';
     block.call = task;
     block.replica = target.id;
@@ -620,6 +680,8 @@ class GenerationRun {
       return;
     }
     lease.release('succeeded');
+    this.measured.verifyMs += this.clock.now() - task.startedAt;
+    this.measured.verifications++;
     this.consecutiveFailures = 0;
     block.call = undefined;
     block.state = 'done';
@@ -660,6 +722,8 @@ class GenerationRun {
     }
     this.emit('verifyEnd', { replica, block: block.id, epoch: block.epoch, accepted: result.accepted, outcome: 'committed', class: block.class ?? 'lane' });
     this.committingVerifications++;
+    const judgedBefore = this.judgedDrafts;
+    const acceptedBefore = this.acceptedDrafts;
     const appended: number[] = [];
     let finish: FinishReason | undefined;
     // Accepted drafts after the overlap: D's front moves into V.
@@ -688,7 +752,12 @@ class GenerationRun {
       finish = this.append(truth, appended);
     }
     this.committedTokens += appended.length;
-    this.afterCommit(appended, finish);
+    const judged = this.judgedDrafts - judgedBefore;
+    const accepted = this.acceptedDrafts - acceptedBefore;
+    const m = this.measured;
+    m.judgedDrafts += judged;
+    m.acceptedDrafts += accepted;
+    this.afterCommit(appended, finish, judged, accepted);
     if (finish) {
       this.finish(finish);
       return;
@@ -713,11 +782,11 @@ class GenerationRun {
     return undefined;
   }
 
-  private afterCommit(appended: number[], finish: FinishReason | undefined): void {
+  private afterCommit(appended: number[], finish: FinishReason | undefined, judged: number, accepted: number): void {
     const at = this.clock.now();
     this.firstCommitAt ??= at;
     this.drafterResting = false;
-    this.emit('commit', { tokens: appended, verifiedLength: this.verifiedEnd, at });
+    this.emit('commit', { tokens: appended, verifiedLength: this.verifiedEnd, at, judged, accepted });
     // A finishing commit streams in finish(), which knows what a stop sequence removes.
     if (!finish) this.stream(this.verifiedEnd - this.heldBack());
   }
@@ -810,9 +879,11 @@ class GenerationRun {
   private draftClaim(): ReplicaClaim | undefined {
     if (this.finished || !this.canStartDraft()) {
       this.draftSince = undefined;
+      this.draftWantedAt = undefined;
       return undefined;
     }
     this.draftSince ??= this.drafters.ticket();
+    this.draftWantedAt ??= this.clock.now();
     // A lane needs this call when D does not yet fill the lane block; otherwise it drafts ahead.
     const workClass: WorkClass = this.drafts.length < this.laneBlockSize() ? 'lane' : 'speculative';
     return { class: workClass, ready: true, distance: this.drafts.length, since: this.draftSince };
@@ -823,16 +894,34 @@ class GenerationRun {
     let used = false;
     this.guard(() => {
       if (!this.canStartDraft()) return;
+      if (lease.class === 'lane' && this.draftWantedAt !== undefined) {
+        this.measured.laneDraftQueueMs += this.clock.now() - this.draftWantedAt;
+        this.measured.laneDraftCalls++;
+      }
       this.draftSince = undefined;
+      this.draftWantedAt = undefined;
       this.startDraft(lease);
       used = true;
     });
     return used;
   }
 
+  /** The distance of a drafter call that only drafts ahead (D already fills the lane block); undefined when a lane needs it. */
+  private draftPreemptible(lease: ReplicaLease<Drafter>): number | undefined {
+    if (this.draftTask?.lease !== lease || this.drafts.length < this.laneBlockSize()) return undefined;
+    return this.drafts.length;
+  }
+
+  /** The drafter scheduler takes a drafter back for another run's lane: the call is cancelled, drafting resumes later. */
+  private onDraftPreempted(lease: ReplicaLease<Drafter>): void {
+    this.guard(() => {
+      if (this.draftTask?.lease === lease) this.cancelDraft();
+    });
+  }
+
   private startDraft(lease: ReplicaLease<Drafter>): void {
     const maxTokens = this.draftRoom();
-    const task: DraftTask = { epoch: this.epoch, prefixLength: this.draftedEnd, maxTokens, controller: new AbortController(), lease };
+    const task: DraftTask = { epoch: this.epoch, prefixLength: this.draftedEnd, maxTokens, controller: new AbortController(), lease, startedAt: this.clock.now() };
     this.draftTask = task;
     this.draftCalls++;
     const prefix = this.sequence(this.draftedEnd);
@@ -871,6 +960,8 @@ class GenerationRun {
     }
     const { tokens } = result;
     this.drafted += tokens.length;
+    this.measured.draftMs += this.clock.now() - task.startedAt;
+    this.measured.draftTokens += task.maxTokens;
     // The call may have started before V grew past D's end (bonus tokens with D empty): its first
     // tokens then overlap V and must agree with it.
     const overlap = this.draftedEnd - task.prefixLength;
@@ -1020,6 +1111,11 @@ function malformedVerifyResult(result: VerifyResult, drafts: readonly number[], 
   }
   if (!isToken(tokens[accepted], vocabSize)) return `the target token ${tokens[accepted]} is not a token id`;
   return undefined;
+}
+
+/** Expected tokens a verification of n drafts commits at acceptance a: 1 + a + ... + a^n. */
+function expectedCommitted(a: number, n: number): number {
+  return a >= 1 ? n + 1 : (1 - a ** (n + 1)) / (1 - a);
 }
 
 /** Calls a port, turning a synchronous throw into a rejection. */
