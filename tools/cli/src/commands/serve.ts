@@ -37,8 +37,12 @@ export interface ServeFlags {
   maxTokensPerCall: number;
   syntheticSeed: number;
   drafter?: string;
+  drafters?: string[];
+  draftersDns?: string;
   targets?: string[];
   targetsDns?: string;
+  maxActiveRequests?: number;
+  maxQueuedRequests?: number;
   tokenizer?: string;
   maxNewTokensLimit: number;
   metricsPort?: number;
@@ -92,12 +96,16 @@ export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags)
   };
 }
 
-/** The orchestrator's drafter address and target replicas (a list or a DNS name), from its flags. */
-function orchestratorEndpoints(flags: ServeFlags): { drafter: string; targets: ReplicaSource } {
-  if (!flags.drafter) throw new UsageError('--drafter is required for the orchestrator (or DSI_DRAFTER)');
+/** The orchestrator's drafter and target replicas (each a list or a DNS name), from its flags. */
+function orchestratorEndpoints(flags: ServeFlags): { drafters: ReplicaSource; targets: ReplicaSource } {
+  const drafterFlags = [flags.drafter, flags.drafters, flags.draftersDns].filter((value) => value !== undefined).length;
+  if (drafterFlags !== 1) {
+    throw new UsageError('the orchestrator needs exactly one of --drafter HOST:PORT, --drafters HOST:PORT,... or --drafters-dns NAME:PORT (or DSI_DRAFTER, DSI_DRAFTERS, DSI_DRAFTERS_DNS)');
+  }
   if (!flags.targets === !flags.targetsDns) throw new UsageError('the orchestrator needs exactly one of --targets HOST:PORT,... or --targets-dns NAME:PORT');
+  const drafters = flags.draftersDns ? { dns: flags.draftersDns } : { addresses: flags.drafters ?? [flags.drafter!] };
   const targets = flags.targets ? { addresses: flags.targets } : { dns: flags.targetsDns! };
-  return { drafter: flags.drafter, targets };
+  return { drafters, targets };
 }
 
 /**
@@ -109,11 +117,12 @@ export function serviceStart(name: ServiceName, flags: ServeFlags): ServiceStart
     case 'simulator':
       return async (context) => (await import('@dsi/simulator-service')).simulatorStartup({ threads: flags.threads }, context);
     case 'orchestrator': {
-      const { drafter, targets } = orchestratorEndpoints(flags);
+      const { drafters, targets } = orchestratorEndpoints(flags);
+      const { maxActiveRequests, maxQueuedRequests, maxNewTokensLimit } = flags;
       return async (context) => {
         const tokenizerDir = flags.tokenizer || (await builtInModels(flags)).target;
         const { orchestratorStartup } = await import('@dsi/orchestrator-service');
-        return orchestratorStartup({ drafter, targets, tokenizerDir, maxNewTokensLimit: flags.maxNewTokensLimit }, context);
+        return orchestratorStartup({ drafters, targets, tokenizerDir, maxNewTokensLimit, maxActiveRequests, maxQueuedRequests }, context);
       };
     }
     case 'drafter':
@@ -159,10 +168,18 @@ export function serveCommand(): Command {
     .addOption(portOption('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (0: a free port)', true, 'DSI_METRICS_PORT'))
     .addOption(textOption('--metrics-host <address>', 'address the metrics endpoint binds', 'DSI_METRICS_HOST').default('127.0.0.1'))
     .addOption(addressOption('--drafter <address>', 'orchestrator: the drafter service, host:port', 'DSI_DRAFTER'))
+    .addOption(addressListOption('--drafters <addresses>', 'orchestrator: drafter replicas, comma-separated host:port (instead of --drafter)', 'DSI_DRAFTERS'))
+    .addOption(addressOption('--drafters-dns <name:port>', 'orchestrator: a DNS name whose addresses are the drafter replicas (instead of --drafter)', 'DSI_DRAFTERS_DNS'))
     .addOption(addressListOption('--targets <addresses>', 'orchestrator: target replicas, comma-separated host:port', 'DSI_TARGETS'))
     .addOption(addressOption('--targets-dns <name:port>', 'orchestrator: a DNS name whose addresses are the replicas (a headless Service)', 'DSI_TARGETS_DNS'))
     .addOption(textOption('--tokenizer <dir>', 'orchestrator: folder with the target\'s tokenizer.json (default: the built-in pair)', 'DSI_TOKENIZER'))
     .addOption(integerOption('--max-new-tokens-limit <n>', 'orchestrator: largest max_new_tokens accepted', { min: 1, max: MAX_INT32 }, 'DSI_MAX_NEW_TOKENS_LIMIT').default(DEFAULT_MAX_NEW_TOKENS_LIMIT))
+    .addOption(
+      integerOption('--max-active-requests <n>', 'orchestrator: generations running at once, more wait (default: 2 per healthy target replica)', { min: 1, max: 1_000_000 }, 'DSI_MAX_ACTIVE_REQUESTS'),
+    )
+    .addOption(
+      integerOption('--max-queued-requests <n>', 'orchestrator: requests waiting for a turn, more get RESOURCE_EXHAUSTED (default: 256)', { min: 0, max: 1_000_000 }, 'DSI_MAX_QUEUED_REQUESTS'),
+    )
     .addOption(integerOption('--synthetic-seed <n>', 'synthetic backend: the oracle seed (drafter and target must agree)', SEED_RANGE, 'DSI_SYNTHETIC_SEED').default(1))
     .addOption(realOption('--a <rate>', 'synthetic drafter: probability it agrees with the target per position, in [0, 1]', { min: 0, max: 1 }, 'DSI_A').default(0.8))
     .addOption(realOption('--ttft-ms <ms>', 'synthetic: latency of a request\'s first forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_TTFT_MS').default(0))
