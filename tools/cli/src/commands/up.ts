@@ -5,13 +5,14 @@ import type { GenerateResponse } from '@dsi/proto';
 import { ExitCode } from '../errors';
 import { checkUpFlags } from './up-flags';
 import { defaultModelsDir } from '../models-dir';
-import { choiceOption, fixed, numberOption } from '../options';
+import { choiceOption, fixed, integerOption, numberOption } from '../options';
 import { StackSupervisor, type SupervisedService } from '../supervisor';
 
 interface UpFlags {
   once?: boolean;
   json?: boolean;
   targets: number;
+  drafters: number;
   backend: 'onnx' | 'synthetic';
   a: number;
   c: number;
@@ -86,13 +87,22 @@ async function requireFreePorts(ports: ReadonlyArray<readonly [label: string, po
   }
 }
 
+/**
+ * Port offsets from `--base-port` of drafter i (`--drafters`): the first at +2 as always, the others in
+ * the gaps below the targets' +10, so they never collide with the targets or the base-port range.
+ */
+const DRAFTER_PORT_OFFSETS = [2, 1, 3, 5, 6, 7, 8, 9] as const;
+
+/** The most drafter replicas `dsi up` starts. */
+const MAX_UP_DRAFTERS = DRAFTER_PORT_OFFSETS.length;
+
 function port(base: number, offset: number): string {
   return String(base === 0 ? 0 : base + offset);
 }
 
 /**
- * `dsi up`: the local DSI stack on loopback, each service its own process: a drafter, `--targets`
- * target replicas, the orchestrator and the simulator, health-checked; then one greedy request in
+ * `dsi up`: the local DSI stack on loopback, each service its own process: `--drafters` drafter
+ * replicas, `--targets` target replicas, the orchestrator (sharing both among its requests) and the simulator, health-checked; then one greedy request in
  * each mode through the orchestrator, with tokens per second, speedups and whether the outputs are
  * identical. Keeps serving until Ctrl-C unless `--once`. It supervises what it starts: each child is
  * tracked from its spawn, so a failed start or a signal stops them all (exit non-zero, nothing left
@@ -108,7 +118,7 @@ export async function up(flags: UpFlags): Promise<void> {
   if (flags.basePort !== 0) {
     await requireFreePorts([
       ['the orchestrator', flags.basePort],
-      ['the drafter', flags.basePort + 2],
+      ...Array.from({ length: flags.drafters }, (_, i): [string, number] => [drafterLabel(flags, i), flags.basePort + DRAFTER_PORT_OFFSETS[i]]),
       ['the simulator', flags.basePort + 4],
       ...Array.from({ length: flags.targets }, (_, i): [string, number] => [`target-${i}`, flags.basePort + 10 + i]),
     ]);
@@ -143,26 +153,30 @@ export async function up(flags: UpFlags): Promise<void> {
     const drafterModel =
       flags.backend === 'synthetic' ? [...model.slice(0, 4), '--ttft-ms', String(flags.c * flags.targetMs), '--tpot-ms', String(flags.c * flags.targetMs)] : model;
     // Each child is tracked from the moment it is spawned: if one fails, all are stopped.
-    const [drafter, simulator, ...targets] = await signals.race(
+    const [simulator, ...replicas] = await signals.race(
       Promise.all([
-        supervisor.start('drafter', ['--port', port(flags.basePort, 2), ...drafterModel]),
         supervisor.start('simulator', ['--port', port(flags.basePort, 4)]),
+        ...Array.from({ length: flags.drafters }, (_, i) =>
+          supervisor.start('drafter', ['--port', port(flags.basePort, DRAFTER_PORT_OFFSETS[i]), ...drafterModel], drafterLabel(flags, i)),
+        ),
         ...Array.from({ length: flags.targets }, (_, i) => supervisor.start('target', ['--port', port(flags.basePort, 10 + i), ...model], `target-${i}`)),
       ]),
     );
+    const drafters = replicas.slice(0, flags.drafters);
+    const targets = replicas.slice(flags.drafters);
+    const drafter = drafters[0];
     const orchestrator = await signals.race(
       supervisor.start('orchestrator', [
         '--port',
         port(flags.basePort, 0),
-        '--drafter',
-        drafter.address,
+        ...(flags.drafters === 1 ? ['--drafter', drafter.address] : ['--drafters', drafters.map((d) => d.address).join(',')]),
         '--targets',
         targets.map((t) => t.address).join(','),
         ...(flags.backend === 'onnx' ? model : []),
       ]),
     );
     const row = (label: string, service: SupervisedService, note = '') => log(`${label.padEnd(13)} ${service.address}  pid ${service.pid}  log ${service.logFile}${note}`);
-    row('drafter', drafter);
+    drafters.forEach((d, i) => row(drafterLabel(flags, i), d));
     targets.forEach((t, i) => row(`target-${i}`, t));
     row('simulator', simulator);
     row('orchestrator', orchestrator, '  (all healthy)');
@@ -185,7 +199,7 @@ export async function up(flags: UpFlags): Promise<void> {
       const modes = Object.fromEntries(DEMO_MODES.map(([key]) => [key, { tokens: results[key].tokens, text: results[key].text, wall_ms: results[key].metrics?.wallMs ?? 0, metrics: results[key].metrics }]));
       const logs = Object.fromEntries(supervisor.services.map((service) => [service.name, service.logFile]));
       process.stdout.write(
-        JSON.stringify({ services: { orchestrator: orchestrator.address, drafter: drafter.address, targets: targets.map((t) => t.address), simulator: simulator.address }, logs, modes, identical }) + '\n',
+        JSON.stringify({ services: { orchestrator: orchestrator.address, drafter: drafter.address, drafters: drafters.map((d) => d.address), targets: targets.map((t) => t.address), simulator: simulator.address }, logs, modes, identical }) + '\n',
       );
     } else {
       const base = results.non_si.metrics?.wallMs ?? 0;
@@ -236,13 +250,19 @@ export async function up(flags: UpFlags): Promise<void> {
   }
 }
 
+/** The name of drafter i in logs and log files: `drafter` when there is one, else `drafter-i`. */
+function drafterLabel(flags: Pick<UpFlags, 'drafters'>, i: number): string {
+  return flags.drafters === 1 ? 'drafter' : `drafter-${i}`;
+}
+
 /** `dsi up`: run the local stack and a demonstration. */
 export function upCommand(): Command {
   return new Command('up')
-    .description('run the local DSI stack on loopback (drafter, target replicas, orchestrator, simulator), health-checked, with a demonstration in each mode; serves until Ctrl-C')
+    .description('run the local DSI stack on loopback (drafter and target replicas, orchestrator, simulator), health-checked, with a demonstration in each mode; serves until Ctrl-C')
     .option('--once', 'exit after the demonstration')
     .option('--json', 'print one JSON document on stdout')
     .addOption(numberOption('--targets <n>', 'target replicas').default(4))
+    .addOption(integerOption('--drafters <n>', `drafter replicas (at most ${MAX_UP_DRAFTERS}), shared by the orchestrator's requests`, { min: 1, max: MAX_UP_DRAFTERS }).default(1))
     .addOption(choiceOption('--backend <backend>', 'onnx: the built-in model pair; synthetic: the oracle with latencies', ['onnx', 'synthetic']).default('onnx'))
     .addOption(numberOption('--a <rate>', 'synthetic: drafter acceptance rate').default(0.8))
     .addOption(numberOption('--c <ratio>', 'synthetic: drafter latency as a fraction of the target\'s').default(0.1))
