@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { DEFAULT_HEATMAP, HeatmapComputer, heatmapGrid, runHeatmap } from '@dsi/sim';
 import { median } from '@dsi/core';
-import { fixed, integerOption } from '../options';
+import { checkWritableDir, fixed, integerOption } from '../options';
 import { timeEach } from '../timing';
 import { startService } from '../stack';
 import { DEFAULT_MAX_NEW_TOKENS_LIMIT } from './serve';
@@ -76,12 +76,14 @@ export async function simulatorBench(runs: number, log: (line: string) => void):
 /** `dsi bench`: performance figures, printed as ratios measured side by side. */
 export function benchCommand(): Command {
   return new Command('bench')
-    .description('measure the simulator (heatmap cells per second) and the model services (serving overhead, Verify cost, synthetic latency)')
+    .description('measure the simulator (heatmap cells per second), the model services (serving overhead, Verify cost, synthetic latency), one request online and many at once (load)')
     .addOption(integerOption('--runs <n>', `runs per figure, at most ${MAX_BENCH_RUNS}; the median is reported`, { min: 1, max: MAX_BENCH_RUNS }).default(3))
-    .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online']).default('all'))
+    .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online', 'load']).default('all'))
     .addOption(integerOption('--tokens <n>', 'online: tokens per generation', { min: 1, max: DEFAULT_MAX_NEW_TOKENS_LIMIT }).default(96))
+    .option('--quick', 'load: one request per client (at least 4 per concurrency) instead of two (at least 8)')
+    .option('--out <dir>', 'load: folder for the SVGs and the services\' logs (default: a new temporary folder)')
     .option('--json', 'print one JSON document on stdout')
-    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online'; tokens: number; json?: boolean }) => {
+    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load'; tokens: number; quick?: boolean; out?: string; json?: boolean }) => {
       const log = (line: string) => {
         if (!flags.json) process.stderr.write(line + '\n');
       };
@@ -130,6 +132,15 @@ export function benchCommand(): Command {
               `${String(r.c).padStart(5)} ${String(r.a).padStart(4)} ${String(r.k).padStart(3)} ${String(r.servers).padStart(4)} ${fixed(r.wall_ms.nonsi, 0).padStart(10)} ${fixed(r.wall_ms.si, 0).padStart(9)} ${fixed(r.wall_ms.dsi, 0).padStart(9)} ${`${fixed(r.speedup.dsi_vs_si, 2)}x`.padStart(7)} ${`${fixed(r.speedup.dsi_vs_nonsi, 2)}x`.padStart(10)} ${[r.measured_vs_predicted.nonsi, r.measured_vs_predicted.si, r.measured_vs_predicted.dsi].map((x) => fixed(x, 3)).join(' ').padStart(24)}`,
           ),
         );
+      }
+      if (flags.suite === 'all' || flags.suite === 'load') {
+        const { DEFAULT_LOAD_BENCH, QUICK_LOAD_BENCH, defaultLoadBenchDir, loadBench, loadReport } = await import('./bench-load');
+        if (flags.out) checkWritableDir(flags.out, '--out');
+        const config = { ...(flags.quick ? QUICK_LOAD_BENCH : DEFAULT_LOAD_BENCH), outDir: flags.out ? path.resolve(flags.out) : defaultLoadBenchDir() };
+        log(`load benchmark: real services, synthetic backend, ${config.targets} targets at ${config.targetMs} ms, ${config.drafters} drafters, concurrency ${config.concurrencies.join(', ')}; files in ${config.outDir}`);
+        const load = await loadBench(config, log);
+        doc.load = load;
+        lines.push(...loadReport(load));
       }
       process.stdout.write(flags.json ? JSON.stringify(doc) + '\n' : lines.join('\n') + '\n');
     });
