@@ -103,7 +103,7 @@ export function generationInstruments(meter: Meter): GenerationInstruments {
     requests: meter.createCounter('dsi.requests', { description: 'generation requests finished, by mode and finish reason' }),
     drafts: meter.createCounter('dsi.drafts', { description: 'drafter calls' }),
     draftedTokens: meter.createCounter('dsi.drafted_tokens', { description: 'draft tokens produced (including discarded ones)' }),
-    verifiedDrafts: meter.createCounter('dsi.verified_drafts', { description: 'draft tokens judged by a committing verification' }),
+    verifiedDrafts: meter.createCounter('dsi.verified_drafts', { description: 'draft tokens judged: the position each was proposed for was committed (accepted / judged is the acceptance rate)' }),
     acceptedTokens: meter.createCounter('dsi.accepted_tokens', { description: 'draft tokens accepted into the output' }),
     acceptedByPosition: meter.createCounter('dsi.accepted_tokens_by_position', { description: 'accepted drafts by position within their block (dsi.position)' }),
     verifications: meter.createCounter('dsi.verifications', { description: 'verifications by outcome (committed, rejected, cancelled, failed)' }),

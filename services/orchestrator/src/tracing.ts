@@ -12,8 +12,8 @@ const REPLICA_TIME_USE = 'dsi.replica_time.use';
  * events open and close the spans (a verification's outcome is known only when its block commits or
  * is cancelled); the orchestrator's shared ports run each gRPC call through {@link verifyCall} or
  * {@link draftCall}, which make the open span current. Metrics: every verification by outcome; for
- * committing ones (committed or rejected) the drafts judged and accepted, and each accepted draft by
- * its position in the block; the replica time of every verification by what it bought (lane,
+ * committing ones (committed or rejected) each accepted draft by its position in the block; the
+ * drafts judged and accepted from every commit (so they sum to the request's metrics); the replica time of every verification by what it bought (lane,
  * speculative_used, wasted); per request the totals and latencies.
  */
 export class GenerationTrace {
@@ -114,7 +114,7 @@ export class GenerationTrace {
         // the target's token were committed): the trace calls that "rejected".
         const size = this.blockSizes.get(e.block) ?? e.accepted;
         const outcome = e.outcome === 'committed' && e.accepted < size ? 'rejected' : e.outcome;
-        this.countVerification(e.block, e.accepted, outcome);
+        this.countVerification(e.accepted, outcome);
         this.countReplicaTime(e.block, e.outcome === 'committed' ? (e.class === 'lane' ? 'lane' : 'speculative_used') : 'wasted');
         const span = this.verifySpans.get(e.block);
         if (!span) return;
@@ -127,7 +127,15 @@ export class GenerationTrace {
         this.instruments?.preemptions.add(1, this.modeAttributes);
         this.span.addEvent(DsiEvents.PREEMPTION, { [A.EPOCH]: e.epoch, [A.POSITION]: e.position });
       },
-      commit: (e) => this.span.addEvent(DsiEvents.COMMIT, { [A.TOKENS]: e.tokens.length, [A.VERIFIED_LENGTH]: e.verifiedLength }),
+      commit: (e) => {
+        // The drafts judged and accepted come from the commits (the scheduler's own definition), so
+        // the counters sum to the request's metrics: accepted / judged is its acceptance rate.
+        if (this.instruments && e.judged > 0) {
+          this.instruments.verifiedDrafts.add(e.judged, this.modeAttributes);
+          this.instruments.acceptedTokens.add(e.accepted, this.modeAttributes);
+        }
+        this.span.addEvent(DsiEvents.COMMIT, { [A.TOKENS]: e.tokens.length, [A.VERIFIED_LENGTH]: e.verifiedLength });
+      },
     };
   }
 
@@ -141,15 +149,11 @@ export class GenerationTrace {
     this.instruments?.replicaTime.add(Math.max(0, endedAt - startedAt), { ...this.modeAttributes, [REPLICA_TIME_USE]: use });
   }
 
-  private countVerification(block: number, accepted: number, outcome: string): void {
+  private countVerification(accepted: number, outcome: string): void {
     const instruments = this.instruments;
     if (!instruments) return;
     instruments.verifications.add(1, { ...this.modeAttributes, [A.OUTCOME]: outcome });
     if (outcome !== 'committed' && outcome !== 'rejected') return;
-    const size = this.blockSizes.get(block) ?? accepted;
-    // A committed block had every draft judged; a rejected one, those up to the first rejection.
-    instruments.verifiedDrafts.add(outcome === 'committed' ? size : Math.min(size, accepted + 1), this.modeAttributes);
-    instruments.acceptedTokens.add(accepted, this.modeAttributes);
     for (let position = 0; position < accepted; position++) instruments.acceptedByPosition.add(1, { ...this.modeAttributes, [A.POSITION]: position });
   }
 
