@@ -485,6 +485,27 @@ describe('lifecycle', () => {
     expect(lines).toContainEqual(expect.stringContaining('/dsi.v1.SimulatorService/Simulate'));
   });
 
+  it('logs an internal failure with every cause in its chain, and the caller gets INTERNAL without them', async () => {
+    const lines: string[] = [];
+    const server = await startSimulator(
+      {
+        simulate: unary(async () => {
+          const disk = new Error('ENOSPC: no space left on device');
+          throw new Error('cannot write the result', { cause: new Error('the cache rejected it', { cause: disk }) });
+        }),
+      },
+      { log: (line) => lines.push(line) },
+    );
+    server.markServing();
+    const error = await callUnary(simulatorClient(server), 'simulate', { config: undefined }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: grpc.status.INTERNAL });
+    expect((error as Error).message).not.toContain('ENOSPC');
+    const logged = lines.find((line) => line.includes('/dsi.v1.SimulatorService/Simulate failed with internal'));
+    expect(logged).toContain('cannot write the result');
+    expect(logged).toContain('caused by: Error: the cache rejected it');
+    expect(logged).toContain('caused by: Error: ENOSPC: no space left on device');
+  });
+
   it('rejects with a message naming host:port when the port is taken', async () => {
     const first = await startSimulator();
     const second = new DsiServer([], { port: first.port });

@@ -504,6 +504,10 @@ function formatHost(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`) : String(error);
+/** An error's stack (or name and message), then each cause in its chain on a "caused by:" line. */
+function describe(error: unknown, depth = 0): string {
+  if (!(error instanceof Error)) return String(error);
+  const own = error.stack ?? `${error.name}: ${error.message}`;
+  const cause = (error as { cause?: unknown }).cause;
+  return cause === undefined || depth >= 8 ? own : `${own}\ncaused by: ${describe(cause, depth + 1)}`;
 }
