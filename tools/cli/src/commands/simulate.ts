@@ -3,50 +3,18 @@ import { simulate, simulateEvent, SimulationConfigError, type SimulationConfig, 
 import { UsageError } from '../errors';
 import { addressOption, choiceOption, fixed, integerOption, numberOption, realOption } from '../options';
 
-interface SimulateFlags {
-  a?: number;
-  c?: number;
-  k?: number;
-  t?: number;
-  tokens?: number;
-  servers?: number;
-  repeats?: number;
-  seed?: number;
-  method?: SimulationConfig['method'];
-  ttft?: number;
-  verifyPerToken?: number;
-  rtt?: number;
-  concurrency?: number;
-  arrivalRate?: number;
-  requests?: number;
-  drafters?: number;
+/** The flags: the simulation's own fields (commander keys them by the same names), and where to print. */
+type SimulateFlags = Partial<SimulationConfig> & {
   json?: boolean;
   simulator?: string;
-}
+};
 
 /** Runs a simulation locally, or through a simulator service when `--simulator` names one. */
 async function run(flags: SimulateFlags): Promise<SimulationResult> {
-  const partial: Partial<SimulationConfig> = {
-    a: flags.a,
-    c: flags.c,
-    k: flags.k,
-    t: flags.t,
-    tokens: flags.tokens,
-    servers: flags.servers,
-    repeats: flags.repeats,
-    seed: flags.seed,
-    method: flags.method,
-    ttft: flags.ttft,
-    verifyPerToken: flags.verifyPerToken,
-    rtt: flags.rtt,
-    concurrency: flags.concurrency,
-    arrivalRate: flags.arrivalRate,
-    requests: flags.requests,
-    drafters: flags.drafters,
-  };
-  if (flags.simulator) {
+  const { json: _json, simulator, ...partial } = flags;
+  if (simulator) {
     const { simulateRemote } = await import('../remote');
-    return simulateRemote(flags.simulator, partial);
+    return simulateRemote(simulator, partial);
   }
   try {
     return partial.method === 'event' ? await simulateEvent(partial) : simulate(partial);

@@ -3,24 +3,15 @@ import path from 'node:path';
 import { Command } from 'commander';
 import type { GenerateResponse } from '@dsi/proto';
 import { ExitCode } from '../errors';
-import { checkUpFlags } from './up-flags';
+import { checkUpFlags, type UpFlagValues } from './up-flags';
 import { defaultModelsDir } from '../models-dir';
 import { choiceOption, fixed, integerOption, numberOption } from '../options';
 import { StackSupervisor, type SupervisedService } from '../supervisor';
 
-interface UpFlags {
+interface UpFlags extends UpFlagValues {
   once?: boolean;
   json?: boolean;
-  targets: number;
   drafters: number;
-  backend: 'onnx' | 'synthetic';
-  a: number;
-  c: number;
-  targetMs: number;
-  lookahead: number;
-  maxNewTokens: number;
-  prompt: string;
-  basePort: number;
   traceFile?: string;
   logs?: boolean;
   logDir?: string;
