@@ -3,7 +3,7 @@ import { DrafterScheduler, ReplicaClaim, ReplicaLease, ReplicaScheduler, Replica
 import { draftToken, SamplingParams, targetToken, verifyBlock } from './rules';
 import { counterHash, uniform } from './sampling';
 import { generate, GenerateConfig, GenerationResult, Mode, SchedulerEvents, WorkCancelledError } from './scheduler';
-import { VirtualClock } from './virtual-clock';
+import { VirtualClock, VirtualClockOptions, VirtualClockStalledError } from './virtual-clock';
 
 // ------------------------------------------------------------------------------------------ the pool alone
 
@@ -419,9 +419,9 @@ function configOf(request: Request, index: number): GenerateConfig {
 }
 
 /** Runs `requests` at once over one shared pool (or, with `dedicated`, each over replicas of its own). */
-async function serve(shape: PoolShape, requests: readonly Request[], dedicated = false): Promise<PoolRun> {
+async function serve(shape: PoolShape, requests: readonly Request[], dedicated = false, clockOptions?: VirtualClockOptions): Promise<PoolRun> {
   const world = shape.world ?? new World();
-  const clock = new VirtualClock();
+  const clock = new VirtualClock(clockOptions);
   const targets = Array.from({ length: shape.replicas }, (_, r) => new FakeTarget(`target-${r}`, world, clock, shape.t ?? 10, shape.perToken ?? 0, (i) => shape.replicaFails?.(r, i) ?? false));
   const drafters = Array.from({ length: shape.drafters ?? 1 }, (_, d) => new FakeDrafter(`drafter-${d}`, world, clock, shape.c ?? 1));
   const grants: GrantRecord[] = [];
@@ -725,5 +725,61 @@ describe('many requests at once: DSI is never worse than the better of non-SI an
     }
     // Non-SI is replica-bound from 4 requests on: exactly 4 replicas at one token per 20 ms.
     expect((await closedLoop(shape, 'nonsi', 8)).tokensPerSecond).toBe(200);
+  });
+});
+
+// ------------------------------------------------------------------------------------------ settling by microtasks
+
+describe("the virtual clock's microtask settling", () => {
+  /** Everything a run can observe: results, errors, events with their times, every port call with its times. */
+  const trace = (run: PoolRun) => ({
+    end: run.clock.now(),
+    served: run.served.map((entry) => ({ result: entry.result, error: entry.error && String(entry.error), events: entry.events, startedAt: entry.startedAt })),
+    targets: run.targets.map((target) => target.calls.map((record) => [record.call.requestId, record.call.prefix.length, record.call.drafts, record.startedAt, record.endedAt, record.completed])),
+    drafters: run.drafters.map((drafter) => drafter.calls.map((record) => [record.call.requestId, record.call.prefix.length, record.call.maxTokens, record.startedAt, record.endedAt, record.completed])),
+  });
+  const modes: Mode[] = ['nonsi', 'si', 'dsi'];
+
+  it('gives exactly the macrotask results, one generation: every mode, k 1 to 8, 1 to 7 replicas, several acceptance rates', async () => {
+    let runs = 0;
+    for (const mode of modes) {
+      for (let k = 1; k <= 8; k++) {
+        for (const replicas of [1, 2, 3, 5, 7]) {
+          const seed = k * 7 + replicas;
+          const shape: PoolShape = { replicas, world: new World([0.3, 0.7, 0.9][(k + replicas) % 3], seed), c: 1 + (k % 3), perToken: 0.25, t: 10 };
+          const request: Request = { mode, k, maxNewTokens: 24, prompt: prompt(seed) };
+          const macro = await serve(shape, [request], true);
+          const micro = await serve(shape, [request], true, { settle: 'microtasks' });
+          expect(trace(micro)).toEqual(trace(macro));
+          runs++;
+        }
+      }
+    }
+    expect(runs).toBe(3 * 8 * 5);
+  });
+
+  it('gives exactly the macrotask results on shared pools: mixed modes, arrivals, cancellations, failing replicas', async () => {
+    for (let seed = 1; seed <= 4; seed++) {
+      const requests = Array.from({ length: 10 }, (_, i): Request => ({
+        mode: modes[(i + seed) % 3],
+        k: 1 + ((i * seed) % 8),
+        maxNewTokens: 10 + ((i * 5 + seed) % 12),
+        prompt: prompt(i + seed * 10),
+        arriveAt: (i * 3 * seed) % 23,
+        abortAt: i === seed ? 40 : undefined,
+      }));
+      const shape: PoolShape = { replicas: 1 + (seed * 2) % 7, drafters: 1 + (seed % 2), world: new World(0.5 + seed / 10, seed), c: seed % 3, perToken: 0.5, replicaFails: (r, i) => r === 1 && i % 5 === seed };
+      const macro = await serve(shape, requests);
+      const micro = await serve(shape, requests, false, { settle: 'microtasks' });
+      expect(trace(micro)).toEqual(trace(macro));
+      expect(micro.served.filter((entry) => entry.result).length).toBeGreaterThan(5);
+    }
+  });
+
+  it('still reports work that waits for something no timer brings', async () => {
+    const clock = new VirtualClock({ settle: 'microtasks' });
+    const never = new Promise<void>(() => undefined);
+    await expect(clock.run(clock.sleep(4).then(() => never))).rejects.toThrow(VirtualClockStalledError);
+    expect(clock.now()).toBe(4);
   });
 });

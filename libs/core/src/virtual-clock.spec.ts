@@ -100,4 +100,87 @@ describe('VirtualClock', () => {
     await clock.run(later);
     expect(clock.now()).toBe(100);
   });
+
+  describe("settle: 'microtasks'", () => {
+    /** Two sleepers at each of `times` equal-time steps; the first's consequences take `chain` microtasks. */
+    const chained = async (settle: 'macrotask' | 'microtasks', chain: number, times: number) => {
+      const clock = new VirtualClock({ settle });
+      const order: string[] = [];
+      const first = (async () => {
+        for (let i = 0; i < times; i++) {
+          await clock.sleep(1);
+          for (let hop = 0; hop < chain; hop++) await null;
+          order.push(`first ${i} after ${chain} hops @${clock.now()}`);
+        }
+      })();
+      const second = (async () => {
+        for (let i = 0; i < times; i++) {
+          await clock.sleep(1);
+          order.push(`second ${i} @${clock.now()}`);
+        }
+      })();
+      await clock.run(Promise.all([first, second]));
+      return order;
+    };
+
+    it('lets every chain settle before the next timer fires, however long (it needs no hop count)', async () => {
+      for (const chain of [0, 1, 3, 64, 5000]) {
+        const micro = await chained('microtasks', chain, 5);
+        expect(micro).toEqual(await chained('macrotask', chain, 5));
+        expect(micro.slice(0, 2)).toEqual([`first 0 after ${chain} hops @1`, 'second 0 @1']);
+      }
+    });
+
+    it('runs many timers (past its periodic macrotask turns) exactly like a macrotask run', async () => {
+      const micro = await chained('microtasks', 2, 2500);
+      expect(micro).toHaveLength(5000);
+      expect(micro).toEqual(await chained('macrotask', 2, 2500));
+    });
+
+    it('settles the microtasks pending when run starts, from a macrotask too', async () => {
+      const outcome = await new Promise<string[]>((resolve) =>
+        setImmediate(() => {
+          const clock = new VirtualClock({ settle: 'microtasks' });
+          const order: string[] = [];
+          const late = (async () => {
+            for (let hop = 0; hop < 100; hop++) await null;
+            order.push('late sleeper registers');
+            await clock.sleep(0);
+            order.push('late sleeper wakes');
+          })();
+          const early = clock.sleep(0).then(() => order.push('early sleeper wakes'));
+          void clock.run(Promise.all([late, early])).then(() => resolve(order));
+        }),
+      );
+      expect(outcome).toEqual(['late sleeper registers', 'early sleeper wakes', 'late sleeper wakes']);
+    });
+
+    it('removes aborted sleeps and passes on rejections', async () => {
+      const clock = new VirtualClock({ settle: 'microtasks' });
+      const controller = new AbortController();
+      const reason = new Error('cancelled');
+      const aborted = clock.sleep(5, controller.signal);
+      aborted.catch(() => undefined);
+      const work = clock.sleep(2).then(() => {
+        controller.abort(reason);
+        return clock.sleep(10).then(() => Promise.reject(new Error('boom')));
+      });
+      await expect(clock.run(work)).rejects.toThrow('boom');
+      await expect(aborted).rejects.toBe(reason);
+      expect(clock.now()).toBe(12);
+      expect(clock.pendingTimers).toBe(0);
+    });
+
+    it('still reports work that waits for something no timer brings', async () => {
+      const clock = new VirtualClock({ settle: 'microtasks' });
+      const never = new Promise<void>(() => undefined);
+      await expect(clock.run(clock.sleep(4).then(() => never))).rejects.toThrow(VirtualClockStalledError);
+      expect(clock.now()).toBe(4);
+    });
+
+    it('accepts the start time among its options and refuses an unknown settle mode', () => {
+      expect(new VirtualClock({ startMs: 7, settle: 'microtasks' }).now()).toBe(7);
+      expect(() => new VirtualClock({ settle: 'sometimes' as 'macrotask' })).toThrow(RangeError);
+    });
+  });
 });

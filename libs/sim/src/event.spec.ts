@@ -56,4 +56,24 @@ describe('event method: the scheduler on a virtual clock', () => {
     expect(si.tokens).toEqual(nonsi.tokens);
     expect(dsi.tokens).toEqual(nonsi.tokens);
   });
+
+  it("settles the clock by draining microtasks (the default) with exactly the macrotask results: tokens, costs, work", async () => {
+    const cases = [
+      { a: 0.9, k: 5, servers: 7, c: 0.1 },
+      { a: 0.7, k: 1, servers: 4, c: 0.1 },
+      { a: 0.5, k: 3, servers: 2, c: 0.3, ttft: 3, rtt: 0.2, verifyPerToken: 0.1 },
+      { a: 0.95, k: 8, servers: 3, c: 0.05, rtt: 0.05 },
+      { a: 0.3, k: 2, servers: 1, c: 0.2, ttft: 2 },
+    ];
+    for (const mode of ['nonsi', 'si', 'dsi'] as const) {
+      for (const [i, shape] of cases.entries()) {
+        const p = { t: 1, tokens: 120, seed: 30 + i, ...shape };
+        const fast = await eventRun(mode, p);
+        expect(fast).toEqual(await eventRun(mode, p, { settle: 'macrotask' }));
+        expect(fast).toEqual(await eventRun(mode, p, { settle: 'microtasks' }));
+        expect(fast.tokens).toHaveLength(120);
+      }
+    }
+  });
 });
+

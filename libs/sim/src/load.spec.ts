@@ -53,6 +53,18 @@ describe('event mode under load: many requests on shared simulated replicas', ()
     expect(dsi).toBeLessThan(si);
   });
 
+  it("settles the clock by draining microtasks (the default) with exactly the macrotask results", async () => {
+    const traffics: Partial<LoadParams>[] = [{ concurrency: 6 }, { arrivalRate: 0.3 }, { concurrency: 12, drafters: 1, rtt: 0.1, verifyPerToken: 0.05, ttft: 2 }];
+    for (const mode of MODES) {
+      for (const traffic of traffics) {
+        const params: LoadParams = { ...world, tokens: 20, requests: 18, ...traffic };
+        const fast = await loadRun(mode, params);
+        expect(fast).toEqual(await loadRun(mode, params, { settle: 'macrotask' }));
+        expect(fast.requests).toHaveLength(18);
+      }
+    }
+  });
+
   it('is exactly reproducible for a seed, closed and open loop', async () => {
     for (const traffic of [{ concurrency: 3 }, { arrivalRate: 0.2 }]) {
       const config = { ...world, tokens: 16, requests: 6, ...traffic };

@@ -10,6 +10,7 @@
 import { DrafterScheduler, generate, mean, quantiles, TargetScheduler, VirtualClock, type Mode } from '@dsi/core';
 import { isLoadConfig, loadRequests, resolveConfig, SimulationConfigError, type SimulationConfig } from './config';
 import { Mt19937 } from './mt19937';
+import type { EventRunOptions } from './event';
 import { simulatedReplicas, type EventParams } from './simulated';
 import type { AlgorithmResult, LoadFigures, SimulationResult } from './simulate';
 
@@ -89,11 +90,11 @@ export function poissonArrivals(seed: number, rate: number, count: number): numb
  * what every request saw. Non-SI and SI use the whole pool too: each request has one verification in
  * flight, but different requests run on different replicas.
  */
-export async function loadRun(mode: Mode, p: LoadParams): Promise<LoadRun> {
+export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOptions = {}): Promise<LoadRun> {
   if ((p.concurrency === undefined) === (p.arrivalRate === undefined)) {
     throw new SimulationConfigError('concurrency', 'a load run needs exactly one of concurrency (closed loop) and arrivalRate (open loop)');
   }
-  const clock = new VirtualClock();
+  const clock = new VirtualClock({ settle: options.settle ?? 'microtasks' });
   const { targetModel, drafters, targets } = simulatedReplicas(p, clock, { targets: p.servers, drafters: p.drafters ?? 1 });
   const targetScheduler = new TargetScheduler(targets);
   const drafterScheduler = new DrafterScheduler(drafters);
