@@ -54,70 +54,48 @@ function mulHigh32(a: number, b: number): number {
   return (a1 * b1 + (cross1 >>> 16) + (cross2 >>> 16) + carry) >>> 0;
 }
 
-/** A 64-bit word as two unsigned 32-bit lanes; `mix64` and friends update it in place. */
-interface Word64 {
-  hi: number;
-  lo: number;
-}
-
-/** z = z * (mHi, mLo) mod 2^64. */
-function mulInPlace(z: Word64, mHi: number, mLo: number): void {
-  const lo = imul(z.lo, mLo) >>> 0;
-  const hi = (mulHigh32(z.lo, mLo) + imul(z.lo, mHi) + imul(z.hi, mLo)) >>> 0;
-  z.hi = hi;
-  z.lo = lo;
-}
-
-/** z = z ^ (z >>> shift) for 0 < shift < 32. */
-function xorShiftInPlace(z: Word64, shift: number): void {
-  const lo = (z.lo ^ ((z.lo >>> shift) | (z.hi << (32 - shift)))) >>> 0;
-  z.hi = (z.hi ^ (z.hi >>> shift)) >>> 0;
-  z.lo = lo;
-}
-
-/** z = z + (hi, lo) mod 2^64. */
-function addInPlace(z: Word64, hi: number, lo: number): void {
-  const sum = z.lo + lo;
-  z.hi = (z.hi + hi + (sum >= TWO_32 ? 1 : 0)) >>> 0;
-  z.lo = sum >>> 0;
-}
-
-/** The splitmix64 output finalizer (Stafford's mix 13). */
-function mix64(z: Word64): void {
-  xorShiftInPlace(z, 30);
-  mulInPlace(z, M1_HI, M1_LO);
-  xorShiftInPlace(z, 27);
-  mulInPlace(z, M2_HI, M2_LO);
-  xorShiftInPlace(z, 31);
-}
-
 function highWord(value: number): number {
   return floor(value / TWO_32) >>> 0;
 }
 
-/** h = mix((h ^ word) + G). */
-function absorb(z: Word64, word: number): void {
-  z.hi = (z.hi ^ highWord(word)) >>> 0;
-  z.lo = (z.lo ^ (word >>> 0)) >>> 0;
-  addInPlace(z, GAMMA_HI, GAMMA_LO);
-  mix64(z);
+/**
+ * Absorbs the first `count` of the words a, b, c, d into the 64-bit state (hi, lo): each step is
+ * absorb(h, w) = mix((h ^ w) + G), so from state 0 the first step is h0 = mix(seed + G). Returns the
+ * top 52 bits of the final state and leaves the state in {@link stateHi} / {@link stateLo} (a row's
+ * shared part, for gumbelRow). One function with the word in two local 32-bit lanes: no object per
+ * hash (it runs for every token position of a simulation), nothing for the garbage collector.
+ */
+function absorbWords(hi: number, lo: number, a: number, b: number, c: number, d: number, count: number): number {
+  for (let step = 0; step < count; step++) {
+    const word = step === 0 ? a : step === 1 ? b : step === 2 ? c : d;
+    hi = (hi ^ highWord(word)) >>> 0;
+    lo = (lo ^ (word >>> 0)) >>> 0;
+    // + G
+    const sum = lo + GAMMA_LO;
+    hi = (hi + GAMMA_HI + (sum >= TWO_32 ? 1 : 0)) >>> 0;
+    lo = sum >>> 0;
+    // mix64: z ^= z >> 30; z *= M1; z ^= z >> 27; z *= M2; z ^= z >> 31 (mod 2^64)
+    lo = (lo ^ ((lo >>> 30) | (hi << 2))) >>> 0;
+    hi = (hi ^ (hi >>> 30)) >>> 0;
+    let product = imul(lo, M1_LO) >>> 0;
+    hi = (mulHigh32(lo, M1_LO) + imul(lo, M1_HI) + imul(hi, M1_LO)) >>> 0;
+    lo = product;
+    lo = (lo ^ ((lo >>> 27) | (hi << 5))) >>> 0;
+    hi = (hi ^ (hi >>> 27)) >>> 0;
+    product = imul(lo, M2_LO) >>> 0;
+    hi = (mulHigh32(lo, M2_LO) + imul(lo, M2_HI) + imul(hi, M2_LO)) >>> 0;
+    lo = product;
+    lo = (lo ^ ((lo >>> 31) | (hi << 1))) >>> 0;
+    hi = (hi ^ (hi >>> 31)) >>> 0;
+  }
+  stateHi = hi;
+  stateLo = lo;
+  return hi * TWO_20 + (lo >>> 12);
 }
 
-/** The state after absorbing (seed, position, stream): the part shared by a whole row of indices. */
-function rowState(seed: number, position: number, stream: number): Word64 {
-  const z: Word64 = { hi: highWord(seed), lo: seed >>> 0 };
-  addInPlace(z, GAMMA_HI, GAMMA_LO);
-  mix64(z);
-  absorb(z, position);
-  absorb(z, stream);
-  return z;
-}
-
-function finish(row: Word64, index: number): number {
-  const z: Word64 = { hi: row.hi, lo: row.lo };
-  absorb(z, index);
-  return z.hi * TWO_20 + (z.lo >>> 12);
-}
+// The last state absorbWords reached.
+let stateHi = 0;
+let stateLo = 0;
 
 /**
  * The 52-bit integer hash of (seed, position, stream, index) behind {@link uniform}. Useful wherever
@@ -125,7 +103,7 @@ function finish(row: Word64, index: number): number {
  * contexts with it).
  */
 export function counterHash(seed: number, position: number, stream: number, index: number): number {
-  return finish(rowState(seed, position, stream), index);
+  return absorbWords(0, 0, seed, position, stream, index, 4);
 }
 
 /**
@@ -146,9 +124,11 @@ export function gumbel(seed: number, position: number, index: number): number {
 
 /** {@link gumbel} for a whole row of `vocab` entries, sharing the per-row hashing work. */
 export function gumbelRow(seed: number, position: number, vocab: number): Float64Array {
-  const row = rowState(seed, position, STREAM_GUMBEL);
+  absorbWords(0, 0, seed, position, STREAM_GUMBEL, 0, 3);
+  const rowHi = stateHi;
+  const rowLo = stateLo;
   const noise = new Float64Array(vocab);
-  for (let i = 0; i < vocab; i++) noise[i] = -log(-log((finish(row, i) + 0.5) / TWO_52));
+  for (let i = 0; i < vocab; i++) noise[i] = -log(-log((absorbWords(rowHi, rowLo, i, 0, 0, 0, 1) + 0.5) / TWO_52));
   return noise;
 }
 
