@@ -109,6 +109,32 @@ describe('an oracle replica on a virtual clock', () => {
     );
   });
 
+  it('forwards over prefix ++ suffix without building it exactly as over the joined sequence, at every split', async () => {
+    // A sequence of forwards that grow, diverge in the prefix or in the suffix, and shrink.
+    const base = randomTokens(3, 40);
+    const sequences = [base.slice(0, 10), base.slice(0, 14), base.slice(0, 30), [...base.slice(0, 20), 7, 8, 9], [...base.slice(0, 21), 1], base.slice(0, 12), base, [...base.slice(0, 5), 250]];
+    const trace = async (split: (tokens: number[]) => number | undefined) => {
+      const clock = new VirtualClock();
+      const replica = new OracleReplica(target, { ttftMs: 50, tpotMs: 10, verifyMsPerToken: 2 }, clock);
+      const seen: unknown[] = [];
+      await clock.run(
+        (async () => {
+          for (const [i, tokens] of sequences.entries()) {
+            const from = Math.max(0, tokens.length - 1 - (i % 4));
+            const at = split(tokens);
+            const forward = at === undefined ? await replica.forward('r', tokens, from, predictions(tokens, from)) : await replica.forwardJoined('r', tokens.slice(0, at), tokens.slice(at), from, predictions(tokens, from));
+            seen.push(forward, clock.now());
+          }
+        })(),
+      );
+      return seen;
+    };
+    const joined = await trace(() => undefined);
+    for (const split of [() => 0, (tokens: number[]) => tokens.length, (tokens: number[]) => tokens.length >> 1, (tokens: number[]) => Math.max(0, tokens.length - 2), () => 11]) {
+      expect(await trace((tokens) => Math.min(tokens.length, split(tokens)))).toEqual(joined);
+    }
+  });
+
   it('serves one call at a time in arrival order; an aborted forward frees the device and leaves the cache', async () => {
     const clock = new VirtualClock();
     const replica = new OracleReplica(target, { ttftMs: 30, tpotMs: 7 }, clock);

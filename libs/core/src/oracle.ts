@@ -282,29 +282,48 @@ export class OracleReplica {
    * `from` onwards), then sleeps out the forward's latency. Rejects with the signal's reason when it
    * aborts (the device is then free at once), with {@link OracleReplicaClosedError} after close.
    */
-  async forward<T>(requestId: string, tokens: readonly number[], from: number, compute: (hashes: PrefixHashes) => T, signal?: AbortSignal): Promise<OracleForward<T>> {
+  forward<T>(requestId: string, tokens: readonly number[], from: number, compute: (hashes: PrefixHashes) => T, signal?: AbortSignal): Promise<OracleForward<T>> {
+    return this.forwardJoined(requestId, tokens, NO_TOKENS, from, compute, signal);
+  }
+
+  /**
+   * {@link OracleReplica.forward} over the sequence `prefix ++ suffix`, without building it: a
+   * simulation's calls carry long prefixes, and copying them per forward is most of its garbage. The
+   * arrays are read while the forward runs (after it waits for the device), not copied: the caller
+   * must not change them until it settles.
+   */
+  async forwardJoined<T>(
+    requestId: string,
+    prefix: readonly number[],
+    suffix: readonly number[],
+    from: number,
+    compute: (hashes: PrefixHashes) => T,
+    signal?: AbortSignal,
+  ): Promise<OracleForward<T>> {
     if (signal?.aborted) throw abortReason(signal);
     await this.device.acquire(signal);
     try {
       if (this.closed) throw new OracleReplicaClosedError('the oracle replica is closed');
       const started = this.clock.now();
       const cached = (requestId && this.caches.get(requestId)) || { tokens: [], hashes: [this.model.rootHash()] };
-      const common = commonPrefix(cached.tokens, tokens);
+      const split = prefix.length;
+      const length = split + suffix.length;
+      const common = commonPrefix(cached.tokens, prefix, suffix);
       // Like a KV cache: reuse the common prefix, but recompute from `from` at least (logits are not cached).
       const reusedTokens = min(common, from);
-      const computedTokens = tokens.length - reusedTokens;
+      const computedTokens = length - reusedTokens;
       // H(0 .. common) come from the cache, H(common + 1 .. length) are computed here.
       const fresh: number[] = [];
       let hash = cached.hashes[common];
-      for (let n = common + 1; n <= tokens.length; n++) fresh.push((hash = this.model.nextHash(hash, n, tokens[n - 1])));
-      const at = (length: number): number => (length <= common ? cached.hashes[length] : fresh[length - common - 1]);
+      for (let n = common + 1; n <= length; n++) fresh.push((hash = this.model.nextHash(hash, n, n <= split ? prefix[n - 1] : suffix[n - 1 - split])));
+      const at = (position: number): number => (position <= common ? cached.hashes[position] : fresh[position - common - 1]);
       const result = compute({ at });
 
       const remaining = oracleForwardMs(this.latency, reusedTokens, computedTokens) - (this.clock.now() - started);
       if (remaining > 0) await this.clock.sleep(remaining, signal);
       if (signal?.aborted) throw abortReason(signal);
       // Commit only a finished forward: an aborted one leaves the previous, consistent cache.
-      if (requestId) this.commit(requestId, cached, common, tokens, fresh);
+      if (requestId) this.commit(requestId, cached, common, prefix, suffix, fresh);
       return { result, reusedTokens, computedTokens, modelMs: this.clock.now() - started };
     } finally {
       this.device.release();
@@ -328,18 +347,25 @@ export class OracleReplica {
   }
 
   /** Replaces the cache's tokens after `common` by the forward's (in place: only the new tokens are copied). */
-  private commit(requestId: string, cache: RequestCache, common: number, tokens: readonly number[], fresh: readonly number[]): void {
+  private commit(requestId: string, cache: RequestCache, common: number, prefix: readonly number[], suffix: readonly number[], fresh: readonly number[]): void {
     cache.tokens.length = common;
     cache.hashes.length = common + 1;
-    for (let n = common; n < tokens.length; n++) cache.tokens.push(tokens[n]);
+    for (let n = common; n < prefix.length; n++) cache.tokens.push(prefix[n]);
+    for (let n = max(0, common - prefix.length); n < suffix.length; n++) cache.tokens.push(suffix[n]);
     for (const hash of fresh) cache.hashes.push(hash);
     this.caches.set(requestId, cache);
   }
 }
 
-function commonPrefix(a: readonly number[], b: readonly number[]): number {
-  const n = min(a.length, b.length);
+const NO_TOKENS: readonly number[] = [];
+
+/** The length of the common prefix of `cached` and `prefix ++ suffix`. */
+function commonPrefix(cached: readonly number[], prefix: readonly number[], suffix: readonly number[]): number {
+  const n = min(cached.length, prefix.length);
   let i = 0;
-  while (i < n && a[i] === b[i]) i++;
+  while (i < n && cached[i] === prefix[i]) i++;
+  if (i < prefix.length) return i;
+  const end = min(cached.length, prefix.length + suffix.length);
+  while (i < end && cached[i] === suffix[i - prefix.length]) i++;
   return i;
 }

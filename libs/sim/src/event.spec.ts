@@ -1,4 +1,5 @@
 import { eventRun, simulateEvent } from './event';
+import { withoutStackTraces } from './simulated';
 import { expectedDsi, expectedSi } from './exact';
 
 function meanAndError(values: number[]): { mean: number; se: number } {
@@ -74,6 +75,22 @@ describe('event method: the scheduler on a virtual clock', () => {
         expect(fast.tokens).toHaveLength(120);
       }
     }
+  });
+});
+
+describe('withoutStackTraces', () => {
+  it('captures no stacks while simulations run and restores the limit after the last overlapping one, failed or not', async () => {
+    const limit = Error.stackTraceLimit;
+    let release = (): void => undefined;
+    const first = withoutStackTraces(() => new Promise<void>((resolve) => (release = resolve)));
+    expect(Error.stackTraceLimit).toBe(0);
+    await expect(withoutStackTraces(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(Error.stackTraceLimit).toBe(0);
+    release();
+    await first;
+    expect(Error.stackTraceLimit).toBe(limit);
+    await withoutStackTraces(async () => expect(new Error('quiet').stack).toBe('Error: quiet'));
+    expect(Error.stackTraceLimit).toBe(limit);
   });
 });
 

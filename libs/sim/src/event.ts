@@ -1,7 +1,7 @@
 import { generate, VirtualClock, type Mode, type VirtualClockSettle } from '@dsi/core';
 import { isLoadConfig, resolveConfig, type SimulationConfig } from './config';
 import { simulateLoad } from './load';
-import { simulatedReplicas, type EventParams } from './simulated';
+import { simulatedReplicas, withoutStackTraces, type EventParams } from './simulated';
 import { assembleResult, type AlgorithmResult, type SimulationResult } from './simulate';
 
 /** Cost (virtual time) and work of one event-mode run. */
@@ -35,18 +35,20 @@ export async function eventRun(mode: Mode, p: EventParams, options: EventRunOpti
   const drafter = drafters[0];
   const prompt = p.prompt ?? [1 + (p.seed % 200)];
   const started = clock.now();
-  const result = await clock.run(
-    generate(
-      {
-        requestId: `event-${p.seed}`,
-        mode,
-        prompt,
-        maxNewTokens: p.tokens,
-        lookahead: p.k,
-        sampling: { rule: 'greedy', temperature: 1 },
-        eosTokenId: targetModel.eosTokenId,
-      },
-      { drafter, targets, clock },
+  const result = await withoutStackTraces(() =>
+    clock.run(
+      generate(
+        {
+          requestId: `event-${p.seed}`,
+          mode,
+          prompt,
+          maxNewTokens: p.tokens,
+          lookahead: p.k,
+          sampling: { rule: 'greedy', temperature: 1 },
+          eosTokenId: targetModel.eosTokenId,
+        },
+        { drafter, targets, clock },
+      ),
     ),
   );
   return {

@@ -11,7 +11,7 @@ import { DrafterScheduler, generate, mean, quantiles, TargetScheduler, VirtualCl
 import { isLoadConfig, loadRequests, resolveConfig, SimulationConfigError, type SimulationConfig } from './config';
 import { Mt19937 } from './mt19937';
 import type { EventRunOptions } from './event';
-import { simulatedReplicas, type EventParams } from './simulated';
+import { simulatedReplicas, withoutStackTraces, type EventParams } from './simulated';
 import type { AlgorithmResult, LoadFigures, SimulationResult } from './simulate';
 
 /**
@@ -138,7 +138,7 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
       await Promise.all(pending);
     })();
   }
-  await clock.run(traffic);
+  await withoutStackTraces(() => clock.run(traffic));
 
   let firstSent = Infinity;
   let lastFinished = -Infinity;

@@ -9,6 +9,7 @@ import {
   type DraftCall,
   type DraftResult,
   type Drafter,
+  type PrefixHashes,
   type TargetReplica,
   type VerifyCall,
   type VerifyResult,
@@ -65,14 +66,14 @@ export class SimulatedDrafter implements Drafter {
     this.calls += 1;
     await roundTrip(this.clock, this.rtt, signal);
     const model = this.replica.model;
-    const sequence = [...call.prefix];
+    const { prefix } = call;
     const tokens: number[] = [];
+    const next = (hashes: PrefixHashes): number => model.next(hashes.at(prefix.length + tokens.length));
     while (tokens.length < call.maxTokens) {
       signal.throwIfAborted();
-      const length = sequence.length;
-      const { result: token } = await this.replica.forward(call.requestId, sequence, length - 1, (hashes) => model.next(hashes.at(length)), signal);
+      // Over prefix ++ tokens (the drafts so far), which the forward reads without a copy.
+      const { result: token } = await this.replica.forwardJoined(call.requestId, prefix, tokens, prefix.length + tokens.length - 1, next, signal);
       tokens.push(token);
-      sequence.push(token);
       if (token === model.eosTokenId) break;
     }
     return { tokens };
@@ -105,9 +106,10 @@ export class SimulatedTarget implements TargetReplica {
     const drafts = call.drafts;
     const began = this.clock.now();
     try {
-      const { result } = await this.replica.forward(
+      const { result } = await this.replica.forwardJoined(
         call.requestId,
-        [...call.prefix, ...drafts],
+        call.prefix,
+        drafts,
         start - 1,
         (hashes): VerifyResult => {
           for (let i = 0; i < drafts.length; i++) {
@@ -149,5 +151,27 @@ export function simulatedReplicas(p: EventParams, clock: Clock, counts: { target
     drafters: Array.from({ length: counts.drafters }, (_, i) => new SimulatedDrafter(new OracleReplica(drafterModel, drafterLatency, clock), clock, rtt, `drafter-${i}`)),
     targets: Array.from({ length: counts.targets }, (_, i) => new SimulatedTarget(`server-${i}`, new OracleReplica(targetModel, targetLatency, clock), clock, rtt)),
   };
+}
+
+let quietRuns = 0;
+let savedStackTraceLimit = Error.stackTraceLimit;
+
+/**
+ * Runs `work` (a simulation) with `Error.stackTraceLimit` at 0, restoring it when the last of the
+ * overlapping calls settles. A simulation constructs an error for every cancelled call (the
+ * scheduler's WorkCancelledError, the abort reason its ports reject with); nobody reads their stacks,
+ * but capturing them is a tenth of a run's time. The limit is global: errors created meanwhile by
+ * anything else in the process (other work interleaved with a run) have no stack either.
+ */
+export async function withoutStackTraces<T>(work: () => Promise<T>): Promise<T> {
+  if (quietRuns++ === 0) {
+    savedStackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+  }
+  try {
+    return await work();
+  } finally {
+    if (--quietRuns === 0) Error.stackTraceLimit = savedStackTraceLimit;
+  }
 }
 
