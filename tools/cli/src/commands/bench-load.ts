@@ -8,6 +8,7 @@
  * measured forward times and per-call overhead. The same prompts give the same tokens, so the
  * prediction also checks that the output under load is lossless.
  */
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -259,6 +260,9 @@ async function closedLoop(
   const done = new Array<MeasuredRequest>(requests);
   const failed = new AbortController();
   const both = AbortSignal.any([signal, failed.signal]);
+  // Every client's call in flight listens on this one signal (callUnary removes its listener when the
+  // call ends): `concurrency` legitimate listeners, beyond EventTarget's default warning threshold of 10.
+  setMaxListeners(Math.max(10, concurrency + 1), both);
   let next = 0;
   const clientLoop = async (): Promise<void> => {
     while (next < requests) {
