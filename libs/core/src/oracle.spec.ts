@@ -135,6 +135,18 @@ describe('an oracle replica on a virtual clock', () => {
     }
   });
 
+  it('forgets a request at once, outside the device queue: its next forward is a prefill', async () => {
+    const clock = new VirtualClock();
+    const replica = new OracleReplica(target, { ttftMs: 50, tpotMs: 10 }, clock);
+    const tokens = randomTokens(5, 6);
+    const reused = async () => (await clock.run(replica.forward('r', tokens, tokens.length - 1, predictions(tokens, tokens.length - 1)))).reusedTokens;
+    expect(await reused()).toBe(0);
+    expect(await reused()).toBe(tokens.length - 1);
+    expect(replica.forget('r')).toBe(true);
+    expect(replica.forget('r')).toBe(false);
+    expect(await reused()).toBe(0);
+  });
+
   it('serves one call at a time in arrival order; an aborted forward frees the device and leaves the cache', async () => {
     const clock = new VirtualClock();
     const replica = new OracleReplica(target, { ttftMs: 30, tpotMs: 7 }, clock);

@@ -340,6 +340,15 @@ export class OracleReplica {
     }
   }
 
+  /**
+   * Drops a request's cache at once, not queued behind the device: for a caller that knows no forward
+   * of the request is pending (a simulation, once the request has finished: every call it made has
+   * settled or been aborted, and an aborted forward never commits). Returns whether there was one.
+   */
+  forget(requestId: string): boolean {
+    return this.caches.delete(requestId);
+  }
+
   /** Drops every cache; forwards that get the device afterwards reject. */
   close(): void {
     this.closed = true;

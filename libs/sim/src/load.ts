@@ -102,9 +102,10 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
 
   const send = async (index: number): Promise<void> => {
     const sentAt = clock.now();
+    const requestId = `load-${index}`;
     const result = await generate(
       {
-        requestId: `load-${index}`,
+        requestId,
         mode,
         prompt: loadPrompt(p.seed, index),
         maxNewTokens: p.tokens,
@@ -114,6 +115,8 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
       },
       { targetScheduler, drafterScheduler, clock },
     );
+    // Its calls have all settled or been aborted, and no later request shares its id: its caches go.
+    for (const replica of [...targets, ...drafters]) replica.forget(requestId);
     const { wallMs, ttftMs, targetForwards } = result.metrics;
     requests[index] = { index, sentAt, finishedAt: clock.now(), latency: wallMs, ttft: ttftMs, tokens: result.tokens, targetForwards };
   };

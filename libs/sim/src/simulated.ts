@@ -62,6 +62,11 @@ export class SimulatedDrafter implements Drafter {
     readonly id?: string,
   ) {}
 
+  /** Drops a finished request's cache (see {@link OracleReplica.forget}). */
+  forget(requestId: string): void {
+    this.replica.forget(requestId);
+  }
+
   async draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult> {
     this.calls += 1;
     await roundTrip(this.clock, this.rtt, signal);
@@ -97,6 +102,11 @@ export class SimulatedTarget implements TargetReplica {
     private readonly clock: Clock,
     private readonly rtt = 0,
   ) {}
+
+  /** Drops a finished request's cache (see {@link OracleReplica.forget}). */
+  forget(requestId: string): void {
+    this.replica.forget(requestId);
+  }
 
   async verify(call: VerifyCall, signal: AbortSignal): Promise<VerifyResult> {
     this.forwards += 1;
