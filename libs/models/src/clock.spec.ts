@@ -1,4 +1,4 @@
-import { realClock } from './clock';
+import { realClock, wallClock } from './clock';
 
 describe('the real clock', () => {
   it('never ends a sleep before its deadline, on the timer path and on the polling path', async () => {
@@ -23,5 +23,20 @@ describe('the real clock', () => {
     await new Promise<void>((resolve) => setImmediate(resolve));
     controller.abort(reason);
     await expect(sleeping).rejects.toBe(reason);
+  });
+
+  it('without polling (spinMs 0) sleeps on one timer: never early, aborts the same way; a bad spinMs is refused', async () => {
+    const clock = wallClock(0);
+    for (const ms of [0.5, 3, 12]) {
+      const started = clock.now();
+      await clock.sleep(ms);
+      expect(clock.now() - started).toBeGreaterThanOrEqual(ms);
+    }
+    const controller = new AbortController();
+    const sleeping = clock.sleep(600_000, controller.signal);
+    controller.abort(new Error('stop'));
+    await expect(sleeping).rejects.toThrow('stop');
+    expect(() => wallClock(-1)).toThrow('spinMs must be a finite number >= 0, got -1');
+    expect(() => wallClock(Number.NaN)).toThrow(RangeError);
   });
 });

@@ -6,47 +6,56 @@
 import type { Clock } from '@dsi/core';
 
 /** The last stretch of a {@link realClock} sleep spent polling with setImmediate (timers fire late by ~1 ms). */
-const SPIN_MS = 2;
+export const DEFAULT_SPIN_MS = 2;
 
 function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
 }
 
 /**
- * Wall-clock time with sub-millisecond sleeps, for the orchestrator and the synthetic backend's
- * configured latencies: a timer for all but the last {@link SPIN_MS}, then setImmediate polling of
- * `performance.now()` (yielding to the event loop every turn), so a sleep ends within a fraction of a
- * millisecond of its deadline without blocking other work. Rejects with the signal's reason on abort.
+ * Wall-clock time with sleeps that end within a fraction of a millisecond of their deadline: a timer
+ * for all but the last `spinMs`, then setImmediate polling of `performance.now()` (yielding to the
+ * event loop every turn, so other work goes on, but the process keeps a core busy while it polls).
+ * With `spinMs` 0 a sleep is one timer: no CPU, but it ends up to ~1 ms late. Rejects with the
+ * signal's reason on abort.
  */
-export const realClock: Clock = {
-  now: () => performance.now(),
-  sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      if (signal?.aborted) {
-        reject(abortReason(signal));
-        return;
+export function wallClock(spinMs = DEFAULT_SPIN_MS): Clock {
+  if (!(Number.isFinite(spinMs) && spinMs >= 0)) throw new RangeError(`spinMs must be a finite number >= 0, got ${spinMs}`);
+  return {
+    now: () => performance.now(),
+    sleep: (ms, signal) => sleepUntil(performance.now() + ms, ms, spinMs, signal),
+  };
+}
+
+/** The orchestrator's and the synthetic backend's default clock: {@link wallClock} with {@link DEFAULT_SPIN_MS}. */
+export const realClock: Clock = wallClock();
+
+function sleepUntil(deadline: number, ms: number, spinMs: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(abortReason(signal));
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    let immediate: NodeJS.Immediate | undefined;
+    const onAbort = () => {
+      if (timer) clearTimeout(timer);
+      if (immediate) clearImmediate(immediate);
+      reject(abortReason(signal as AbortSignal));
+    };
+    const poll = () => {
+      timer = undefined;
+      immediate = undefined;
+      if (performance.now() >= deadline) {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      } else {
+        immediate = setImmediate(poll);
       }
-      const deadline = performance.now() + ms;
-      let timer: NodeJS.Timeout | undefined;
-      let immediate: NodeJS.Immediate | undefined;
-      const onAbort = () => {
-        if (timer) clearTimeout(timer);
-        if (immediate) clearImmediate(immediate);
-        reject(abortReason(signal as AbortSignal));
-      };
-      const poll = () => {
-        timer = undefined;
-        immediate = undefined;
-        if (performance.now() >= deadline) {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
-        } else {
-          immediate = setImmediate(poll);
-        }
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (ms > SPIN_MS) timer = setTimeout(poll, ms - SPIN_MS);
-      else poll();
-    });
-  },
-};
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (spinMs === 0) timer = setTimeout(poll, Math.max(0, ms));
+    else if (ms > spinMs) timer = setTimeout(poll, ms - spinMs);
+    else poll();
+  });
+}

@@ -6,7 +6,7 @@
  */
 import { OracleModel, OracleReplica, type Clock, type OracleLatency } from '@dsi/core';
 import { checkTokens, type ForwardResult, type LanguageModel, type ModelInfo } from './backend';
-import { realClock } from './clock';
+import { wallClock } from './clock';
 
 /** Configuration of a synthetic drafter or target (`dsi serve --backend synthetic`). */
 export interface SyntheticOptions extends OracleLatency {
@@ -19,8 +19,14 @@ export interface SyntheticOptions extends OracleLatency {
   contextLength?: number;
   /** Drafter only (a target ignores it): probability it agrees with the target per position. Default 0.8. */
   acceptance?: number;
-  /** Default {@link realClock}; tests and simulations inject a virtual clock. */
+  /** Default a {@link wallClock} with `spinMs`; tests and simulations inject a virtual clock. */
   clock?: Clock;
+  /**
+   * Without `clock`: the last milliseconds of each latency spent polling for precision (default 2);
+   * 0 sleeps on one timer, costing no CPU but ending up to ~1 ms late. A GPU forward costs the host
+   * little CPU, so load experiments on few cores use 0.
+   */
+  spinMs?: number;
 }
 
 const DEFAULT_CONTEXT_LENGTH = 4096;
@@ -34,7 +40,7 @@ class SyntheticModel implements LanguageModel {
     this.oracle = new OracleModel(options);
     const contextLength = options.contextLength ?? DEFAULT_CONTEXT_LENGTH;
     if (!Number.isInteger(contextLength) || contextLength < 1) throw new RangeError(`contextLength=${contextLength} must be an integer >= 1`);
-    this.replica = new OracleReplica(this.oracle, options, options.clock ?? realClock);
+    this.replica = new OracleReplica(this.oracle, options, options.clock ?? wallClock(options.spinMs));
     this.info = {
       name: `synthetic-${options.role}`,
       backend: 'synthetic',

@@ -63,6 +63,7 @@ const CASES: Case[] = [
   { name: 'serve --max-message-bytes -1', flag: '--max-message-bytes', args: () => ['serve', 'simulator', '--port', '0', '--max-message-bytes', '-1'] },
   { name: 'serve --max-message-bytes 1e12', flag: '--max-message-bytes', args: () => ['serve', 'simulator', '--port', '0', '--max-message-bytes', '1e12'] },
   { name: 'serve --max-tokens-per-call 0', flag: '--max-tokens-per-call', args: () => ['serve', 'target', '--port', '0', '--backend', 'synthetic', '--max-tokens-per-call', '0'] },
+  { name: 'serve --synthetic-spin-ms -1', flag: '--synthetic-spin-ms', args: () => ['serve', 'drafter', '--port', '0', '--backend', 'synthetic', '--synthetic-spin-ms', '-1'] },
   { name: 'serve orchestrator --targets ,', flag: '--targets', args: async (c) => ['serve', 'orchestrator', '--port', '0', '--drafter', await c.listener(), '--targets', ','] },
   // up (see above).
   { name: 'up --a 1.5 with the onnx backend (synthetic only)', flag: '--a', args: up('--base-port', '0', '--backend', 'onnx', '--a', '1.5') },

@@ -19,6 +19,14 @@ import type { OrchestratorServiceClient } from '@dsi/proto';
 import { fixed } from '../options';
 import { StackSupervisor, type SupervisedService } from '../supervisor';
 
+/**
+ * The synthetic services of the load benchmark sleep on one timer instead of polling the last 2 ms of
+ * each latency: a GPU forward costs the host little CPU, while 8 polling processes on a few cores would
+ * charge speculation a CPU cost the deployment does not have. The forward times each sleep really
+ * takes are measured and given to the prediction.
+ */
+const NO_SPIN = ['--synthetic-spin-ms', '0'];
+
 /** A drafter/target pair of the load benchmark: acceptance `a`, drafter ms per token, and optionally a fixed lookahead. */
 export interface LoadBenchPair {
   a: number;
@@ -339,7 +347,7 @@ export async function loadBench(options: LoadBenchOptions, log: (line: string) =
 }
 
 async function run(options: LoadBenchOptions, stacks: Stacks, signal: AbortSignal, log: (line: string) => void): Promise<LoadBenchResult> {
-  const synthetic = (ms: number, extra: string[] = []) => ['--port', '0', '--backend', 'synthetic', '--synthetic-seed', String(options.seed), '--ttft-ms', String(ms), '--tpot-ms', String(ms), ...extra];
+  const synthetic = (ms: number, extra: string[] = []) => ['--port', '0', '--backend', 'synthetic', '--synthetic-seed', String(options.seed), ...NO_SPIN, '--ttft-ms', String(ms), '--tpot-ms', String(ms), ...extra];
   const maxConcurrency = Math.max(...options.concurrencies);
 
   // Per-call overhead back to back (scheduling, RPC, services): non-SI on a 0 ms target.
@@ -400,7 +408,7 @@ async function benchPair(
   log: (line: string) => void,
 ): Promise<LoadBenchPairResult> {
   const c = pair.drafterMs / options.targetMs;
-  const drafterArgs = ['--port', '0', '--backend', 'synthetic', '--synthetic-seed', String(options.seed), '--a', String(pair.a), '--ttft-ms', String(pair.drafterMs), '--tpot-ms', String(pair.drafterMs)];
+  const drafterArgs = ['--port', '0', '--backend', 'synthetic', '--synthetic-seed', String(options.seed), ...NO_SPIN, '--a', String(pair.a), '--ttft-ms', String(pair.drafterMs), '--tpot-ms', String(pair.drafterMs)];
   const drafters: SupervisedService[] = [];
   for (let i = 0; i < options.drafters; i++) drafters.push(await supervisor.start('drafter', drafterArgs, `pair-${pairIndex}-drafter-${i}`));
   const measuredDrafterMs = await measuredDraftTokenMs(drafters[0].address);

@@ -36,6 +36,7 @@ export interface ServeFlags {
   idleTimeoutMs: number;
   maxTokensPerCall: number;
   syntheticSeed: number;
+  syntheticSpinMs: number;
   drafter?: string;
   drafters?: string[];
   draftersDns?: string;
@@ -83,6 +84,7 @@ export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags)
       ttftMs: flags.ttftMs,
       tpotMs: flags.tpotMs,
       verifyMsPerToken: flags.verifyMsPerToken,
+      spinMs: flags.syntheticSpinMs,
     };
   }
   return {
@@ -185,6 +187,7 @@ export function serveCommand(): Command {
     .addOption(realOption('--ttft-ms <ms>', 'synthetic: latency of a request\'s first forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_TTFT_MS').default(0))
     .addOption(realOption('--tpot-ms <ms>', 'synthetic: latency of a later forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_TPOT_MS').default(0))
     .addOption(realOption('--verify-ms-per-token <ms>', 'synthetic: extra latency per extra token in one forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_VERIFY_MS_PER_TOKEN').default(0))
+    .addOption(realOption('--synthetic-spin-ms <ms>', 'synthetic: the last ms of each latency spent polling for sub-ms precision (0: one timer, no CPU, up to ~1 ms late)', { min: 0, max: 10 }, 'DSI_SYNTHETIC_SPIN_MS').default(2))
     .action(async (service: string, flags: ServeFlags) => {
       if (!(service in SERVICES)) throw new UsageError(`unknown service ${service}; one of: ${Object.keys(SERVICES).join(', ')}`);
       await serve(service as ServiceName, flags);
