@@ -381,6 +381,21 @@ type NextVerification =
   | { class: WorkClass; block: Block; ready: true; waitsForDrafts?: undefined }
   | { class: WorkClass; block?: undefined; start: number; size: number; ready: boolean; waitsForDrafts?: boolean };
 
+/**
+ * A port (drafter or target replica) may declare `recyclesSignals: true`: it lets go of a call's
+ * signal when the call settles (removes every listener it added and never reads the signal again).
+ * The scheduler may then hand the signal of a call that succeeded (never aborted) to a later call of
+ * the same generation instead of creating an AbortController per call, which is a large part of a
+ * simulation's cost. Without the declaration every call gets a signal of its own.
+ */
+export interface SignalRecycling {
+  readonly recyclesSignals?: boolean;
+}
+
+function recyclesSignals(port: object): boolean {
+  return (port as SignalRecycling).recyclesSignals === true;
+}
+
 /** How many consecutive failed Verify calls, per replica, make the generation give up. */
 const FAILURES_PER_REPLICA = 3;
 
@@ -407,6 +422,8 @@ class GenerationRun {
   /** Set when a drafter call failed or returned nothing: drafting resumes after the next commit. */
   private drafterResting = false;
   private vocab?: number;
+  /** Signals of succeeded calls on ports that recycle them (see {@link SignalRecycling}), never aborted. */
+  private readonly spareControllers: AbortController[] = [];
 
   /** How this run takes part in the target and drafter schedulers. */
   private readonly verifier: ReplicaTenant<TargetReplica>;
@@ -622,7 +639,7 @@ class GenerationRun {
 
   private dispatch(block: Block, lease: ReplicaLease<TargetReplica>, workClass: WorkClass): void {
     const target = lease.replica;
-    const task: VerifyTask = { block, lease, controller: new AbortController(), startedAt: this.clock.now() };
+    const task: VerifyTask = { block, lease, controller: this.controllerFor(target), startedAt: this.clock.now() };
     block.state = 'verifying';
     block.call = task;
     block.replica = target.id;
@@ -640,6 +657,16 @@ class GenerationRun {
       (result) => this.guard(() => this.onVerified(task, result)),
       (error: unknown) => this.guard(() => this.onVerifyFailed(task, error)),
     );
+  }
+
+  /** A fresh controller for a call on `port`, or a spare one when the port recycles signals. */
+  private controllerFor(port: object): AbortController {
+    return (recyclesSignals(port) && this.spareControllers.pop()) || new AbortController();
+  }
+
+  /** After a call on `port` succeeded: keep its controller for a later call when the port recycles signals. */
+  private recycle(port: object, controller: AbortController): void {
+    if (recyclesSignals(port) && !controller.signal.aborted) this.spareControllers.push(controller);
   }
 
   /** The distance from V of a speculative block in flight; undefined for the lane (never preempted). */
@@ -680,6 +707,7 @@ class GenerationRun {
       return;
     }
     lease.release('succeeded');
+    this.recycle(lease.replica, task.controller);
     this.measured.verifyMs += this.clock.now() - task.startedAt;
     this.measured.verifications++;
     this.consecutiveFailures = 0;
@@ -921,7 +949,7 @@ class GenerationRun {
 
   private startDraft(lease: ReplicaLease<Drafter>): void {
     const maxTokens = this.draftRoom();
-    const task: DraftTask = { epoch: this.epoch, prefixLength: this.draftedEnd, maxTokens, controller: new AbortController(), lease, startedAt: this.clock.now() };
+    const task: DraftTask = { epoch: this.epoch, prefixLength: this.draftedEnd, maxTokens, controller: this.controllerFor(lease.replica), lease, startedAt: this.clock.now() };
     this.draftTask = task;
     this.draftCalls++;
     const prefix = this.sequence(this.draftedEnd);
@@ -953,6 +981,7 @@ class GenerationRun {
     if (this.draftTask !== task) return; // cancelled or timed out
     const problem = this.malformedDraftResult(result, task.maxTokens);
     this.endDraft(task, problem ? 'failed' : 'succeeded');
+    if (!problem) this.recycle(task.lease.replica, task.controller);
     if (problem) {
       this.drafterResting = true;
       this.emit('draftEnd', { epoch: task.epoch, tokens: 0, outcome: 'failed', error: new Error(`the drafter returned a malformed result: ${problem}`) });

@@ -10,6 +10,7 @@ import {
   type DraftResult,
   type Drafter,
   type PrefixHashes,
+  type SignalRecycling,
   type TargetReplica,
   type VerifyCall,
   type VerifyResult,
@@ -50,7 +51,9 @@ function roundTrip(clock: Clock, rtt: number, signal: AbortSignal): Promise<void
  * token, the greedy choice of each), on an {@link OracleReplica} of the drafter oracle, after a round
  * trip of `rtt`. Stops early at the oracle's end-of-sequence id (which it never peaks on).
  */
-export class SimulatedDrafter implements Drafter {
+export class SimulatedDrafter implements Drafter, SignalRecycling {
+  /** A call's listeners on its signal are gone once it settles (see {@link SignalRecycling}). */
+  readonly recyclesSignals = true;
   /** Draft calls started (including cancelled ones). */
   calls = 0;
 
@@ -90,7 +93,9 @@ export class SimulatedDrafter implements Drafter {
  * forward over the tokens its cache lacks, then accept drafts while they equal the truth), on an
  * {@link OracleReplica} of the target oracle, after a round trip of `rtt`.
  */
-export class SimulatedTarget implements TargetReplica {
+export class SimulatedTarget implements TargetReplica, SignalRecycling {
+  /** A call's listeners on its signal are gone once it settles (see {@link SignalRecycling}). */
+  readonly recyclesSignals = true;
   /** Verify calls started (including cancelled ones). */
   forwards = 0;
   /** Virtual time spent in forwards, cancelled ones up to their cancellation (the round trip excluded). */
