@@ -390,11 +390,24 @@ type NextVerification =
  */
 export interface SignalRecycling {
   readonly recyclesSignals?: boolean;
+  /**
+   * The port only reads a call's arrays (never changes them, never depends on their identity), so
+   * calls with the same prefix may share one array instead of a copy each (most of a simulation's
+   * garbage: prefixes are as long as the generation).
+   */
+  readonly sharesPrefixes?: boolean;
 }
 
 function recyclesSignals(port: object): boolean {
   return (port as SignalRecycling).recyclesSignals === true;
 }
+
+function sharesPrefixes(port: object): boolean {
+  return (port as SignalRecycling).sharesPrefixes === true;
+}
+
+/** How many recent prefixes a run keeps for sharing (see {@link SignalRecycling.sharesPrefixes}). */
+const SHARED_SEQUENCES = 4;
 
 /** How many consecutive failed Verify calls, per replica, make the generation give up. */
 const FAILURES_PER_REPLICA = 3;
@@ -424,6 +437,11 @@ class GenerationRun {
   private vocab?: number;
   /** Signals of succeeded calls on ports that recycle them (see {@link SignalRecycling}), never aborted. */
   private readonly spareControllers: AbortController[] = [];
+  /**
+   * The last few prefixes handed to ports that share prefixes, each V ++ D's first `length` tokens
+   * and unchanged since (dropped once a position it covers changes). Never changed once handed out.
+   */
+  private sharedSequences: number[][] = [];
 
   /** How this run takes part in the target and drafter schedulers. */
   private readonly verifier: ReplicaTenant<TargetReplica>;
@@ -647,7 +665,7 @@ class GenerationRun {
     this.verifyCalls++;
     const call: VerifyCall = {
       requestId: this.config.requestId,
-      prefix: this.sequence(block.start),
+      prefix: this.sequence(block.start, sharesPrefixes(target)),
       drafts: block.drafts,
       sampling: this.config.sampling,
     };
@@ -691,9 +709,31 @@ class GenerationRun {
   }
 
   /** V ++ D up to (not including) absolute position `end`. */
-  private sequence(end: number): number[] {
-    if (end <= this.verifiedEnd) return this.verified.slice(0, end);
-    return this.verified.concat(this.drafts.slice(0, end - this.verifiedEnd));
+  private sequence(end: number, shared = false): number[] {
+    const recent = this.sharedSequences;
+    if (shared) {
+      for (let i = 0; i < recent.length; i++) if (recent[i].length === end) return recent[i];
+    }
+    const sequence = end <= this.verifiedEnd ? this.verified.slice(0, end) : this.verified.concat(this.drafts.slice(0, end - this.verifiedEnd));
+    if (shared) {
+      if (recent.length >= SHARED_SEQUENCES) recent.shift();
+      recent.push(sequence);
+    }
+    return sequence;
+  }
+
+  /** Forgets the shared prefixes that hold another token than `token` at `position`. */
+  private sequenceSetAt(position: number, token: number): void {
+    const recent = this.sharedSequences;
+    if (recent.some((sequence) => sequence.length > position && sequence[position] !== token)) {
+      this.sharedSequences = recent.filter((sequence) => !(sequence.length > position && sequence[position] !== token));
+    }
+  }
+
+  /** Forgets the shared prefixes that cover `position`: V ++ D's token there goes. */
+  private sequenceChangesAt(position: number): void {
+    const recent = this.sharedSequences;
+    if (recent.length > 0) this.sharedSequences = recent.filter((sequence) => sequence.length <= position);
   }
 
   // ---------------------------------------------------------------- verification results
@@ -801,6 +841,8 @@ class GenerationRun {
 
   /** Appends one verified token; returns why generation ends with it, if it does. */
   private append(token: number, appended: number[]): FinishReason | undefined {
+    // V ++ D changes at this position unless the token is the draft that was there.
+    if (this.sharedSequences.length > 0) this.sequenceSetAt(this.verified.length, token);
     this.verified.push(token);
     appended.push(token);
     const outputLength = this.verified.length - this.promptLength;
@@ -866,6 +908,7 @@ class GenerationRun {
    */
   private discardSpeculation(position: number): void {
     const cancelledWork = this.blocks.length > 0 || this.draftTask !== undefined;
+    this.sequenceChangesAt(this.verifiedEnd);
     this.drafts = [];
     this.draftRows = [];
     this.cancelBlocks('rejected');
@@ -952,7 +995,7 @@ class GenerationRun {
     const task: DraftTask = { epoch: this.epoch, prefixLength: this.draftedEnd, maxTokens, controller: this.controllerFor(lease.replica), lease, startedAt: this.clock.now() };
     this.draftTask = task;
     this.draftCalls++;
-    const prefix = this.sequence(this.draftedEnd);
+    const prefix = this.sequence(this.draftedEnd, sharesPrefixes(lease.replica));
     const { sampling, requestId } = this.config;
     const drafter = lease.replica;
     this.emit('draftStart', { epoch: task.epoch, prefixLength: task.prefixLength, maxTokens, drafter: drafter.id ?? 'drafter' });

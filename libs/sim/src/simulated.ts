@@ -54,6 +54,8 @@ function roundTrip(clock: Clock, rtt: number, signal: AbortSignal): Promise<void
 export class SimulatedDrafter implements Drafter, SignalRecycling {
   /** A call's listeners on its signal are gone once it settles (see {@link SignalRecycling}). */
   readonly recyclesSignals = true;
+  /** Reads a call's arrays only (see {@link SignalRecycling}). */
+  readonly sharesPrefixes = true;
   /** Draft calls started (including cancelled ones). */
   calls = 0;
 
@@ -96,6 +98,8 @@ export class SimulatedDrafter implements Drafter, SignalRecycling {
 export class SimulatedTarget implements TargetReplica, SignalRecycling {
   /** A call's listeners on its signal are gone once it settles (see {@link SignalRecycling}). */
   readonly recyclesSignals = true;
+  /** Reads a call's arrays only (see {@link SignalRecycling}). */
+  readonly sharesPrefixes = true;
   /** Verify calls started (including cancelled ones). */
   forwards = 0;
   /** Virtual time spent in forwards, cancelled ones up to their cancellation (the round trip excluded). */
