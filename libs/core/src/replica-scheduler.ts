@@ -151,6 +151,16 @@ interface Candidate<R> {
   claim: ReplicaClaim;
 }
 
+/** Lanes the longest waiting first. */
+function byLaneOrder<R>(a: Candidate<R>, b: Candidate<R>): number {
+  return a.claim.since - b.claim.since;
+}
+
+/** Speculative claims nearest to their generation's V first, then the longest waiting. */
+function bySpeculativeOrder<R>(a: Candidate<R>, b: Candidate<R>): number {
+  return a.claim.distance - b.claim.distance || a.claim.since - b.claim.since;
+}
+
 /**
  * The scheduler of one pool of replicas (targets or drafters), shared by every generation that uses
  * the pool. Give it the replica list, or a function that returns the current list (healthy replicas
@@ -171,6 +181,11 @@ export class ReplicaScheduler<R extends object> {
   private tickets = 0;
   private holds = 0;
   private scheduling = false;
+  /** Tenants that declined a grant during the current schedule(); empty between calls. */
+  private readonly declined = new Set<ReplicaTenant<R>>();
+  /** A step's claims by class, reused between steps. */
+  private readonly lanes: Candidate<R>[] = [];
+  private readonly speculative: Candidate<R>[] = [];
   private lanesGranted = 0;
   private speculativeGranted = 0;
   private preemptions = 0;
@@ -251,11 +266,14 @@ export class ReplicaScheduler<R extends object> {
   schedule(): void {
     if (this.holds > 0 || this.scheduling) return;
     this.scheduling = true;
-    const declined = new Set<ReplicaTenant<R>>();
+    const declined = this.declined;
     try {
       while (this.step(declined));
     } finally {
       this.scheduling = false;
+      declined.clear();
+      this.lanes.length = 0;
+      this.speculative.length = 0;
     }
   }
 
@@ -295,24 +313,32 @@ export class ReplicaScheduler<R extends object> {
 
   /** One decision: a grant or a preemption. False when there is nothing more to do. */
   private step(declined: Set<ReplicaTenant<R>>): boolean {
-    const lanes: Candidate<R>[] = [];
-    const speculative: Candidate<R>[] = [];
+    // The candidate lists are reused between steps (a step never runs inside another: see schedule()).
+    const lanes = this.lanes;
+    const speculative = this.speculative;
+    lanes.length = 0;
+    speculative.length = 0;
     for (const tenant of this.tenants) {
-      if (declined.has(tenant)) continue;
+      if (declined.size > 0 && declined.has(tenant)) continue;
       const claim = tenant.claim();
       if (claim) (claim.class === 'lane' ? lanes : speculative).push({ tenant, claim });
     }
-    speculative.sort((a, b) => a.claim.distance - b.claim.distance || a.claim.since - b.claim.since);
+    if (speculative.length > 1) speculative.sort(bySpeculativeOrder);
     const ordered = this.orderLanes(lanes);
-    let candidates: Candidate<R>[];
     if (this.saturated) {
       // Rule 3: lanes in order up to the first that waits for its drafts; speculative work only with no lane waiting.
-      const waiting = ordered.findIndex((lane) => !lane.claim.ready && lane.claim.waitsForDrafts !== false);
-      candidates = lanes.length > 0 ? (waiting < 0 ? ordered : ordered.slice(0, waiting)) : speculative;
-    } else {
-      candidates = [...ordered, ...speculative];
+      if (lanes.length === 0) return this.decide(speculative, speculative.length, declined);
+      let waiting = 0;
+      while (waiting < ordered.length && !(!ordered[waiting].claim.ready && ordered[waiting].claim.waitsForDrafts !== false)) waiting++;
+      return this.decide(ordered, waiting, declined);
     }
-    for (const candidate of candidates) {
+    return this.decide(ordered, ordered.length, declined) || this.decide(speculative, speculative.length, declined);
+  }
+
+  /** Grants a replica to the first of `candidates[0 .. end)` that can have one (or preempts for a lane); false when none can. */
+  private decide(candidates: readonly Candidate<R>[], end: number, declined: Set<ReplicaTenant<R>>): boolean {
+    for (let i = 0; i < end; i++) {
+      const candidate = candidates[i];
       const replica = this.freeReplica(candidate.tenant);
       if (replica) {
         this.grant(candidate, replica, declined);
@@ -329,10 +355,17 @@ export class ReplicaScheduler<R extends object> {
    */
   private orderLanes(lanes: Candidate<R>[]): Candidate<R>[] {
     if (lanes.length < 2) return lanes;
-    lanes.sort((a, b) => a.claim.since - b.claim.since);
+    lanes.sort(byLaneOrder);
     const oldest = lanes[0];
     if (oldest.claim.ready) return lanes;
-    const overtaking = lanes.findIndex((lane) => lane.claim.ready && (this.lastLaneGrant.get(lane.tenant) ?? 0) < oldest.claim.since);
+    let overtaking = -1;
+    for (let i = 0; i < lanes.length; i++) {
+      const lane = lanes[i];
+      if (lane.claim.ready && (this.lastLaneGrant.get(lane.tenant) ?? 0) < oldest.claim.since) {
+        overtaking = i;
+        break;
+      }
+    }
     if (overtaking < 0) return lanes;
     return [lanes[overtaking], ...lanes.slice(0, overtaking), ...lanes.slice(overtaking + 1)];
   }

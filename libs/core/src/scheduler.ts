@@ -573,9 +573,15 @@ class GenerationRun {
       const waitsForDrafts = !ready && this.targets.saturated && this.worthWaitingForDrafts(size);
       return { class: 'lane', start: this.verifiedEnd, size, ready, waitsForDrafts };
     }
-    const inFlight = this.blocks.reduce((count, block) => count + (block.state === 'verifying' ? 1 : 0), 0);
+    const blocks = this.blocks;
+    let inFlight = 0;
+    let waiting: Block | undefined;
+    for (let i = 0; i < blocks.length; i++) {
+      const state = blocks[i].state;
+      if (state === 'verifying') inFlight++;
+      else if (state === 'waiting') waiting ??= blocks[i];
+    }
     if (inFlight >= (this.limits.maxParallelVerifications ?? this.targets.replicaCount)) return undefined;
-    const waiting = this.blocks.find((block) => block.state === 'waiting');
     if (waiting) return { class: 'speculative', block: waiting, ready: true };
     const last = this.blocks[this.blocks.length - 1];
     const start = last.start + last.drafts.length;
@@ -687,16 +693,24 @@ class GenerationRun {
     if (recyclesSignals(port) && !controller.signal.aborted) this.spareControllers.push(controller);
   }
 
+  /** The index of the block in flight on `lease`, or -1. */
+  private blockOf(lease: ReplicaLease<TargetReplica>): number {
+    const blocks = this.blocks;
+    for (let i = 0; i < blocks.length; i++) if (blocks[i].call?.lease === lease) return i;
+    return -1;
+  }
+
   /** The distance from V of a speculative block in flight; undefined for the lane (never preempted). */
   private preemptible(lease: ReplicaLease<TargetReplica>): number | undefined {
-    const index = this.blocks.findIndex((block) => block.call?.lease === lease);
+    const index = this.blockOf(lease);
     return index > 0 ? this.blocks[index].start - this.verifiedEnd : undefined;
   }
 
   /** The target scheduler takes a speculative block's replica for a lane: the block waits again. */
   private onPreempted(lease: ReplicaLease<TargetReplica>): void {
     this.guard(() => {
-      const block = this.blocks.find((candidate) => candidate.call?.lease === lease);
+      const index = this.blockOf(lease);
+      const block = index < 0 ? undefined : this.blocks[index];
       const task = block?.call;
       if (!block || !task) return;
       block.call = undefined;
