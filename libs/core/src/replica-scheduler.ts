@@ -151,6 +151,29 @@ interface Candidate<R> {
   claim: ReplicaClaim;
 }
 
+/** Below this length {@link stableSort} sorts by insertion: Array.prototype.sort allocates its work arrays on every call. */
+const INSERTION_SORT_MAX = 32;
+
+/**
+ * Sorts in place, stably (equal elements keep their order), so exactly like Array.prototype.sort
+ * (also stable) with the same comparator; short lists by insertion, without allocating.
+ */
+function stableSort<T>(list: T[], compare: (a: T, b: T) => number): void {
+  if (list.length > INSERTION_SORT_MAX) {
+    list.sort(compare);
+    return;
+  }
+  for (let i = 1; i < list.length; i++) {
+    const item = list[i];
+    let j = i - 1;
+    while (j >= 0 && compare(list[j], item) > 0) {
+      list[j + 1] = list[j];
+      j--;
+    }
+    list[j + 1] = item;
+  }
+}
+
 /** Lanes the longest waiting first. */
 function byLaneOrder<R>(a: Candidate<R>, b: Candidate<R>): number {
   return a.claim.since - b.claim.since;
@@ -323,7 +346,7 @@ export class ReplicaScheduler<R extends object> {
       const claim = tenant.claim();
       if (claim) (claim.class === 'lane' ? lanes : speculative).push({ tenant, claim });
     }
-    if (speculative.length > 1) speculative.sort(bySpeculativeOrder);
+    stableSort(speculative, bySpeculativeOrder);
     const ordered = this.orderLanes(lanes);
     if (this.saturated) {
       // Rule 3: lanes in order up to the first that waits for its drafts; speculative work only with no lane waiting.
@@ -355,7 +378,7 @@ export class ReplicaScheduler<R extends object> {
    */
   private orderLanes(lanes: Candidate<R>[]): Candidate<R>[] {
     if (lanes.length < 2) return lanes;
-    lanes.sort(byLaneOrder);
+    stableSort(lanes, byLaneOrder);
     const oldest = lanes[0];
     if (oldest.claim.ready) return lanes;
     let overtaking = -1;
