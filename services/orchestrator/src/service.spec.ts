@@ -113,10 +113,16 @@ describe('lossless through real services: the default ONNX pair', () => {
     expect(m.acceptanceRate).toBeLessThanOrEqual(1);
     expect(m.meanAcceptedLength).toBeGreaterThanOrEqual(1);
     expect(m.meanAcceptedLength).toBeLessThanOrEqual(6);
-    expect(m.accepted).toBeGreaterThan(0);
+    expect(m.accepted).toBeLessThanOrEqual(32);
     expect(m.wallMs).toBeGreaterThan(0);
     expect(m.ttftMs).toBeLessThanOrEqual(m.wallMs);
     expect(response.text).toBe(Buffer.from(response.tokens).toString('latin1'));
+    // How many of DSI's drafts are judged depends on timing (a lane goes out at once with the drafts
+    // there are, possibly none, on a busy host); SI's lanes always wait for theirs, so its figures are
+    // fixed by the tokens: the built-in drafter's guesses pay off.
+    const si = (await stack.generate(4, { prompt: 'The quick brown fox', mode: Mode.MODE_SI, lookahead: 5, maxNewTokens: 32 })).metrics!;
+    expect(si.accepted).toBeGreaterThan(0);
+    expect(si.meanAcceptedLength).toBeGreaterThan(1);
   });
 
   it('excludes a stop sequence and reports why it stopped', async () => {
