@@ -42,6 +42,8 @@ export interface LoadRequest {
   tokens: number[];
   /** Verify calls of this request that ran on a replica. */
   targetForwards: number;
+  /** Times a rejected draft cancelled this request's work built on it (the result's metrics). */
+  preemptions: number;
 }
 
 /** What one mode did under load: every request, and the replicas' work. */
@@ -117,8 +119,8 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
     );
     // Its calls have all settled or been aborted, and no later request shares its id: its caches go.
     for (const replica of [...targets, ...drafters]) replica.forget(requestId);
-    const { wallMs, ttftMs, targetForwards } = result.metrics;
-    requests[index] = { index, sentAt, finishedAt: clock.now(), latency: wallMs, ttft: ttftMs, tokens: result.tokens, targetForwards };
+    const { wallMs, ttftMs, targetForwards, preemptions } = result.metrics;
+    requests[index] = { index, sentAt, finishedAt: clock.now(), latency: wallMs, ttft: ttftMs, tokens: result.tokens, targetForwards, preemptions };
   };
 
   let traffic: Promise<unknown>;

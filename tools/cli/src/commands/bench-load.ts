@@ -86,6 +86,9 @@ export interface LoadBenchFigures {
   latency_p50_ms: number;
   latency_p99_ms: number;
   ttft_p50_ms: number;
+  /** Target forwards (Verify calls that ran on a replica) per request, and speculative calls taken back for a lane per request. */
+  forwards_per_request: number;
+  preemptions_per_request: number;
 }
 
 /** One mode at one concurrency: measured, predicted, their ratio, and the requests whose tokens differ. */
@@ -150,6 +153,8 @@ interface MeasuredRequest {
   latency: number;
   ttft: number;
   tokens: number[];
+  targetForwards: number;
+  preemptions: number;
 }
 
 const MODES: ReadonlyArray<readonly [Mode, string, string]> = [
@@ -206,12 +211,13 @@ async function generateOnce(
   promptTokens: number[],
   tokens: number,
   signal: AbortSignal,
-): Promise<{ tokens: number[]; wallMs: number; ttftMs: number }> {
+): Promise<{ tokens: number[]; wallMs: number; ttftMs: number; targetForwards: number; preemptions: number }> {
   const { GenerateRequest } = await import('@dsi/proto');
   const { callUnary } = await import('@dsi/rpc');
   const params = { prompt: '', promptTokens, mode: wireMode, lookahead: k, maxNewTokens: tokens, sampling: { rule: 'VERIFICATION_RULE_GREEDY' } };
   const response = await callUnary(client, 'generate', GenerateRequest.fromJSON({ params }), { signal, deadlineMs: REQUEST_DEADLINE_MS });
-  return { tokens: response.tokens, wallMs: response.metrics?.wallMs ?? 0, ttftMs: response.metrics?.ttftMs ?? 0 };
+  const metrics = response.metrics;
+  return { tokens: response.tokens, wallMs: metrics?.wallMs ?? 0, ttftMs: metrics?.ttftMs ?? 0, targetForwards: metrics?.targetForwards ?? 0, preemptions: metrics?.preemptions ?? 0 };
 }
 
 /** A synthetic target's real time per forward, as the target itself measures it (timer lateness included). */
@@ -279,7 +285,8 @@ async function closedLoop(
       try {
         const response = await generateOnce(client, wireMode, k, loadPrompt(options.seed, index), options.tokens, both);
         const finishedAt = performance.now();
-        done[index] = { index, sentAt, finishedAt, latency: finishedAt - sentAt, ttft: response.ttftMs, tokens: response.tokens };
+        const { ttftMs: ttft, tokens, targetForwards, preemptions } = response;
+        done[index] = { index, sentAt, finishedAt, latency: finishedAt - sentAt, ttft, tokens, targetForwards, preemptions };
       } catch (error) {
         failed.abort(error);
         throw error;
@@ -309,6 +316,8 @@ function measuredFigures(requests: readonly MeasuredRequest[]): LoadBenchFigures
       requests.map((r) => r.ttft),
       [0.5],
     )[0],
+    forwards_per_request: requests.reduce((sum, r) => sum + r.targetForwards, 0) / requests.length,
+    preemptions_per_request: requests.reduce((sum, r) => sum + r.preemptions, 0) / requests.length,
   };
 }
 
@@ -466,6 +475,8 @@ async function benchPair(
           latency_p50_ms: predictedFigures.latencyP50,
           latency_p99_ms: predictedFigures.latencyP99,
           ttft_p50_ms: predictedFigures.ttftP50,
+          forwards_per_request: predictedFigures.targetForwards / predictedFigures.requests,
+          preemptions_per_request: prediction.requests.reduce((sum, r) => sum + r.preemptions, 0) / predictedFigures.requests,
         };
         const measured = measuredFigures(measuredRequests);
         const mismatches = measuredRequests.filter((r) => JSON.stringify(r.tokens) !== JSON.stringify(prediction.requests[r.index].tokens)).map((r) => r.index);
@@ -485,7 +496,9 @@ async function benchPair(
         cells.push(cell);
         log(
           `    ${label.padEnd(6)} x${String(concurrency).padEnd(3)} ${fixed(measured.throughput, 1)} tok/s (pred ${fixed(predicted.throughput, 1)}), ` +
-            `p50 ${fixed(measured.latency_p50_ms, 0)} ms (pred ${fixed(predicted.latency_p50_ms, 0)})${mismatches.length > 0 ? `, ${mismatches.length} token mismatches: requests ${mismatches.join(' ')}` : ''}`,
+            `p50 ${fixed(measured.latency_p50_ms, 0)} ms (pred ${fixed(predicted.latency_p50_ms, 0)}), ` +
+            `${fixed(measured.forwards_per_request, 1)} forwards/request (pred ${fixed(predicted.forwards_per_request, 1)}), ` +
+            `${fixed(measured.preemptions_per_request, 2)} preemptions/request (pred ${fixed(predicted.preemptions_per_request, 2)})${mismatches.length > 0 ? `, ${mismatches.length} token mismatches: requests ${mismatches.join(' ')}` : ''}`,
         );
       }
     }
@@ -622,7 +635,7 @@ export function loadReport(result: LoadBenchResult): string[] {
     lines.push(
       '',
       `a=${pair.a} c=${fixed(pair.c, 2)} (drafter ${pair.drafter_ms} ms/token, measured ${fixed(pair.measured_drafter_ms, 3)}), k=${pair.k}, prediction's per-call overhead ${fixed(pair.overhead_ms, 3)} ms`,
-      `${'mode'.padEnd(7)}${'conc'.padStart(5)}${'req'.padStart(5)}${'tok/s'.padStart(8)}${'pred'.padStart(8)}${'m/p'.padStart(7)}${'p50 ms'.padStart(8)}${'pred'.padStart(7)}${'m/p'.padStart(7)}${'p99 ms'.padStart(8)}${'pred'.padStart(7)}${'m/p'.padStart(7)}${'TTFT'.padStart(7)}${'pred'.padStart(6)}${'m/p'.padStart(7)}${'tokens'.padStart(8)}`,
+      `${'mode'.padEnd(7)}${'conc'.padStart(5)}${'req'.padStart(5)}${'tok/s'.padStart(8)}${'pred'.padStart(8)}${'m/p'.padStart(7)}${'p50 ms'.padStart(8)}${'pred'.padStart(7)}${'m/p'.padStart(7)}${'p99 ms'.padStart(8)}${'pred'.padStart(7)}${'m/p'.padStart(7)}${'TTFT'.padStart(7)}${'pred'.padStart(6)}${'m/p'.padStart(7)}${'fwd/req'.padStart(8)}${'pred'.padStart(6)}${'tokens'.padStart(8)}`,
     );
     for (const cell of pair.cells) {
       const { measured: m, predicted: p, ratio: r } = cell;
@@ -632,6 +645,7 @@ export function loadReport(result: LoadBenchResult): string[] {
           `${fixed(m.latency_p50_ms, 0).padStart(8)}${fixed(p.latency_p50_ms, 0).padStart(7)}${fixed(r.latency_p50, 3).padStart(7)}` +
           `${fixed(m.latency_p99_ms, 0).padStart(8)}${fixed(p.latency_p99_ms, 0).padStart(7)}${fixed(r.latency_p99, 3).padStart(7)}` +
           `${fixed(m.ttft_p50_ms, 1).padStart(7)}${fixed(p.ttft_p50_ms, 1).padStart(6)}${fixed(r.ttft_p50, 3).padStart(7)}` +
+          `${fixed(m.forwards_per_request, 1).padStart(8)}${fixed(p.forwards_per_request, 1).padStart(6)}` +
           `${(cell.mismatches.length === 0 ? 'same' : `${cell.mismatches.length} diff`).padStart(8)}`,
       );
     }
