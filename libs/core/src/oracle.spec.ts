@@ -190,3 +190,131 @@ describe('an oracle replica on a virtual clock', () => {
     await expect(replica.forward('a', [1], 0, () => 0)).rejects.toBeInstanceOf(OracleReplicaClosedError);
   });
 });
+
+describe('a batching oracle replica on a virtual clock', () => {
+  const target = new OracleModel({ role: 'target', seed: 1 });
+  const predictions = (tokens: readonly number[], from: number) => (hashes: PrefixHashes) =>
+    Array.from({ length: tokens.length - from }, (_, r) => target.next(hashes.at(from + r + 1)));
+  const latency = { ttftMs: 30, tpotMs: 10, verifyMsPerToken: 1 };
+
+  /** Each call: [name, request, tokens, from, start time, abort time?]; what each call saw, and when. */
+  async function serve(batching: ConstructorParameters<typeof OracleReplica>[3], calls: Array<[string, string, number[], number, number, number?]>) {
+    const clock = new VirtualClock();
+    const replica = new OracleReplica(target, latency, clock, batching);
+    const seen: Record<string, string> = {};
+    const results: Record<string, number[]> = {};
+    await clock.run(
+      Promise.all(
+        calls.map(async ([name, request, tokens, from, at, abortAt]) => {
+          const controller = new AbortController();
+          if (abortAt !== undefined) void clock.sleep(abortAt).then(() => controller.abort(new Error('cancelled')));
+          await clock.sleep(at);
+          try {
+            const forward = await replica.forward(request, tokens, from, predictions(tokens, from), controller.signal);
+            seen[name] = `${clock.now()} reused ${forward.reusedTokens} computed ${forward.computedTokens} ms ${forward.modelMs}`;
+            results[name] = forward.result;
+          } catch (error) {
+            seen[name] = `${clock.now()} ${(error as Error).message}`;
+          }
+        }),
+      ),
+    );
+    expect(clock.pendingTimers).toBe(0);
+    return { seen, results, replica };
+  }
+
+  it('runs the calls that arrive during a forward together in the next one, charging the slowest call plus the others tokens', async () => {
+    const { seen } = await serve({ maxBatchRequests: 8, batchMsPerToken: 0.5 }, [
+      ['a', 'a', [1, 2, 3], 0, 0],
+      ['b', 'b', [4, 5], 0, 1],
+      ['c', 'c', [6, 7, 8, 9], 0, 2],
+      ['a2', 'a', [1, 2, 3, 4, 5], 3, 40],
+    ]);
+    // a alone 0..30; b and c arrive meanwhile and run together from 30: both prefills (30 ms), the
+    // slowest with the most tokens (c, 4) plus 0.5 ms for each of b's 2 tokens = 31 ms, to 61; a2 waits
+    // for that forward and runs alone: tpot 10 + 1 ms for its second token.
+    expect(seen).toEqual({
+      a: '30 reused 0 computed 3 ms 30',
+      b: '61 reused 0 computed 2 ms 31',
+      c: '61 reused 0 computed 4 ms 31',
+      a2: '72 reused 3 computed 2 ms 11',
+    });
+  });
+
+  it('with one request per forward (the default) serves exactly as the unbatched replica does', async () => {
+    const calls: Array<[string, string, number[], number, number, number?]> = [
+      ['a', 'r', [1, 2, 3], 0, 0],
+      ['b', 'r', [1, 2, 3, 4, 5], 3, 1],
+      ['c', 's', [9, 9], 0, 2, 35],
+      ['d', 'r', [1, 2, 3, 4, 5, 6], 5, 3],
+    ];
+    const batched = await serve({ maxBatchRequests: 1 }, calls);
+    const alsoOne = await serve({ maxBatchRequests: 2, maxBatchTokens: 1 }, calls);
+    expect(batched.seen).toEqual({ a: '30 reused 0 computed 3 ms 30', b: '41 reused 3 computed 2 ms 11', c: '35 cancelled', d: '51 reused 5 computed 1 ms 10' });
+    // A token budget of 1 lets only the first call of each forward in: the same order and times.
+    expect(alsoOne.seen).toEqual(batched.seen);
+  });
+
+  it('fills a forward up to the request and token limits, in arrival order, and gives every call the logits it would get alone', async () => {
+    const calls: Array<[string, string, number[], number, number, number?]> = [['first', 'x', [7], 0, 0]];
+    for (let i = 0; i < 6; i++) calls.push([`r${i}`, `r${i}`, randomTokens(i, 3 + i), 0, 1]);
+    const { seen, results } = await serve({ maxBatchRequests: 3, maxBatchTokens: 12, batchMsPerToken: 0 }, calls);
+    // r0 (3 tokens), r1 (4), r2 (5) would be 12: all three; then r3 (6) and r4 (7) exceed 12 together, so r3 alone; then r4; then r5.
+    expect(Object.fromEntries(Object.entries(seen).map(([k, v]) => [k, Number(v.split(' ')[0])]))).toEqual({ first: 30, r0: 60, r1: 60, r2: 60, r3: 90, r4: 120, r5: 150 });
+    for (let i = 0; i < 6; i++) expect(results[`r${i}`]).toEqual(greedyAfterEachPrefix(target, randomTokens(i, 3 + i)));
+  });
+
+  it('a cancelled call leaves the batch before it runs; one cancelled while running is dropped and the rest finish; all cancelled frees the device', async () => {
+    const { seen } = await serve({ maxBatchRequests: 4 }, [
+      ['a', 'a', [1, 2, 3], 0, 0],
+      ['queued', 'q', [4, 5, 6], 0, 1, 20],
+      ['running', 'r', [4, 5, 6], 0, 2, 40],
+      ['kept', 'k', [4, 5, 6], 0, 3],
+      ['alone', 'l', [8, 8], 0, 61, 65],
+      ['after', 'a', [1, 2, 3, 4], 3, 62],
+    ]);
+    // queued leaves at 20; running and kept run 30..60 and running is dropped at 40; alone (61) runs
+    // from 61 and is cancelled at 65, which ends its forward: after (arrived at 62) runs 65..75.
+    expect(seen).toEqual({
+      a: '30 reused 0 computed 3 ms 30',
+      queued: '20 cancelled',
+      running: '40 cancelled',
+      kept: '60 reused 0 computed 3 ms 30',
+      alone: '65 cancelled',
+      after: '75 reused 3 computed 1 ms 10',
+    });
+  });
+
+  it('keeps each request cache right when two calls of one request share a forward, and releases after the forwards before it', async () => {
+    const base = randomTokens(9, 10);
+    const { seen, results, replica } = await serve({ maxBatchRequests: 4 }, [
+      ['prefill', 'r', base.slice(0, 6), 0, 0],
+      ['short', 'r', [...base.slice(0, 6), 1], 6, 1],
+      ['long', 'r', [...base.slice(0, 6), 2, 3], 6, 2],
+      ['next', 'r', [...base.slice(0, 6), 2, 3, 4], 8, 45],
+    ]);
+    expect(results.short).toEqual(greedyAfterEachPrefix(target, [...base.slice(0, 6), 1]).slice(6));
+    expect(results.long).toEqual(greedyAfterEachPrefix(target, [...base.slice(0, 6), 2, 3]).slice(6));
+    // The later call of the forward wins the cache: next reuses all 8 tokens of long.
+    expect(seen.next).toBe('55 reused 8 computed 1 ms 10');
+    const clock = new VirtualClock();
+    const other = new OracleReplica(target, latency, clock, { maxBatchRequests: 2 });
+    const order: string[] = [];
+    await clock.run(
+      Promise.all([
+        other.forward('z', [1, 2], 0, () => order.push('forward')),
+        other.release('z').then((had) => order.push(`release ${had}`)),
+        other.forward('z', [1, 2, 3], 2, () => 0).then((forward) => order.push(`reused ${forward.reusedTokens}`)),
+      ]),
+    );
+    expect(order).toEqual(['forward', 'release true', 'reused 0']);
+    expect(await replica.release('r')).toBe(true);
+  });
+
+  it('refuses bad batching options', () => {
+    const clock = new VirtualClock();
+    expect(() => new OracleReplica(target, latency, clock, { maxBatchRequests: 0 })).toThrow(/maxBatchRequests=0/);
+    expect(() => new OracleReplica(target, latency, clock, { maxBatchTokens: 2.5 })).toThrow(/maxBatchTokens=2.5/);
+    expect(() => new OracleReplica(target, latency, clock, { batchMsPerToken: -1 })).toThrow(/batchMsPerToken=-1/);
+  });
+});

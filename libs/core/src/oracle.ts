@@ -22,6 +22,12 @@
  * in arrival order): a call on a request with nothing reusable in its cache (a prefill) takes `ttftMs`;
  * any other call takes `tpotMs + verifyMsPerToken * (computedTokens - 1)`, the extra tokens computed in
  * one forward. The duration is measured from when the call gets the device and includes the compute.
+ *
+ * Batching ({@link OracleBatching}, off by default): the calls that arrive while a forward runs wait and
+ * then run together in the next forward, up to `maxBatchRequests` calls and `maxBatchTokens` computed
+ * tokens (in arrival order; a call never waits more than the forward in progress unless the batch after
+ * it is full). A batched forward takes its slowest call's time (as above) plus `batchMsPerToken` for
+ * every token the other calls compute: decode is memory-bound, so extra rows cost little.
  */
 import type { Clock } from './ports';
 import { counterHash, uniform } from './sampling';
@@ -166,6 +172,26 @@ export interface OracleLatency {
   verifyMsPerToken?: number;
 }
 
+/** How an {@link OracleReplica} batches calls (module comment, "Batching"); every field is optional. */
+export interface OracleBatching {
+  /** Calls one forward may take. Default 1: no batching, one call per forward. */
+  maxBatchRequests?: number;
+  /** Tokens one forward may compute across its calls (a larger call still runs, alone). Default unbounded. */
+  maxBatchTokens?: number;
+  /** Latency per token a batched forward computes beyond its slowest call's. Default 0. */
+  batchMsPerToken?: number;
+}
+
+/** The batching options with defaults applied; throws a RangeError naming a bad one. */
+export function resolveOracleBatching(batching: OracleBatching = {}): Required<OracleBatching> {
+  const { maxBatchRequests = 1, maxBatchTokens = Infinity, batchMsPerToken = 0 } = batching;
+  if (!Number.isInteger(maxBatchRequests) || maxBatchRequests < 1) throw new RangeError(`maxBatchRequests=${maxBatchRequests} must be an integer >= 1`);
+  if (!(maxBatchTokens === Infinity || (Number.isInteger(maxBatchTokens) && maxBatchTokens >= 1))) {
+    throw new RangeError(`maxBatchTokens=${maxBatchTokens} must be an integer >= 1`);
+  }
+  return { maxBatchRequests, maxBatchTokens, batchMsPerToken: nonNegative('batchMsPerToken', batchMsPerToken) };
+}
+
 /**
  * How long a forward takes under the latency model: `ttftMs` when nothing was reused (a prefill), else
  * `tpotMs` plus `verifyMsPerToken` per token computed beyond the first.
@@ -265,15 +291,27 @@ export class OracleReplica {
   private readonly latency: Required<OracleLatency>;
   private readonly caches = new Map<string, RequestCache>();
   private readonly device = new DeviceQueue();
+  private readonly batching: Required<OracleBatching>;
+  /** Batching only: calls and cache releases waiting for the device, in arrival order. */
+  private readonly pending: Array<BatchMember | (() => void)> = [];
+  /** Batching only: whether a forward runs (or is about to start). */
+  private running = false;
   private closed = false;
 
-  /** Throws a RangeError for a negative or non-finite latency. */
+  /** Throws a RangeError for a negative or non-finite latency, or bad batching options. */
   constructor(
     readonly model: OracleModel,
     latency: OracleLatency,
     private readonly clock: Clock,
+    batching?: OracleBatching,
   ) {
     this.latency = resolveOracleLatency(latency);
+    this.batching = resolveOracleBatching(batching);
+  }
+
+  /** Whether calls are batched (maxBatchRequests > 1). */
+  get batched(): boolean {
+    return this.batching.maxBatchRequests > 1;
   }
 
   /**
@@ -301,6 +339,7 @@ export class OracleReplica {
     signal?: AbortSignal,
   ): Promise<OracleForward<T>> {
     if (signal?.aborted) throw abortReason(signal);
+    if (this.batched) return this.enqueue(requestId, prefix, suffix, from, compute, signal);
     await this.device.acquire(signal);
     try {
       if (this.closed) throw new OracleReplicaClosedError('the oracle replica is closed');
@@ -332,6 +371,10 @@ export class OracleReplica {
 
   /** Drops a request's cache, queued behind the device's pending forwards (none can bring it back). */
   async release(requestId: string): Promise<boolean> {
+    if (this.batched) {
+      if (!this.running && this.pending.length === 0) return this.caches.delete(requestId);
+      return new Promise<boolean>((resolve) => this.pending.push(() => resolve(this.caches.delete(requestId))));
+    }
     await this.device.acquire();
     try {
       return this.caches.delete(requestId);
@@ -355,6 +398,119 @@ export class OracleReplica {
     this.caches.clear();
   }
 
+  /** Batching: queues a call for the next forward (starting one now when the device is idle). */
+  private enqueue<T>(
+    requestId: string,
+    prefix: readonly number[],
+    suffix: readonly number[],
+    from: number,
+    compute: (hashes: PrefixHashes) => T,
+    signal?: AbortSignal,
+  ): Promise<OracleForward<T>> {
+    return new Promise<OracleForward<T>>((resolve, reject) => {
+      const member: BatchMember = { requestId, prefix, suffix, from, compute, signal, resolve: resolve as BatchMember['resolve'], reject, settled: false };
+      if (signal) {
+        member.onAbort = () => {
+          if (member.settled) return;
+          member.settled = true;
+          const index = this.pending.indexOf(member);
+          if (index >= 0) this.pending.splice(index, 1);
+          reject(abortReason(signal));
+          member.batch?.memberAborted();
+        };
+        signal.addEventListener('abort', member.onAbort, { once: true });
+      }
+      this.pending.push(member);
+      if (!this.running) {
+        this.running = true;
+        // Calls made in the same turn (a burst) join this forward too.
+        queueMicrotask(() => void this.runBatches());
+      }
+    });
+  }
+
+  /** Batching: runs forwards while calls wait, then marks the device idle. */
+  private async runBatches(): Promise<void> {
+    try {
+      for (;;) {
+        // Releases queued before the next call happen now: they wait only for the forwards before them.
+        while (this.pending.length > 0 && typeof this.pending[0] === 'function') (this.pending.shift() as () => void)();
+        if (this.pending.length === 0) return;
+        await this.runBatch(this.takeBatch());
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** The calls of the next forward: in arrival order up to a release, within the request and token limits. */
+  private takeBatch(): Array<{ member: BatchMember; cached: RequestCache; common: number; reused: number; computed: number }> {
+    const { maxBatchRequests, maxBatchTokens } = this.batching;
+    const batch: Array<{ member: BatchMember; cached: RequestCache; common: number; reused: number; computed: number }> = [];
+    let tokens = 0;
+    while (batch.length < maxBatchRequests && this.pending.length > 0 && typeof this.pending[0] !== 'function') {
+      const member = this.pending[0] as BatchMember;
+      let cached = (member.requestId && this.caches.get(member.requestId)) || { tokens: [], hashes: [this.model.rootHash()] };
+      // Two calls of one request in a forward each commit their own sequence: give each its own copy.
+      if (member.requestId && batch.some((other) => other.member.requestId === member.requestId)) {
+        cached = { tokens: cached.tokens.slice(), hashes: cached.hashes.slice() };
+      }
+      const common = commonPrefix(cached.tokens, member.prefix, member.suffix);
+      const reused = min(common, member.from);
+      const computed = member.prefix.length + member.suffix.length - reused;
+      if (batch.length > 0 && tokens + computed > maxBatchTokens) break;
+      this.pending.shift();
+      tokens += computed;
+      batch.push({ member, cached, common, reused, computed });
+    }
+    return batch;
+  }
+
+  /** One batched forward: every call's result computed, one sleep for the batch, caches committed for the calls still wanted. */
+  private async runBatch(batch: Array<{ member: BatchMember; cached: RequestCache; common: number; reused: number; computed: number }>): Promise<void> {
+    const started = this.clock.now();
+    const sleep = new AbortController();
+    let live = batch.length;
+    const handle = { memberAborted: () => (--live === 0 ? sleep.abort() : undefined) };
+    let slowest = 0;
+    let slowestTokens = 0;
+    let tokens = 0;
+    const work = batch.map(({ member, cached, common, reused, computed }) => {
+      member.batch = handle;
+      tokens += computed;
+      const ms = oracleForwardMs(this.latency, reused, computed);
+      if (ms > slowest || (ms === slowest && computed > slowestTokens)) {
+        slowest = ms;
+        slowestTokens = computed;
+      }
+      if (this.closed) return undefined;
+      const split = member.prefix.length;
+      const length = split + member.suffix.length;
+      const fresh: number[] = [];
+      let hash = cached.hashes[common];
+      for (let n = common + 1; n <= length; n++) fresh.push((hash = this.model.nextHash(hash, n, n <= split ? member.prefix[n - 1] : member.suffix[n - 1 - split])));
+      const at = (position: number): number => (position <= common ? cached.hashes[position] : fresh[position - common - 1]);
+      try {
+        return { fresh, result: member.compute({ at }) };
+      } catch (error) {
+        return { fresh, error };
+      }
+    });
+    const remaining = slowest + this.batching.batchMsPerToken * (tokens - slowestTokens) - (this.clock.now() - started);
+    if (remaining > 0 && live > 0) await this.clock.sleep(remaining, sleep.signal).catch(() => undefined);
+    const modelMs = this.clock.now() - started;
+    batch.forEach(({ member, cached, common, reused, computed }, i) => {
+      if (member.settled) return;
+      member.settled = true;
+      if (member.onAbort) member.signal?.removeEventListener('abort', member.onAbort);
+      const done = work[i];
+      if (!done) return member.reject(new OracleReplicaClosedError('the oracle replica is closed'));
+      if ('error' in done) return member.reject(done.error);
+      if (member.requestId) this.commit(member.requestId, cached, common, member.prefix, member.suffix, done.fresh);
+      member.resolve({ result: done.result, reusedTokens: reused, computedTokens: computed, modelMs });
+    });
+  }
+
   /** Replaces the cache's tokens after `common` by the forward's (in place: only the new tokens are copied). */
   private commit(requestId: string, cache: RequestCache, common: number, prefix: readonly number[], suffix: readonly number[], fresh: readonly number[]): void {
     cache.tokens.length = common;
@@ -367,6 +523,23 @@ export class OracleReplica {
 }
 
 const NO_TOKENS: readonly number[] = [];
+
+/** A call waiting for (or in) a batched forward. */
+interface BatchMember {
+  requestId: string;
+  prefix: readonly number[];
+  suffix: readonly number[];
+  from: number;
+  compute: (hashes: PrefixHashes) => unknown;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+  resolve: (forward: OracleForward<unknown>) => void;
+  reject: (reason: unknown) => void;
+  /** Resolved, rejected or aborted: nothing more happens to it. */
+  settled: boolean;
+  /** The forward it runs in, once it runs: told when it aborts (the forward stops when every call has). */
+  batch?: { memberAborted(): void };
+}
 
 /** The length of the common prefix of `cached` and `prefix ++ suffix`. */
 function commonPrefix(cached: readonly number[], prefix: readonly number[], suffix: readonly number[]): number {

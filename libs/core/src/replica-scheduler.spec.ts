@@ -83,9 +83,9 @@ class ScriptedTenant implements ReplicaTenant<Slot> {
   }
 }
 
-function pool(replicas: number, preemptSpeculative = true): { scheduler: ReplicaScheduler<Slot>; slots: Slot[]; log: string[]; tenant: (name: string) => ScriptedTenant } {
+function pool(replicas: number, preemptSpeculative = true, slotsPerReplica = 1): { scheduler: ReplicaScheduler<Slot>; slots: Slot[]; log: string[]; tenant: (name: string) => ScriptedTenant } {
   const slots = Array.from({ length: replicas }, (_, i) => ({ name: `r${i}` }));
-  const scheduler = new ReplicaScheduler<Slot>(slots, { preemptSpeculative });
+  const scheduler = new ReplicaScheduler<Slot>(slots, { preemptSpeculative, slotsPerReplica });
   const log: string[] = [];
   return {
     scheduler,
@@ -100,6 +100,30 @@ function pool(replicas: number, preemptSpeculative = true): { scheduler: Replica
 }
 
 describe('ReplicaScheduler decisions', () => {
+  it('with several slots per replica (batching replicas): the least loaded replica first, lanes before speculative work, preemption only when every slot is taken', () => {
+    const { scheduler, log, tenant } = pool(2, true, 2);
+    expect(scheduler.slotsPerReplica).toBe(2);
+    const a = tenant('a').want({ class: 'lane' });
+    const b = tenant('b').want({ class: 'lane' });
+    // Idle replicas first: a and b each get one; then the second slots.
+    expect(log).toEqual(['a:lane@r0', 'b:lane@r1']);
+    const c = tenant('c').want({ class: 'speculative', distance: 1 });
+    const d = tenant('d').want({ class: 'speculative', distance: 3 });
+    expect(log).toEqual(['a:lane@r0', 'b:lane@r1', 'c:speculative1@r0', 'd:speculative3@r1']);
+    expect(scheduler.stats()).toMatchObject({ busyReplicas: 2, replicas: 2 });
+    // Every slot is taken: a new lane takes back the farthest speculative call (d's).
+    d.wantOf.set(d.leases[0], 3);
+    c.wantOf.set(c.leases[0], 1);
+    tenant('e').want({ class: 'lane' });
+    expect(log.slice(4)).toEqual(['preempt d@r1', 'e:lane@r1']);
+    // 5 tenants on 2 replicas x 2 slots: saturated; 3 would not be.
+    expect(scheduler.saturated).toBe(true);
+    a.finishOne();
+    b.finishOne();
+    expect(scheduler.stats()).toMatchObject({ busyReplicas: 2 });
+    expect(() => new ReplicaScheduler<Slot>([], { slotsPerReplica: 0 })).toThrow(/slotsPerReplica=0/);
+  });
+
   it('gives a free replica to any lane before any speculative work, whatever waited longer', () => {
     const { scheduler, log, tenant } = pool(1);
     const a = tenant('a').want({ class: 'lane' }); // takes r0
@@ -425,7 +449,7 @@ async function serve(shape: PoolShape, requests: readonly Request[], dedicated =
   const targets = Array.from({ length: shape.replicas }, (_, r) => new FakeTarget(`target-${r}`, world, clock, shape.t ?? 10, shape.perToken ?? 0, (i) => shape.replicaFails?.(r, i) ?? false));
   const drafters = Array.from({ length: shape.drafters ?? 1 }, (_, d) => new FakeDrafter(`drafter-${d}`, world, clock, shape.c ?? 1));
   const grants: GrantRecord[] = [];
-  const targetScheduler = new TargetScheduler(targets, { grant: (e) => grants.push({ tenant: e.tenant, class: e.class, since: e.since, ticket: e.ticket }) });
+  const targetScheduler = new TargetScheduler(targets, { events: { grant: (e) => grants.push({ tenant: e.tenant, class: e.class, since: e.since, ticket: e.ticket }) } });
   const drafterScheduler = new DrafterScheduler(drafters);
   const timers = new AbortController();
   const served: Served[] = requests.map((request) => ({ request, events: [], startedAt: 0 }));

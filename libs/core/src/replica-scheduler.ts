@@ -13,7 +13,7 @@
  *    wait: so no request waits behind more than one lane of every other generation (one round).
  *    Below saturation a replica never idles while any lane waits, ready or not.
  * 2. Speculative work only on replicas no lane needs: nearest to its V first, then longest waiting.
- * 3. Saturated (several tenants, and at least as many tenants as replicas: every replica is wanted
+ * 3. Saturated (several tenants, and at least as many tenants as slots: every replica is wanted
  *    by a lane): when the lane rule 1 picks is not ready and waits for its drafts, no lane is
  *    granted: the replica waits for it (or for a ready lane that may overtake it), and speculative
  *    work gets a replica only when no lane waits, ready or not. When replicas are the bottleneck a
@@ -23,8 +23,9 @@
  *    valuable speculative call in flight (farthest from its V; ties: the most recently granted) is
  *    taken back ({@link ReplicaTenant.preempt}) and its replica goes to the lane. Work that became a
  *    lane is never taken back.
- * 5. Among free replicas, the one with the fewest consecutive failures (counted across tenants, reset
- *    by a success); ties: the first in the replica list. In a shared pool, a tenant whose call just
+ * 5. Among free replicas (a replica takes `slotsPerReplica` calls at once, 1 unless it batches the
+ *    calls that arrive during a forward into the next), the least loaded, then the one with the fewest
+ *    consecutive failures (counted across tenants, reset by a success); ties: the first in the list. In a shared pool, a tenant whose call just
  *    failed on a replica retries on another one (when the list holds another), even if it waits.
  *
  * Pure: no I/O, no timers, no clock. Ordering uses the scheduler's own tickets (a counter), so the
@@ -123,6 +124,18 @@ export interface ReplicaSchedulerOptions<R> {
   /** Take speculative calls back for waiting lanes (the target and drafter schedulers do). */
   preemptSpeculative?: boolean;
   events?: ReplicaSchedulerEvents<R>;
+  /**
+   * Calls one replica may have in flight at once: replicas that batch the calls arriving during a
+   * forward into the next one take several. Default 1 (one call per replica at a time).
+   */
+  slotsPerReplica?: number;
+}
+
+/** What the target and drafter schedulers take besides the replica list. */
+export interface PoolSchedulerOptions<R> {
+  events?: ReplicaSchedulerEvents<R>;
+  /** See {@link ReplicaSchedulerOptions.slotsPerReplica}. */
+  slotsPerReplica?: number;
 }
 
 class Lease<R extends object> implements ReplicaLease<R> {
@@ -195,7 +208,10 @@ export class ReplicaScheduler<R extends object> {
   private readonly preemptSpeculative: boolean;
   private readonly events?: ReplicaSchedulerEvents<R>;
   private readonly tenants = new Set<ReplicaTenant<R>>();
-  private readonly leases = new Map<R, Lease<R>>();
+  /** Calls in flight: every lease not yet released, and how many each replica holds. */
+  private readonly leases = new Set<Lease<R>>();
+  private readonly inFlight = new Map<R, number>();
+  private readonly slots: number;
   private readonly failures = new Map<R, number>();
   /** The replica of each tenant's last failed call, until its next success: it retries elsewhere. */
   private readonly lastFailedOn = new Map<ReplicaTenant<R>, R>();
@@ -217,6 +233,8 @@ export class ReplicaScheduler<R extends object> {
     this.source = typeof replicas === 'function' ? replicas : () => replicas;
     this.preemptSpeculative = options.preemptSpeculative ?? false;
     this.events = options.events;
+    this.slots = options.slotsPerReplica ?? 1;
+    if (!Number.isInteger(this.slots) || this.slots < 1) throw new RangeError(`slotsPerReplica=${options.slotsPerReplica} must be an integer >= 1`);
   }
 
   /** The current replica list. */
@@ -229,13 +247,18 @@ export class ReplicaScheduler<R extends object> {
     return this.source().length;
   }
 
+  /** Calls one replica may have in flight at once ({@link ReplicaSchedulerOptions.slotsPerReplica}). */
+  get slotsPerReplica(): number {
+    return this.slots;
+  }
+
   /**
-   * Whether every replica is wanted by a lane: several tenants, at least as many as replicas (each
-   * tenant has a lane in flight or waiting while it runs). A tenant alone is never saturated, so one
-   * generation on an idle pool runs exactly as with replicas of its own.
+   * Whether every slot is wanted by a lane: several tenants, at least as many as replicas times their
+   * slots (each tenant has a lane in flight or waiting while it runs). A tenant alone is never
+   * saturated, so one generation on an idle pool runs exactly as with replicas of its own.
    */
   get saturated(): boolean {
-    return this.tenants.size >= 2 && this.tenants.size >= this.replicaCount;
+    return this.tenants.size >= 2 && this.tenants.size >= this.replicaCount * this.slots;
   }
 
   /** Replaces the replica list (e.g. on a health change) and gives new replicas work at once. */
@@ -265,7 +288,7 @@ export class ReplicaScheduler<R extends object> {
     this.tenants.delete(tenant);
     this.lastLaneGrant.delete(tenant);
     this.lastFailedOn.delete(tenant);
-    for (const lease of [...this.leases.values()]) {
+    for (const lease of [...this.leases]) {
       if (lease.tenant === tenant) lease.release('cancelled');
     }
     this.schedule();
@@ -313,7 +336,7 @@ export class ReplicaScheduler<R extends object> {
       activeGenerations: this.tenants.size,
       waitingLanes,
       waitingSpeculative,
-      busyReplicas: this.leases.size,
+      busyReplicas: this.inFlight.size,
       replicas: this.replicaCount,
       lanesGranted: this.lanesGranted,
       speculativeGranted: this.speculativeGranted,
@@ -323,7 +346,7 @@ export class ReplicaScheduler<R extends object> {
 
   /** Called by a lease when it is released: the replica is free again. */
   private readonly onLeaseReleased = (lease: Lease<R>, outcome: LeaseOutcome): void => {
-    if (this.leases.get(lease.replica) === lease) this.leases.delete(lease.replica);
+    this.forgetLease(lease);
     if (outcome === 'succeeded') {
       this.failures.set(lease.replica, 0);
       this.lastFailedOn.delete(lease.tenant);
@@ -402,15 +425,25 @@ export class ReplicaScheduler<R extends object> {
     const avoided = this.avoidedBy(tenant, replicas);
     let best: R | undefined;
     let bestFailures = Infinity;
+    let bestLoad = Infinity;
     for (const replica of replicas) {
-      if (this.leases.has(replica) || replica === avoided) continue;
+      const load = this.inFlight.get(replica) ?? 0;
+      if (load >= this.slots || replica === avoided) continue;
       const failures = this.failuresOf(replica);
-      if (failures < bestFailures) {
+      if (load < bestLoad || (load === bestLoad && failures < bestFailures)) {
         best = replica;
+        bestLoad = load;
         bestFailures = failures;
       }
     }
     return best;
+  }
+
+  private forgetLease(lease: Lease<R>): void {
+    if (!this.leases.delete(lease)) return;
+    const load = (this.inFlight.get(lease.replica) ?? 1) - 1;
+    if (load > 0) this.inFlight.set(lease.replica, load);
+    else this.inFlight.delete(lease.replica);
   }
 
   /**
@@ -428,7 +461,8 @@ export class ReplicaScheduler<R extends object> {
   private grant(choice: Candidate<R>, replica: R, declined: Set<ReplicaTenant<R>>): void {
     const { tenant, claim } = choice;
     const lease = new Lease(replica, tenant, claim.class, this.ticket(), this.onLeaseReleased);
-    this.leases.set(replica, lease);
+    this.leases.add(lease);
+    this.inFlight.set(replica, (this.inFlight.get(replica) ?? 0) + 1);
     const previousLaneGrant = this.lastLaneGrant.get(tenant);
     if (claim.class === 'lane') this.lastLaneGrant.set(tenant, lease.ticket);
     this.events?.grant?.({ tenant: tenant.name, replica, class: claim.class, ready: claim.ready, distance: claim.distance, since: claim.since, ticket: lease.ticket });
@@ -445,7 +479,7 @@ export class ReplicaScheduler<R extends object> {
     }
     if (!lease.released) {
       lease.released = true;
-      this.leases.delete(replica);
+      this.forgetLease(lease);
     }
   }
 
@@ -454,7 +488,7 @@ export class ReplicaScheduler<R extends object> {
     let victim: Lease<R> | undefined;
     let victimDistance = -Infinity;
     const avoided = this.avoidedBy(lane.tenant, this.source());
-    for (const lease of this.leases.values()) {
+    for (const lease of this.leases) {
       if (lease.class !== 'speculative' || lease.replica === avoided) continue;
       const distance = lease.tenant.preemptible?.(lease);
       if (distance === undefined) continue;
@@ -498,8 +532,8 @@ export class TargetScheduler extends ReplicaScheduler<TargetReplica> {
   /** The pool's measurements, shared by its generations. */
   readonly measurements = new PoolMeasurements();
 
-  constructor(targets: readonly TargetReplica[] | (() => readonly TargetReplica[]), events?: ReplicaSchedulerEvents<TargetReplica>) {
-    super(targets, { preemptSpeculative: true, events });
+  constructor(targets: readonly TargetReplica[] | (() => readonly TargetReplica[]), options: PoolSchedulerOptions<TargetReplica> = {}) {
+    super(targets, { preemptSpeculative: true, ...options });
   }
 }
 
@@ -509,7 +543,7 @@ export class TargetScheduler extends ReplicaScheduler<TargetReplica> {
  * drafter of such a call when none is free: a lane never waits behind another run's drafting ahead.
  */
 export class DrafterScheduler extends ReplicaScheduler<Drafter> {
-  constructor(drafters: readonly Drafter[] | (() => readonly Drafter[]), events?: ReplicaSchedulerEvents<Drafter>) {
-    super(drafters, { preemptSpeculative: true, events });
+  constructor(drafters: readonly Drafter[] | (() => readonly Drafter[]), options: PoolSchedulerOptions<Drafter> = {}) {
+    super(drafters, { preemptSpeculative: true, ...options });
   }
 }
