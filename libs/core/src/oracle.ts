@@ -182,6 +182,13 @@ export interface OracleBatching {
   batchMsPerToken?: number;
 }
 
+/**
+ * A batched forward's default cost of each extra token, as a fraction of the forward: from the H200
+ * figures for llama3.1-70b (`../shared/data`), (fwd16 - fwd1) / 15 / fwd1 = (58.80 - 51.18) / 15 / 51.18
+ * = 0.0099. A memory-bound decode step barely notices 15 more rows.
+ */
+export const DEFAULT_BATCH_COST_PER_TOKEN = 0.0099;
+
 /** The batching options with defaults applied; throws a RangeError naming a bad one. */
 export function resolveOracleBatching(batching: OracleBatching = {}): Required<OracleBatching> {
   const { maxBatchRequests = 1, maxBatchTokens = Infinity, batchMsPerToken = 0 } = batching;
@@ -273,6 +280,8 @@ export interface OracleForward<T> {
   computedTokens: number;
   /** Clock time from getting the device to the end of the forward. */
   modelMs: number;
+  /** Calls that ran in this forward (1 unless the replica batches). */
+  batchRequests: number;
 }
 
 /** Thrown by {@link OracleReplica.forward} after {@link OracleReplica.close}. */
@@ -363,7 +372,7 @@ export class OracleReplica {
       if (signal?.aborted) throw abortReason(signal);
       // Commit only a finished forward: an aborted one leaves the previous, consistent cache.
       if (requestId) this.commit(requestId, cached, common, prefix, suffix, fresh);
-      return { result, reusedTokens, computedTokens, modelMs: this.clock.now() - started };
+      return { result, reusedTokens, computedTokens, modelMs: this.clock.now() - started, batchRequests: 1 };
     } finally {
       this.device.release();
     }
@@ -507,7 +516,7 @@ export class OracleReplica {
       if (!done) return member.reject(new OracleReplicaClosedError('the oracle replica is closed'));
       if ('error' in done) return member.reject(done.error);
       if (member.requestId) this.commit(member.requestId, cached, common, member.prefix, member.suffix, done.fresh);
-      member.resolve({ result: done.result, reusedTokens: reused, computedTokens: computed, modelMs });
+      member.resolve({ result: done.result, reusedTokens: reused, computedTokens: computed, modelMs, batchRequests: batch.length });
     });
   }
 

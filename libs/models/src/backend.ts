@@ -22,6 +22,8 @@ export interface ForwardResult {
   computedTokens: number;
   /** Time spent in the model itself, when the backend measures it. */
   modelMs?: number;
+  /** Calls that shared this forward, when the backend batches (absent: 1). */
+  batchRequests?: number;
 }
 
 /**

@@ -4,7 +4,7 @@
  * exact and reproducible (the study's sleeps), but through the real services and wire; the simulator's
  * event mode runs the same oracle on a virtual clock, so its predictions produce the same tokens.
  */
-import { OracleModel, OracleReplica, type Clock, type OracleLatency } from '@dsi/core';
+import { OracleModel, OracleReplica, type Clock, type OracleBatching, type OracleLatency } from '@dsi/core';
 import { checkTokens, type ForwardResult, type LanguageModel, type ModelInfo } from './backend';
 import { wallClock } from './clock';
 
@@ -27,6 +27,8 @@ export interface SyntheticOptions extends OracleLatency {
    * little CPU, so load experiments on few cores use 0.
    */
   spinMs?: number;
+  /** Batching of the calls that arrive during a forward (see {@link OracleBatching}); default none. */
+  batching?: OracleBatching;
 }
 
 const DEFAULT_CONTEXT_LENGTH = 4096;
@@ -40,7 +42,7 @@ class SyntheticModel implements LanguageModel {
     this.oracle = new OracleModel(options);
     const contextLength = options.contextLength ?? DEFAULT_CONTEXT_LENGTH;
     if (!Number.isInteger(contextLength) || contextLength < 1) throw new RangeError(`contextLength=${contextLength} must be an integer >= 1`);
-    this.replica = new OracleReplica(this.oracle, options, options.clock ?? wallClock(options.spinMs));
+    this.replica = new OracleReplica(this.oracle, options, options.clock ?? wallClock(options.spinMs), options.batching);
     this.info = {
       name: `synthetic-${options.role}`,
       backend: 'synthetic',
@@ -65,7 +67,8 @@ class SyntheticModel implements LanguageModel {
       },
       signal,
     );
-    return { logits: forward.result, rows, reusedTokens: forward.reusedTokens, computedTokens: forward.computedTokens, modelMs: forward.modelMs };
+    const { reusedTokens, computedTokens, modelMs, batchRequests } = forward;
+    return { logits: forward.result, rows, reusedTokens, computedTokens, modelMs, batchRequests };
   }
 
   release(requestId: string): Promise<boolean> {

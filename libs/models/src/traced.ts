@@ -5,7 +5,7 @@ import type { LanguageModel } from './backend';
 /**
  * The model with a `dsi.forward` span around every forward (a child of the gRPC server span of the
  * Draft or Verify that asked for it): tokens computed, tokens reused from the KV cache, time in the
- * model; and the replica's metrics: forwards, tokens computed and reused (their ratio is the KV
+ * model, calls that shared the forward (`dsi.batch.requests`); and the replica's metrics: forwards, tokens computed and reused (their ratio is the KV
  * cache's hit rate), forward duration. Everything else passes through.
  */
 export function tracedModel(model: LanguageModel, tracer: Tracer, meter: Meter = metrics.getMeter('dsi-replica')): LanguageModel {
@@ -27,6 +27,7 @@ export function tracedModel(model: LanguageModel, tracer: Tracer, meter: Meter =
           [A.TOKENS_COMPUTED]: result.computedTokens,
           [A.TOKENS_REUSED]: result.reusedTokens,
           ...(result.modelMs !== undefined ? { 'dsi.model_ms': result.modelMs } : {}),
+          'dsi.batch.requests': result.batchRequests ?? 1,
         });
         return result;
       }),

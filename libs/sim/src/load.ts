@@ -98,8 +98,9 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
   }
   const clock = new VirtualClock({ settle: options.settle ?? 'microtasks' });
   const { targetModel, drafters, targets } = simulatedReplicas(p, clock, { targets: p.servers, drafters: p.drafters ?? 1 });
-  const targetScheduler = new TargetScheduler(targets);
-  const drafterScheduler = new DrafterScheduler(drafters);
+  const slotsPerReplica = p.maxBatchRequests ?? 1;
+  const targetScheduler = new TargetScheduler(targets, { slotsPerReplica });
+  const drafterScheduler = new DrafterScheduler(drafters, { slotsPerReplica });
   const requests: LoadRequest[] = new Array<LoadRequest>(p.requests);
 
   const send = async (index: number): Promise<void> => {

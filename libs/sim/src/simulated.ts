@@ -3,6 +3,7 @@
  * libs/core oracle pair and latency model (the synthetic backend's), on a virtual clock.
  */
 import {
+  DEFAULT_BATCH_COST_PER_TOKEN,
   OracleModel,
   OracleReplica,
   type Clock,
@@ -39,6 +40,18 @@ export interface EventParams {
   seed: number;
   /** The prompt's tokens; default one token, 1 + seed % 200. */
   prompt?: readonly number[];
+  /**
+   * Calls one forward of a replica (drafter or target) may batch: those that arrive while a forward
+   * runs join the next. Default 1 (no batching); the schedulers then send each replica this many calls at once.
+   */
+  maxBatchRequests?: number;
+  /** Tokens one batched forward may compute. Default unbounded. */
+  maxBatchTokens?: number;
+  /**
+   * Latency of each token a batched forward computes beyond its slowest call's, as a fraction of the
+   * replica's forward (t for targets, c for drafters). Default {@link DEFAULT_BATCH_COST_PER_TOKEN}.
+   */
+  batchCostPerToken?: number;
 }
 
 /** Sleeps a call's round trip (nothing when it is 0, so no timer is registered). */
@@ -165,10 +178,15 @@ export function simulatedReplicas(p: EventParams, clock: Clock, counts: { target
   const targetModel = new OracleModel({ role: 'target', seed: p.seed });
   const drafterLatency = { ttftMs: p.c, tpotMs: p.c };
   const targetLatency = { ttftMs: p.ttft ?? p.t, tpotMs: p.t, verifyMsPerToken: p.verifyPerToken ?? 0 };
+  const cost = p.batchCostPerToken ?? DEFAULT_BATCH_COST_PER_TOKEN;
+  const batching = (forwardMs: number) => ({ maxBatchRequests: p.maxBatchRequests ?? 1, maxBatchTokens: p.maxBatchTokens ?? Infinity, batchMsPerToken: cost * forwardMs });
   return {
     targetModel,
-    drafters: Array.from({ length: counts.drafters }, (_, i) => new SimulatedDrafter(new OracleReplica(drafterModel, drafterLatency, clock), clock, rtt, `drafter-${i}`)),
-    targets: Array.from({ length: counts.targets }, (_, i) => new SimulatedTarget(`server-${i}`, new OracleReplica(targetModel, targetLatency, clock), clock, rtt)),
+    drafters: Array.from(
+      { length: counts.drafters },
+      (_, i) => new SimulatedDrafter(new OracleReplica(drafterModel, drafterLatency, clock, batching(p.c)), clock, rtt, `drafter-${i}`),
+    ),
+    targets: Array.from({ length: counts.targets }, (_, i) => new SimulatedTarget(`server-${i}`, new OracleReplica(targetModel, targetLatency, clock, batching(p.t)), clock, rtt)),
   };
 }
 

@@ -35,10 +35,12 @@ describe('replica wire', () => {
     });
   });
 
-  it('adds up the cost of forwards, counting an unmeasured model time as 0', () => {
+  it('adds up the cost of forwards, counting an unmeasured model time as 0, and reports the largest batch', () => {
     const forward = (computedTokens: number, reusedTokens: number, modelMs?: number) => ({ logits: new Float32Array(0), rows: 1, computedTokens, reusedTokens, modelMs });
     const stats = statsToWire([forward(5, 0, 2.5), forward(1, 5), forward(1, 6, 0.5)]);
-    expect(stats).toEqual({ computedTokens: 7, reusedTokens: 11, forwards: 3, modelMs: 3 });
+    expect(stats).toEqual({ computedTokens: 7, reusedTokens: 11, forwards: 3, modelMs: 3, batchRequests: 1 });
+    // The most calls any one of the forwards shared (a batching replica); absent means 1.
+    expect(statsToWire([forward(1, 5), { ...forward(1, 6), batchRequests: 3 }, { ...forward(1, 7), batchRequests: 2 }]).batchRequests).toBe(3);
     expect(statsToWire([])).toEqual(ForwardStats.fromPartial({}));
   });
 });

@@ -57,5 +57,6 @@ export function statsToWire(results: readonly ForwardResult[]): ForwardStats {
     reusedTokens: results.reduce((s, r) => s + r.reusedTokens, 0),
     forwards: results.length,
     modelMs: results.reduce((s, r) => s + (r.modelMs ?? 0), 0),
+    batchRequests: results.reduce((most, r) => Math.max(most, r.batchRequests ?? 1), results.length > 0 ? 1 : 0),
   };
 }

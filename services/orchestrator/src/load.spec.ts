@@ -60,20 +60,23 @@ class LoadStack {
   targetAddresses: string[] = [];
   drafterAddresses: string[] = [];
   tokenizer!: TextTokenizer;
+  /** The most calls one forward of a replica ran together (`maxBatchRequests` above 1 batches). */
+  largestBatch = { drafter: 0, target: 0 };
 
-  async start(options: { targetMs?: number } = {}): Promise<void> {
+  async start(options: { targetMs?: number; maxBatchRequests?: number } = {}): Promise<void> {
     const pair = await ensureDefaultModels(testModelsDir());
     this.tokenizer = TextTokenizer.load(pair.target);
     const targetMs = options.targetMs ?? TARGET_MS;
+    const batching = { maxBatchRequests: options.maxBatchRequests ?? 1 };
     for (let i = 0; i < 2; i++) {
-      const model = this.model(createSyntheticModel({ role: 'drafter', seed: 7, acceptance: 0.7, ttftMs: DRAFTER_MS, tpotMs: DRAFTER_MS }));
+      const model = this.model(createSyntheticModel({ role: 'drafter', seed: 7, acceptance: 0.7, ttftMs: DRAFTER_MS, tpotMs: DRAFTER_MS, batching }), 'drafter');
       let address = '';
       const server = await this.serve(counting(drafterService(LoadingSlot.of(model)), 'draft', this.draftCalls, () => address));
       address = server.address;
       this.drafterAddresses.push(address);
     }
     for (let i = 0; i < 4; i++) {
-      const model = this.model(createSyntheticModel({ role: 'target', seed: 7, ttftMs: targetMs, tpotMs: targetMs }));
+      const model = this.model(createSyntheticModel({ role: 'target', seed: 7, ttftMs: targetMs, tpotMs: targetMs, batching }), 'target');
       let address = '';
       const server = await this.serve(counting(targetService(LoadingSlot.of(model)), 'verify', this.verifyCalls, () => address));
       address = server.address;
@@ -101,9 +104,19 @@ class LoadStack {
     await Promise.all(this.models.map((m) => m.close()));
   }
 
-  private model(model: LanguageModel): LanguageModel {
+  private model(model: LanguageModel, role: 'drafter' | 'target'): LanguageModel {
     this.models.push(model);
-    return model;
+    return {
+      info: model.info,
+      logits: async (...args) => {
+        const forward = await model.logits(...args);
+        this.largestBatch[role] = Math.max(this.largestBatch[role], forward.batchRequests ?? 1);
+        return forward;
+      },
+      release: (requestId) => model.release(requestId),
+      warmup: () => model.warmup(),
+      close: () => model.close(),
+    };
   }
 
   private async serve(registration: ServiceRegistration): Promise<DsiServer> {
@@ -208,6 +221,31 @@ describe('many requests at once', () => {
     const calls = stack.drafterAddresses.map((address) => stack.draftCalls.get(address) ?? 0);
     expect(calls.every((n) => n > 0)).toBe(true);
   }, 60_000);
+});
+
+describe('many requests at once on replicas that batch (--max-batch-requests 4)', () => {
+  const batched = new LoadStack();
+  const unbatched = new LoadStack();
+  beforeAll(() => Promise.all([batched.start({ maxBatchRequests: 4 }), unbatched.start()]), 60_000);
+  afterAll(() => Promise.all([batched.stop(), unbatched.stop()]));
+
+  it('gives exactly the unbatched tokens: 32 concurrent requests of mixed modes, rules and lookaheads, forwards shared', async () => {
+    const orchestrator = await batched.orchestrator({ slotsPerReplica: 4 });
+    const reference = await unbatched.orchestrator();
+    const requests = Array.from({ length: 32 }, (_, i) => mixedRequest(i));
+    const alone: number[][] = [];
+    for (const params of requests) alone.push((await reference.generate(params)).tokens);
+    const together = await Promise.all(requests.map((params) => orchestrator.generate(params)));
+    requests.forEach((params, i) => {
+      const label = `#${i} ${MODE_NAMES[params.mode!]} k=${params.lookahead} ${params.sampling!.rule === VerificationRule.VERIFICATION_RULE_SEEDED ? 'seeded' : 'greedy'}`;
+      expect({ label, tokens: together[i].tokens }).toEqual({ label, tokens: alone[i] });
+    });
+    // The replicas really batched: forwards of both kinds ran several calls together, never more than 4.
+    expect(batched.largestBatch.target).toBeGreaterThan(1);
+    expect(batched.largestBatch.drafter).toBeGreaterThan(1);
+    expect(Math.max(batched.largestBatch.target, batched.largestBatch.drafter)).toBeLessThanOrEqual(4);
+    expect(unbatched.largestBatch).toEqual({ drafter: 1, target: 1 });
+  }, 120_000);
 });
 
 describe('admission', () => {

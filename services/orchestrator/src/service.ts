@@ -45,6 +45,12 @@ export interface OrchestratorOptions {
   maxActiveRequests?: number;
   /** Most requests waiting for a turn; more get RESOURCE_EXHAUSTED. Default {@link DEFAULT_MAX_QUEUED_REQUESTS}. */
   maxQueuedRequests?: number;
+  /**
+   * Calls sent to one drafter or target replica at once (default 1): replicas that batch the calls
+   * arriving during a forward (`--max-batch-requests`) take several, and generations are admitted for
+   * every slot (the default active limit becomes 2 per slot).
+   */
+  slotsPerReplica?: number;
   /** Turns prompt and stop text into token ids and output ids into text (the target's tokenizer). */
   tokenizer: TextTokenizer;
   /** End-of-sequence token id of the target, when it has one. */
@@ -203,13 +209,18 @@ class SharedReplicas {
   constructor(
     private readonly targets: ReplicaPool<GrpcTargetReplica>,
     private readonly drafters: ReplicaPool<GrpcDrafter>,
+    slotsPerReplica = 1,
   ) {
-    this.targetScheduler = new TargetScheduler(memoized(() => targets.healthy(), (healthy) => healthy.map((replica) => this.targetPort(replica))));
+    this.targetScheduler = new TargetScheduler(
+      memoized(() => targets.healthy(), (healthy) => healthy.map((replica) => this.targetPort(replica))),
+      { slotsPerReplica },
+    );
     this.drafterScheduler = new DrafterScheduler(
       memoized(
         () => [drafters.healthy(), drafters.all()] as const,
         ([healthy, all]) => (healthy.length > 0 ? healthy : all.length > 0 ? all : [NO_DRAFTER]).map((drafter) => this.drafterPort(drafter)),
       ),
+      { slotsPerReplica },
     );
   }
 
@@ -343,10 +354,11 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
     return config;
   }
 
-  const shared = new SharedReplicas(options.targets, options.drafters);
+  const slots = options.slotsPerReplica ?? 1;
+  const shared = new SharedReplicas(options.targets, options.drafters, slots);
   const admission = new Admission(
     {
-      maxActive: options.maxActiveRequests ?? (() => defaultMaxActiveRequests(options.targets.healthy().length)),
+      maxActive: options.maxActiveRequests ?? (() => defaultMaxActiveRequests(options.targets.healthy().length * slots)),
       maxQueued: options.maxQueuedRequests ?? DEFAULT_MAX_QUEUED_REQUESTS,
     },
     (change) => {

@@ -16,6 +16,8 @@ export interface OrchestratorConfig {
   maxActiveRequests?: number;
   /** Most requests waiting for a turn (`--max-queued-requests`); default 256. */
   maxQueuedRequests?: number;
+  /** Calls sent to one replica at once (`--max-batch-requests`: replicas that batch take several); default 1. */
+  slotsPerReplica?: number;
   /** Folder with the target's `tokenizer.json` (and, when it is a model folder, its end-of-sequence token). */
   tokenizerDir: string;
   /** Largest max_new_tokens a request may ask for. */
@@ -75,6 +77,7 @@ export async function orchestratorStartup(config: OrchestratorConfig, context: S
         maxNewTokensLimit: config.maxNewTokensLimit,
         maxActiveRequests: config.maxActiveRequests,
         maxQueuedRequests: config.maxQueuedRequests,
+        slotsPerReplica: config.slotsPerReplica,
         targetLimits,
         tracer: context.tracer,
       }),

@@ -1,6 +1,6 @@
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { ensureDefaultModels } from '@dsi/modelgen';
-import { OnnxModel } from '@dsi/models';
+import { createSyntheticModel, OnnxModel } from '@dsi/models';
 import { testModelsDir } from '@dsi/models/test-models';
 import { TargetServiceClient, VerificationRule, VerifyRequest, type VerifyResponse } from '@dsi/proto';
 import { DsiServer, LoadingSlot } from '@dsi/rpc';
@@ -159,5 +159,46 @@ describe('cancellation', () => {
     await busy;
     // The cancelled call never reached the model: nothing is cached for it.
     expect(await replicas[0].model.release('cancelled')).toBe(false);
+  });
+});
+
+describe('batching on the synthetic backend (--max-batch-requests)', () => {
+  const start = async (maxBatchRequests: number) => {
+    const model = createSyntheticModel({ role: 'target', seed: 3, ttftMs: 150, tpotMs: 150, spinMs: 0, batching: { maxBatchRequests, batchMsPerToken: 0.5 } });
+    const server = new DsiServer([targetService(LoadingSlot.of(model))], { port: 0 });
+    await server.start();
+    server.markServing();
+    return { model, server, client: new TargetServiceClient(server.address, credentials.createInsecure()) };
+  };
+  const call = (client: TargetServiceClient, request: Partial<VerifyRequest>) =>
+    new Promise<VerifyResponse>((resolve, reject) => client.verify(VerifyRequest.fromPartial(request), (error, response) => (error ? reject(error) : resolve(response!))));
+
+  it('runs the Verify calls that arrive during a forward together in the next one, each with the answer it gets alone; a cancelled one leaves', async () => {
+    const batched = await start(4);
+    const alone = await start(1);
+    try {
+      const requests = [0, 1, 2, 3].map((i) => ({ requestId: `r${i}`, prefix: [...prompt, 65 + i], drafts: [66, 67, 68].slice(0, i) }));
+      const first = call(batched.client, requests[0]);
+      while (batched.server.inFlightCalls < 1) await new Promise((resolve) => setImmediate(resolve));
+      // A fifth call arrives with the others and is cancelled before the forward it waits for.
+      const doomed = batched.client.verify(VerifyRequest.fromPartial({ requestId: 'doomed', prefix: prompt, drafts: [] }), () => undefined);
+      const rest = requests.slice(1).map((request) => call(batched.client, request));
+      while (batched.server.inFlightCalls < 5) await new Promise((resolve) => setImmediate(resolve));
+      doomed.cancel();
+      const responses = await Promise.all([first, ...rest]);
+      expect(responses.map((r) => r.stats?.batchRequests)).toEqual([1, 3, 3, 3]);
+      for (const [i, request] of requests.entries()) {
+        const reference = await call(alone.client, request);
+        expect({ i, accepted: responses[i].accepted, tokens: responses[i].tokens }).toEqual({ i, accepted: reference.accepted, tokens: reference.tokens });
+        expect(reference.stats?.batchRequests).toBe(1);
+      }
+      expect(await batched.model.release('doomed')).toBe(false);
+    } finally {
+      for (const { client, server, model } of [batched, alone]) {
+        client.close();
+        await server.shutdown();
+        await model.close();
+      }
+    }
   });
 });

@@ -64,6 +64,8 @@ const CASES: Case[] = [
   { name: 'serve --max-message-bytes 1e12', flag: '--max-message-bytes', args: () => ['serve', 'simulator', '--port', '0', '--max-message-bytes', '1e12'] },
   { name: 'serve --max-tokens-per-call 0', flag: '--max-tokens-per-call', args: () => ['serve', 'target', '--port', '0', '--backend', 'synthetic', '--max-tokens-per-call', '0'] },
   { name: 'serve --synthetic-spin-ms -1', flag: '--synthetic-spin-ms', args: () => ['serve', 'drafter', '--port', '0', '--backend', 'synthetic', '--synthetic-spin-ms', '-1'] },
+  { name: 'serve --max-batch-requests 0', flag: '--max-batch-requests', args: () => ['serve', 'target', '--port', '0', '--backend', 'synthetic', '--max-batch-requests', '0'] },
+  { name: 'serve --max-batch-requests 4 with the onnx backend', flag: '--max-batch-requests', args: (c) => ['serve', 'target', '--port', '0', '--models-dir', c.untouched('models'), '--max-batch-requests', '4'] },
   { name: 'serve orchestrator --targets ,', flag: '--targets', args: async (c) => ['serve', 'orchestrator', '--port', '0', '--drafter', await c.listener(), '--targets', ','] },
   // up (see above).
   { name: 'up --a 1.5 with the onnx backend (synthetic only)', flag: '--a', args: up('--base-port', '0', '--backend', 'onnx', '--a', '1.5') },
@@ -71,6 +73,7 @@ const CASES: Case[] = [
   { name: 'up --lookahead 1000', flag: '--lookahead', args: up('--base-port', '0', '--backend', 'synthetic', '--lookahead', '1000') },
   { name: 'up --lookahead 0', flag: '--lookahead', args: up('--base-port', '0', '--backend', 'synthetic', '--lookahead', '0') },
   { name: 'up --max-new-tokens 1e9', flag: '--max-new-tokens', args: up('--base-port', '0', '--backend', 'synthetic', '--max-new-tokens', '1e9') },
+  { name: 'up --max-batch-requests 0', flag: '--max-batch-requests', args: up('--base-port', '0', '--backend', 'synthetic', '--max-batch-requests', '0') },
   { name: 'up --prompt ""', flag: '--prompt', args: up('--base-port', '0', '--backend', 'synthetic', '--prompt', '') },
   // models, estimate, bench: DSI_MODELS_DIR must stay uncreated (they write or load the built-in pair).
   { name: 'models init --bogus', flag: '--bogus', args: () => ['models', 'init', '--bogus'] },

@@ -53,6 +53,9 @@ export interface ServeFlags {
   ttftMs: number;
   tpotMs: number;
   verifyMsPerToken: number;
+  maxBatchRequests: number;
+  maxBatchTokens: number;
+  batchMsPerToken?: number;
 }
 
 /** How one service starts once telemetry runs: what `dsi serve` hands `runService`. */
@@ -76,6 +79,7 @@ async function builtInModels(flags: ServeFlags): Promise<{ drafter: string; targ
 /** The model a drafter or target replica should load, from its flags (the built-in pair unless `--model`). */
 export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags): Promise<ModelSource> {
   if (flags.backend === 'synthetic') {
+    const { DEFAULT_BATCH_COST_PER_TOKEN } = await import('@dsi/core');
     return {
       backend: 'synthetic',
       role: name,
@@ -85,7 +89,15 @@ export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags)
       tpotMs: flags.tpotMs,
       verifyMsPerToken: flags.verifyMsPerToken,
       spinMs: flags.syntheticSpinMs,
+      batching: {
+        maxBatchRequests: flags.maxBatchRequests,
+        maxBatchTokens: flags.maxBatchTokens,
+        batchMsPerToken: flags.batchMsPerToken ?? DEFAULT_BATCH_COST_PER_TOKEN * flags.tpotMs,
+      },
     };
+  }
+  if (flags.maxBatchRequests > 1) {
+    throw new UsageError('--max-batch-requests above 1 needs --backend synthetic: the ONNX backend runs one request per forward');
   }
   return {
     backend: 'onnx',
@@ -120,11 +132,11 @@ export function serviceStart(name: ServiceName, flags: ServeFlags): ServiceStart
       return async (context) => (await import('@dsi/simulator-service')).simulatorStartup({ threads: flags.threads }, context);
     case 'orchestrator': {
       const { drafters, targets } = orchestratorEndpoints(flags);
-      const { maxActiveRequests, maxQueuedRequests, maxNewTokensLimit } = flags;
+      const { maxActiveRequests, maxQueuedRequests, maxNewTokensLimit, maxBatchRequests } = flags;
       return async (context) => {
         const tokenizerDir = flags.tokenizer || (await builtInModels(flags)).target;
         const { orchestratorStartup } = await import('@dsi/orchestrator-service');
-        return orchestratorStartup({ drafters, targets, tokenizerDir, maxNewTokensLimit, maxActiveRequests, maxQueuedRequests }, context);
+        return orchestratorStartup({ drafters, targets, tokenizerDir, maxNewTokensLimit, maxActiveRequests, maxQueuedRequests, slotsPerReplica: maxBatchRequests }, context);
       };
     }
     case 'drafter':
@@ -187,6 +199,18 @@ export function serveCommand(): Command {
     .addOption(realOption('--ttft-ms <ms>', 'synthetic: latency of a request\'s first forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_TTFT_MS').default(0))
     .addOption(realOption('--tpot-ms <ms>', 'synthetic: latency of a later forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_TPOT_MS').default(0))
     .addOption(realOption('--verify-ms-per-token <ms>', 'synthetic: extra latency per extra token in one forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_VERIFY_MS_PER_TOKEN').default(0))
+    .addOption(
+      integerOption(
+        '--max-batch-requests <n>',
+        'drafter, target: calls one forward may batch (those that arrive while a forward runs join the next); orchestrator: calls it sends one replica at once (set it to the replicas\' value)',
+        { min: 1, max: 1024 },
+        'DSI_MAX_BATCH_REQUESTS',
+      ).default(1),
+    )
+    .addOption(integerOption('--max-batch-tokens <n>', 'drafter, target: tokens one batched forward may compute (a larger call runs alone)', { min: 1, max: MAX_INT32 }, 'DSI_MAX_BATCH_TOKENS').default(512))
+    .addOption(
+      realOption('--batch-ms-per-token <ms>', 'synthetic: latency of each token a batched forward computes beyond its slowest call (default: 0.0099 x --tpot-ms, H200 llama3.1-70b)', { min: 0, max: MAX_LATENCY_MS }, 'DSI_BATCH_MS_PER_TOKEN'),
+    )
     .addOption(realOption('--synthetic-spin-ms <ms>', 'synthetic: the last ms of each latency spent polling for sub-ms precision (0: one timer, no CPU, up to ~1 ms late)', { min: 0, max: 10 }, 'DSI_SYNTHETIC_SPIN_MS').default(2))
     .action(async (service: string, flags: ServeFlags) => {
       if (!(service in SERVICES)) throw new UsageError(`unknown service ${service}; one of: ${Object.keys(SERVICES).join(', ')}`);

@@ -10,6 +10,7 @@ export interface UpFlagValues {
   a: number;
   c: number;
   targetMs: number;
+  maxBatchRequests: number;
   lookahead: number;
   maxNewTokens: number;
   prompt: string;
@@ -27,6 +28,9 @@ export const MAX_UP_TARGETS = 16;
 /** Port offsets from `--base-port`: the orchestrator, the drafter, the simulator, then target i at `TARGETS + i`. */
 export const UP_PORT_OFFSETS = { orchestrator: 0, drafter: 2, simulator: 4, targets: 10 } as const;
 
+/** The most calls one forward of a `dsi up` replica may batch. */
+export const MAX_UP_BATCH_REQUESTS = 1024;
+
 /** The slowest synthetic target forward `dsi up` accepts (a minute). */
 export const MAX_UP_TARGET_MS = 60_000;
 
@@ -34,6 +38,7 @@ const SYNTHETIC_ONLY = [
   ['a', '--a'],
   ['c', '--c'],
   ['targetMs', '--target-ms'],
+  ['maxBatchRequests', '--max-batch-requests'],
 ] as const;
 
 /**
@@ -55,6 +60,7 @@ export function checkUpFlags(flags: UpFlagValues, sources?: OptionSources): void
     checkReal('--a', flags.a, { min: 0, max: 1 });
     checkReal('--c', flags.c, { min: 0, max: 1, minExclusive: true });
     checkReal('--target-ms', flags.targetMs, { min: 0, max: MAX_UP_TARGET_MS, minExclusive: true });
+    checkInteger('--max-batch-requests', flags.maxBatchRequests, { min: 1, max: MAX_UP_BATCH_REQUESTS });
     return;
   }
   for (const [key, flag] of SYNTHETIC_ONLY) {

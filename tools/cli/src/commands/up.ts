@@ -139,10 +139,10 @@ export async function up(flags: UpFlags): Promise<void> {
       model.push('--models-dir', models.root);
     } else {
       const ms = String(flags.targetMs);
-      model.push('--backend', 'synthetic', '--a', String(flags.a), '--ttft-ms', ms, '--tpot-ms', ms);
+      model.push('--backend', 'synthetic', '--a', String(flags.a), '--max-batch-requests', String(flags.maxBatchRequests), '--ttft-ms', ms, '--tpot-ms', ms);
     }
     const drafterModel =
-      flags.backend === 'synthetic' ? [...model.slice(0, 4), '--ttft-ms', String(flags.c * flags.targetMs), '--tpot-ms', String(flags.c * flags.targetMs)] : model;
+      flags.backend === 'synthetic' ? [...model.slice(0, 6), '--ttft-ms', String(flags.c * flags.targetMs), '--tpot-ms', String(flags.c * flags.targetMs)] : model;
     // Each child is tracked from the moment it is spawned: if one fails, all are stopped.
     const [simulator, ...replicas] = await signals.race(
       Promise.all([
@@ -163,7 +163,7 @@ export async function up(flags: UpFlags): Promise<void> {
         ...(flags.drafters === 1 ? ['--drafter', drafter.address] : ['--drafters', drafters.map((d) => d.address).join(',')]),
         '--targets',
         targets.map((t) => t.address).join(','),
-        ...(flags.backend === 'onnx' ? model : []),
+        ...(flags.backend === 'onnx' ? model : ['--max-batch-requests', String(flags.maxBatchRequests)]),
       ]),
     );
     const row = (label: string, service: SupervisedService, note = '') => log(`${label.padEnd(13)} ${service.address}  pid ${service.pid}  log ${service.logFile}${note}`);
@@ -258,6 +258,7 @@ export function upCommand(): Command {
     .addOption(numberOption('--a <rate>', 'synthetic: drafter acceptance rate').default(0.8))
     .addOption(numberOption('--c <ratio>', 'synthetic: drafter latency as a fraction of the target\'s').default(0.1))
     .addOption(numberOption('--target-ms <ms>', 'synthetic: target forward latency').default(20))
+    .addOption(numberOption('--max-batch-requests <n>', 'synthetic: calls one replica forward may batch (those arriving during a forward join the next); the orchestrator sends each replica that many at once').default(1))
     .addOption(numberOption('--lookahead <k>', 'drafts per verification').default(5))
     .addOption(numberOption('--max-new-tokens <n>', 'tokens per demonstration request').default(48))
     .option('--prompt <text>', 'demonstration prompt', 'Once upon a time')

@@ -101,6 +101,11 @@ export interface ForwardStats {
   forwards: number;
   /** Time spent in the model, milliseconds. */
   modelMs: number;
+  /**
+   * The most calls one of its forwards ran together (a replica with --max-batch-requests above 1
+   * batches the calls that arrive while a forward runs); 1 when none was shared.
+   */
+  batchRequests: number;
 }
 
 /** ModelInfo describes the model a drafter or target replica serves. */
@@ -463,7 +468,7 @@ export const Sampling: MessageFns<Sampling> = {
 };
 
 function createBaseForwardStats(): ForwardStats {
-  return { computedTokens: 0, reusedTokens: 0, forwards: 0, modelMs: 0 };
+  return { computedTokens: 0, reusedTokens: 0, forwards: 0, modelMs: 0, batchRequests: 0 };
 }
 
 export const ForwardStats: MessageFns<ForwardStats> = {
@@ -479,6 +484,9 @@ export const ForwardStats: MessageFns<ForwardStats> = {
     }
     if (message.modelMs !== 0) {
       writer.uint32(33).double(message.modelMs);
+    }
+    if (message.batchRequests !== 0) {
+      writer.uint32(40).int32(message.batchRequests);
     }
     return writer;
   },
@@ -528,6 +536,14 @@ export const ForwardStats: MessageFns<ForwardStats> = {
             message.modelMs = reader.double();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.batchRequests = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -558,6 +574,11 @@ export const ForwardStats: MessageFns<ForwardStats> = {
         : isSet(object.model_ms)
         ? globalThis.Number(object.model_ms)
         : 0,
+      batchRequests: isSet(object.batchRequests)
+        ? globalThis.Number(object.batchRequests)
+        : isSet(object.batch_requests)
+        ? globalThis.Number(object.batch_requests)
+        : 0,
     };
   },
 
@@ -575,6 +596,9 @@ export const ForwardStats: MessageFns<ForwardStats> = {
     if (message.modelMs !== 0) {
       obj.modelMs = floatToJson(message.modelMs);
     }
+    if (message.batchRequests !== 0) {
+      obj.batchRequests = Math.round(message.batchRequests);
+    }
     return obj;
   },
 
@@ -587,6 +611,7 @@ export const ForwardStats: MessageFns<ForwardStats> = {
     message.reusedTokens = object.reusedTokens ?? 0;
     message.forwards = object.forwards ?? 0;
     message.modelMs = object.modelMs ?? 0;
+    message.batchRequests = object.batchRequests ?? 0;
     return message;
   },
 };
