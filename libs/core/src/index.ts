@@ -3,6 +3,7 @@ export * from './sampling';
 export * from './rules';
 export * from './ports';
 export * from './scheduler';
+export * from './lookahead';
 export * from './replica-scheduler';
 export * from './virtual-clock';
 export * from './oracle';

@@ -318,3 +318,25 @@ describe('a batching oracle replica on a virtual clock', () => {
     expect(() => new OracleReplica(target, latency, clock, { batchMsPerToken: -1 })).toThrow(/batchMsPerToken=-1/);
   });
 });
+
+describe('a drifting oracle drafter', () => {
+  it('agrees with the first acceptance before the switch position and with the second from it on', () => {
+    const target = new OracleModel({ role: 'target', seed: 4 });
+    const drafter = new OracleModel({ role: 'drafter', seed: 4, acceptance: 0.9, acceptanceAfter: 0.3, acceptanceSwitchAt: 5000 });
+    const context = randomTokens(11, 10000);
+    const hashes = target.hashes(context);
+    let before = 0;
+    let after = 0;
+    for (let n = 1; n <= context.length; n++) {
+      const agrees = drafter.next(hashes[n], n) === target.next(hashes[n], n);
+      if (n < 5000) before += agrees ? 1 : 0;
+      else after += agrees ? 1 : 0;
+    }
+    expect(Math.abs(before / 4999 - 0.9)).toBeLessThan(0.015);
+    expect(Math.abs(after / 5001 - 0.3)).toBeLessThan(0.02);
+    // Without the position, or for a target, nothing drifts.
+    expect(drafter.next(hashes[6000])).toBe(new OracleModel({ role: 'drafter', seed: 4, acceptance: 0.9 }).next(hashes[6000]));
+    expect(() => new OracleModel({ role: 'drafter', seed: 4, acceptanceAfter: 0.5 })).toThrow(/go together/);
+    expect(() => new OracleModel({ role: 'drafter', seed: 4, acceptanceAfter: 1.5, acceptanceSwitchAt: 3 })).toThrow(/acceptanceAfter=1.5/);
+  });
+});

@@ -68,6 +68,13 @@ export interface OracleModelOptions {
   vocabSize?: number;
   /** Drafter only (a target ignores it): probability it agrees with the target per position. Default 0.8. */
   acceptance?: number;
+  /**
+   * Drafter only: a workload whose acceptance drifts. From prefix length `acceptanceSwitchAt` on (the
+   * prediction of the token at that position, prompt included), the drafter agrees with probability
+   * `acceptanceAfter` instead. Both or neither.
+   */
+  acceptanceAfter?: number;
+  acceptanceSwitchAt?: number;
 }
 
 /**
@@ -98,6 +105,9 @@ export class OracleModel {
   readonly vocabSize: number;
   /** The drafter's agreement probability (1 for a target, which is the truth). */
   readonly acceptance: number;
+  /** The drifting workload's acceptance and where it starts (see {@link OracleModelOptions.acceptanceAfter}); undefined: none. */
+  readonly acceptanceAfter: number | undefined;
+  readonly acceptanceSwitchAt: number | undefined;
   /** {@link ORACLE_EOS_TOKEN_ID} when the vocabulary holds it, else undefined. */
   readonly eosTokenId: number | undefined;
   /** Ids the oracle may produce: [0, ordinaryTokens). */
@@ -115,6 +125,14 @@ export class OracleModel {
     this.seed = options.seed;
     this.vocabSize = vocabSize;
     this.acceptance = options.role === 'target' ? 1 : acceptance;
+    const { acceptanceAfter, acceptanceSwitchAt } = options;
+    if ((acceptanceAfter === undefined) !== (acceptanceSwitchAt === undefined)) throw new RangeError('acceptanceAfter and acceptanceSwitchAt go together');
+    if (acceptanceAfter !== undefined && !(acceptanceAfter >= 0 && acceptanceAfter <= 1)) throw new RangeError(`acceptanceAfter=${acceptanceAfter} is outside [0, 1]`);
+    if (acceptanceSwitchAt !== undefined && !(Number.isSafeInteger(acceptanceSwitchAt) && acceptanceSwitchAt >= 0)) {
+      throw new RangeError(`acceptanceSwitchAt=${acceptanceSwitchAt} must be an integer >= 0`);
+    }
+    this.acceptanceAfter = options.role === 'target' ? undefined : acceptanceAfter;
+    this.acceptanceSwitchAt = options.role === 'target' ? undefined : acceptanceSwitchAt;
     this.eosTokenId = vocabSize > ORACLE_EOS_TOKEN_ID ? ORACLE_EOS_TOKEN_ID : undefined;
     this.ordinaryTokens = min(vocabSize, MAX_ORDINARY_TOKENS);
   }
@@ -144,21 +162,27 @@ export class OracleModel {
     return counterHash(prefixHash, 0, STREAM_ORACLE, 0) % this.ordinaryTokens;
   }
 
-  /** This model's greedy token after a prefix with hash `prefixHash`: the truth, or a drafter's guess. */
-  next(prefixHash: number): number {
+  /**
+   * This model's greedy token after a prefix with hash `prefixHash`: the truth, or a drafter's guess.
+   * `length` is the prefix's length: a drifting drafter needs it (without it, the first acceptance holds).
+   */
+  next(prefixHash: number, length?: number): number {
     const truth = this.truth(prefixHash);
-    if (this.role === 'target' || uniform(prefixHash, 0, STREAM_AGREE, 0) < this.acceptance) return truth;
+    if (this.role === 'target') return truth;
+    const switchAt = this.acceptanceSwitchAt;
+    const acceptance = switchAt !== undefined && length !== undefined && length >= switchAt ? (this.acceptanceAfter as number) : this.acceptance;
+    if (uniform(prefixHash, 0, STREAM_AGREE, 0) < acceptance) return truth;
     const ordinary = this.ordinaryTokens;
     return (truth + 1 + (counterHash(prefixHash, 0, STREAM_ALTERNATIVE, 0) % (ordinary - 1))) % ordinary;
   }
 
-  /** Writes this model's logits after a prefix with hash `prefixHash` into `out[offset .. offset + vocabSize)`. */
-  fillLogits(out: Float32Array, offset: number, prefixHash: number): void {
+  /** Writes this model's logits after a prefix with hash `prefixHash` (of `length` tokens) into `out[offset .. offset + vocabSize)`. */
+  fillLogits(out: Float32Array, offset: number, prefixHash: number, length?: number): void {
     const ordinary = this.ordinaryTokens;
     const noiseStream = this.role === 'target' ? STREAM_TARGET_NOISE : STREAM_DRAFTER_NOISE;
     fillNoise(out, offset, ordinary, counterHash(prefixHash, 0, noiseStream, 0));
     out.fill(ORACLE_MASKED_LOGIT, offset + ordinary, offset + this.vocabSize);
-    out[offset + this.next(prefixHash)] = ORACLE_PEAK_LOGIT;
+    out[offset + this.next(prefixHash, length)] = ORACLE_PEAK_LOGIT;
   }
 }
 

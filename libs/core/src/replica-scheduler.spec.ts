@@ -2,7 +2,7 @@ import type { DraftCall, DraftResult, Drafter, TargetReplica, VerifyCall, Verify
 import { DrafterScheduler, ReplicaClaim, ReplicaLease, ReplicaScheduler, ReplicaSchedulerStats, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
 import { draftToken, SamplingParams, targetToken, verifyBlock } from './rules';
 import { counterHash, uniform } from './sampling';
-import { generate, GenerateConfig, GenerationResult, Mode, SchedulerEvents, WorkCancelledError } from './scheduler';
+import { generate, GenerateConfig, GenerationResult, Lookahead, Mode, SchedulerEvents, WorkCancelledError } from './scheduler';
 import { VirtualClock, VirtualClockOptions, VirtualClockStalledError } from './virtual-clock';
 
 // ------------------------------------------------------------------------------------------ the pool alone
@@ -683,7 +683,7 @@ interface LoadShape {
   c: number;
   /** Target forward latency. */
   t: number;
-  k: number;
+  k: Lookahead;
   targets: number;
   drafters: number;
   tokens: number;
@@ -750,6 +750,32 @@ describe('many requests at once: DSI is never worse than the better of non-SI an
     // Non-SI is replica-bound from 4 requests on: exactly 4 replicas at one token per 20 ms.
     expect((await closedLoop(shape, 'nonsi', 8)).tokensPerSecond).toBe(200);
   });
+});
+
+describe('lookahead auto under load', () => {
+  it.each<[string, Omit<LoadShape, 'k'>]>([
+    ['a = 0.8, drafter 2 ms per token', { a: 0.8, c: 2, t: 20, targets: 4, drafters: 2, tokens: 64 }],
+    ['a = 0.5, drafter 6 ms per token', { a: 0.5, c: 6, t: 20, targets: 4, drafters: 2, tokens: 64 }],
+  ])('%s: DSI auto keeps up with non-SI and the best fixed k of SI at concurrency 1 to 16, and with the best fixed k of DSI alone', async (_name, shape) => {
+    const figures: Array<{ concurrency: number; throughput: number; latency: number }> = [];
+    for (const concurrency of [1, 2, 4, 8, 16]) {
+      const nonsi = await closedLoop({ ...shape, k: 1 }, 'nonsi', concurrency);
+      const fixed: Array<{ si: LoadFigures; dsi: LoadFigures }> = [];
+      for (const k of [1, 2, 3, 4, 5, 6, 8]) fixed.push({ si: await closedLoop({ ...shape, k }, 'si', concurrency), dsi: await closedLoop({ ...shape, k }, 'dsi', concurrency) });
+      const auto = await closedLoop({ ...shape, k: 'auto' }, 'dsi', concurrency);
+      const bestSi = Math.max(nonsi.tokensPerSecond, ...fixed.map((f) => f.si.tokensPerSecond));
+      const lowestP50 = Math.min(nonsi.p50Ms, ...fixed.map((f) => f.si.p50Ms));
+      figures.push({ concurrency, throughput: auto.tokensPerSecond / bestSi, latency: auto.p50Ms / lowestP50 });
+      if (concurrency === 1) {
+        // Alone, within 5% of the best fixed k in hindsight.
+        expect(auto.tokensPerSecond / Math.max(...fixed.map((f) => f.dsi.tokensPerSecond))).toBeGreaterThanOrEqual(0.95);
+      }
+    }
+    for (const { concurrency, throughput, latency } of figures) {
+      // p50 is a median of 8 x concurrency requests: at 4 clients auto's choices of k cost a few percent of it.
+      expect({ concurrency, throughputAtLeast98: throughput >= 0.98, latencyAtMost106: latency <= 1.06 }).toEqual({ concurrency, throughputAtLeast98: true, latencyAtMost106: true });
+    }
+  }, 120_000);
 });
 
 // ------------------------------------------------------------------------------------------ settling by microtasks

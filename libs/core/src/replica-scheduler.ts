@@ -247,6 +247,11 @@ export class ReplicaScheduler<R extends object> {
     return this.source().length;
   }
 
+  /** Tenants (generations) taking part now. */
+  get tenantCount(): number {
+    return this.tenants.size;
+  }
+
   /** Calls one replica may have in flight at once ({@link ReplicaSchedulerOptions.slotsPerReplica}). */
   get slotsPerReplica(): number {
     return this.slots;
@@ -522,6 +527,29 @@ export class PoolMeasurements {
   /** Tokens asked of successful drafter calls, and the calls' summed latency. */
   draftTokens = 0;
   draftMs = 0;
+  /** Successful drafter calls, and the sums a least-squares fit of latency = overhead + per-token x tokens needs. */
+  draftCallsTimed = 0;
+  draftTokensSquared = 0;
+  draftTokenMs = 0;
+
+  /**
+   * A drafter call's fixed cost and its cost per token, fitted to the timed calls (ms = overhead +
+   * perToken x tokens asked). Calls that all asked the same number of tokens cannot tell the two apart:
+   * then the overhead is 0 and the per-token cost is the mean. Undefined before any call was timed.
+   */
+  draftCost(): { overheadMs: number; perTokenMs: number } | undefined {
+    const n = this.draftCallsTimed;
+    if (n === 0 || this.draftTokens === 0) return undefined;
+    const meanTokens = this.draftTokens / n;
+    const meanMs = this.draftMs / n;
+    const variance = this.draftTokensSquared / n - meanTokens * meanTokens;
+    if (variance > 0.25) {
+      const perTokenMs = (this.draftTokenMs / n - meanTokens * meanMs) / variance;
+      const overheadMs = meanMs - perTokenMs * meanTokens;
+      if (perTokenMs > 0 && overheadMs >= 0) return { overheadMs, perTokenMs };
+    }
+    return { overheadMs: 0, perTokenMs: this.draftMs / this.draftTokens };
+  }
   /** Drafter calls a lane needed, and how long they waited for a drafter in total. */
   laneDraftCalls = 0;
   laneDraftQueueMs = 0;

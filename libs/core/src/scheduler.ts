@@ -56,6 +56,7 @@
  */
 import type { Clock, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from './ports';
 import { DrafterScheduler, LeaseOutcome, PoolMeasurements, ReplicaClaim, ReplicaLease, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
+import { AUTO_INITIAL_LOOKAHEAD, chooseLookahead, PositionAcceptance } from './lookahead';
 import { SamplingParams, validateSamplingParams } from './rules';
 
 /** The decoding algorithm: target only, classic speculative inference, or distributed SI. */
@@ -67,6 +68,9 @@ export const MODES: readonly Mode[] = ['nonsi', 'si', 'dsi'];
 /** The largest lookahead (drafts per verification) a request may ask for. */
 export const MAX_LOOKAHEAD = 64;
 
+/** A fixed k, or 'auto' (see {@link GenerateConfig.lookahead}). */
+export type Lookahead = number | 'auto';
+
 /** What to generate and how; checked by {@link validateGenerateConfig}. */
 export interface GenerateConfig {
   /** Stable id of this generation: the replicas key their KV caches by it. */
@@ -75,8 +79,12 @@ export interface GenerateConfig {
   prompt: readonly number[];
   /** Output tokens at most (the output is truncated exactly there). */
   maxNewTokens: number;
-  /** k, drafts per verification, in [1, {@link MAX_LOOKAHEAD}] for si and dsi; ignored by nonsi. */
-  lookahead: number;
+  /**
+   * k, drafts per verification, in [1, {@link MAX_LOOKAHEAD}] for si and dsi (ignored by nonsi); or
+   * 'auto': the run chooses k, and how many blocks to keep in flight, after every commit from the
+   * acceptance it measures and the pool's costs and load (see lookahead.ts).
+   */
+  lookahead: Lookahead;
   sampling: SamplingParams;
   /** The end-of-sequence token: generation stops after it (it is part of the output). */
   eosTokenId?: number;
@@ -109,6 +117,10 @@ export interface GenerationMetrics {
   verifyCalls: number;
   /** Verify calls aborted before their result was used: by preemptions and at the end of generation. */
   cancelledVerifications: number;
+  /** The mean k in force when the run's blocks were made (the fixed lookahead, or what 'auto' chose). */
+  meanLookahead: number;
+  /** Verify calls started per verification that committed tokens: speculation's overhead (1 for SI and non-SI). */
+  blocksPerCommit: number;
   /** From the call to the first committed token. */
   ttftMs: number;
   /** (wallMs - ttftMs) / (output tokens - 1); 0 with fewer than two output tokens. */
@@ -145,7 +157,8 @@ export interface SchedulerEvents {
    * `class`: `lane` when the block covers the end of V (the request cannot move without it), else
    * `speculative`.
    */
-  verifyStart?(e: { replica: string; block: number; epoch: number; start: number; size: number; class: WorkClass }): void;
+  /** `lookahead`: the k in force when the block was made (the fixed one, or what 'auto' chose). */
+  verifyStart?(e: { replica: string; block: number; epoch: number; start: number; size: number; class: WorkClass; lookahead: number }): void;
   /**
    * `committed`: the result was committed (accepted says how many drafts); `rejected`: the result
    * arrived but was discarded, because an earlier block's rejection invalidated its prefix or its
@@ -248,8 +261,8 @@ export function validateGenerateConfig(config: GenerateConfig, targetCount?: num
   const badPromptToken = prompt.find((token) => !isToken(token, vocabSize));
   if (badPromptToken !== undefined) return `prompt token ${badPromptToken} is not a token id${vocabRange(vocabSize)}`;
   if (!(Number.isSafeInteger(maxNewTokens) && maxNewTokens >= 1)) return `maxNewTokens must be an integer >= 1, got ${maxNewTokens}`;
-  if (mode !== 'nonsi' && !(Number.isInteger(lookahead) && lookahead >= 1 && lookahead <= MAX_LOOKAHEAD)) {
-    return `lookahead must be an integer in [1, ${MAX_LOOKAHEAD}] for mode ${mode}, got ${lookahead}`;
+  if (mode !== 'nonsi' && lookahead !== 'auto' && !(Number.isInteger(lookahead) && lookahead >= 1 && lookahead <= MAX_LOOKAHEAD)) {
+    return `lookahead must be 'auto' or an integer in [1, ${MAX_LOOKAHEAD}] for mode ${mode}, got ${JSON.stringify(lookahead)}`;
   }
   if (typeof sampling !== 'object' || sampling === null) return 'sampling is required';
   const samplingProblem = validateSamplingParams(sampling);
@@ -320,10 +333,15 @@ interface ModeLimits {
   laneWaitsForDrafts: boolean;
   /** Most drafts kept beyond V, in blocks of k; undefined: one more block than there are target replicas. */
   draftHorizonBlocks?: number;
+  /** lookahead 'auto': the run sets these limits after every commit ({@link chooseLookahead}). */
+  auto?: boolean;
 }
 
 function modeLimits(config: GenerateConfig): ModeLimits {
-  const k = config.lookahead;
+  if (config.lookahead === 'auto' && config.mode !== 'nonsi') {
+    return { ...modeLimits({ ...config, lookahead: AUTO_INITIAL_LOOKAHEAD }), auto: true };
+  }
+  const k = config.lookahead === 'auto' ? 0 : config.lookahead;
   switch (config.mode) {
     case 'nonsi':
       return { lookahead: 0, maxParallelVerifications: 1, draftWhileVerifying: false, laneWaitsForDrafts: false, draftHorizonBlocks: 0 };
@@ -353,6 +371,8 @@ interface Block {
   /** Absolute position of drafts[0]. */
   start: number;
   drafts: number[];
+  /** The k in force when it was made. */
+  lookahead: number;
   /** q rows of the drafts (rejection rule). */
   draftProbs?: Float32Array;
   /**
@@ -469,7 +489,13 @@ class GenerationRun {
   private failedVerifications = 0;
   private cancelledVerifications = 0;
   private preemptions = 0;
+  private lookaheadSum = 0;
+  private blocksMade = 0;
   private firstCommitAt?: number;
+  /** lookahead 'auto': the k of its last sequential (SI-like) choice, kept unless another is clearly better. */
+  private sequentialLookahead?: number;
+  /** lookahead 'auto': the request's acceptance per block position. */
+  private readonly acceptance = new PositionAcceptance();
   /** The pool's measurements (shared with the other generations on it): what waiting for drafts is worth. */
   private readonly measured: PoolMeasurements;
 
@@ -514,6 +540,7 @@ class GenerationRun {
 
   start(): void {
     this.guard(() => {
+      this.retune();
       this.targets.join(this.verifier);
       if (this.limits.lookahead > 0) this.drafters.join(this.draftRequester);
     });
@@ -550,6 +577,16 @@ class GenerationRun {
     return this.draftRoom() > 0;
   }
 
+  /**
+   * Whether a lane that waits for its drafts (SI) must wait now: its drafter call is on its way, or it
+   * has no drafts and one can start. Drafting while verifying ('auto' overlapping), D may already hold
+   * the lane's full block while the drafter works further ahead: the lane need not wait for that.
+   */
+  private laneLacksDrafts(): boolean {
+    if (this.limits.draftWhileVerifying && this.drafts.length >= this.laneBlockSize()) return false;
+    return this.draftTask !== undefined || (this.drafts.length === 0 && this.canStartDraft());
+  }
+
   /** Drafts the lane block at the end of V would hold when full. */
   private laneBlockSize(): number {
     return Math.max(0, Math.min(this.limits.lookahead, this.draftEnd() - this.verifiedEnd));
@@ -564,7 +601,7 @@ class GenerationRun {
     const head = this.blocks[0];
     if (head?.state === 'waiting') return { class: 'lane', block: head, ready: true };
     if (!head) {
-      if (this.limits.laneWaitsForDrafts && (this.draftTask || (this.drafts.length === 0 && this.canStartDraft()))) return undefined;
+      if (this.limits.laneWaitsForDrafts && this.laneLacksDrafts()) return undefined;
       const full = this.laneBlockSize();
       const size = Math.min(full, this.drafts.length);
       // Ready: full of drafts, or no drafter call will bring more.
@@ -623,6 +660,40 @@ class GenerationRun {
     return g * (t - a ** (size + 1) * wait) > expectedCommitted(a, size);
   }
 
+  /**
+   * lookahead 'auto': k and the mode's limits for the coming blocks, from the request's acceptance
+   * per position (the pool's as the prior), the pool's mean Verify call and drafter ms per token, and
+   * the request's share of the pool's slots (lookahead.ts). Until the pool has timed a verification
+   * and a drafter call, the initial limits hold.
+   */
+  private retune(): void {
+    const limits = this.limits;
+    if (!limits.auto) return;
+    const m = this.measured;
+    const draftCost = m.draftCost();
+    if (m.verifications === 0 || !draftCost) return;
+    const prior = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
+    const targets = this.targets;
+    const choice = chooseLookahead({
+      mode: this.config.mode === 'si' ? 'si' : 'dsi',
+      acceptance: (position) => this.acceptance.rate(position, prior),
+      verifyMs: m.verifyMs / m.verifications,
+      draftMsPerToken: draftCost.perTokenMs,
+      draftCallMs: draftCost.overheadMs,
+      share: (targets.replicaCount * targets.slotsPerReplica) / Math.max(1, targets.tenantCount),
+      replicaShare: targets.replicaCount / Math.max(1, targets.tenantCount),
+      drafterShare: (this.drafters.replicaCount * this.drafters.slotsPerReplica) / Math.max(1, this.drafters.tenantCount),
+      maxLookahead: MAX_LOOKAHEAD,
+      current: this.sequentialLookahead,
+    });
+    if (choice.behaviour !== 'dsi') this.sequentialLookahead = choice.lookahead;
+    limits.lookahead = choice.lookahead;
+    limits.maxParallelVerifications = choice.parallel;
+    limits.draftWhileVerifying = choice.behaviour !== 'si';
+    limits.laneWaitsForDrafts = choice.behaviour === 'si' || choice.behaviour === 'overlap';
+    limits.draftHorizonBlocks = choice.behaviour === 'dsi' ? choice.parallel + 1 : choice.behaviour === 'overlap' ? 2 : 1;
+  }
+
   /** What this run asks of the target scheduler now. */
   private verificationClaim(): ReplicaClaim | undefined {
     const next = this.finished ? undefined : this.nextVerification();
@@ -655,9 +726,11 @@ class GenerationRun {
 
   private newBlock(start: number, size: number): Block {
     const from = start - this.verifiedEnd;
-    const block: Block = { id: this.nextBlockId++, epoch: this.epoch, start, drafts: this.drafts.slice(from, from + size), state: 'waiting' };
+    const block: Block = { id: this.nextBlockId++, epoch: this.epoch, start, drafts: this.drafts.slice(from, from + size), lookahead: this.limits.lookahead, state: 'waiting' };
     if (this.returnProbs) block.draftProbs = concatRows(this.draftRows.slice(from, from + size), this.vocab ?? 0);
     this.blocks.push(block);
+    this.lookaheadSum += this.limits.lookahead;
+    this.blocksMade++;
     return block;
   }
 
@@ -676,7 +749,7 @@ class GenerationRun {
       sampling: this.config.sampling,
     };
     if (block.draftProbs) call.draftProbs = block.draftProbs;
-    this.emit('verifyStart', { replica: target.id, block: block.id, epoch: block.epoch, start: block.start, size: block.drafts.length, class: workClass });
+    this.emit('verifyStart', { replica: target.id, block: block.id, epoch: block.epoch, start: block.start, size: block.drafts.length, class: workClass, lookahead: block.lookahead });
     invoke(() => target.verify(call, task.controller.signal)).then(
       (result) => this.guard(() => this.onVerified(task, result)),
       (error: unknown) => this.guard(() => this.onVerifyFailed(task, error)),
@@ -813,6 +886,7 @@ class GenerationRun {
       this.shiftDraft();
       this.judgedDrafts++;
       this.acceptedDrafts++;
+      this.acceptance.record(i, true);
       finish = this.append(result.tokens[i], appended);
     }
     let rejectedAt: number | undefined;
@@ -821,9 +895,12 @@ class GenerationRun {
       const position = this.verifiedEnd;
       if (result.accepted < size) {
         this.judgedDrafts++;
+        this.acceptance.record(result.accepted, false);
         rejectedAt = position;
       } else if (this.drafts.length > 0) {
         this.judgedDrafts++;
+        // The draft after a fully accepted block is the first of the next one.
+        this.acceptance.record(0, this.drafts[0] === truth);
         if (this.drafts[0] === truth) {
           this.acceptedDrafts++; // the bonus token confirms the next draft: speculation continues
           this.shiftDraft();
@@ -870,6 +947,7 @@ class GenerationRun {
     const at = this.clock.now();
     this.firstCommitAt ??= at;
     this.drafterResting = false;
+    this.retune();
     this.emit('commit', { tokens: appended, verifiedLength: this.verifiedEnd, at, judged, accepted });
     // A finishing commit streams in finish(), which knows what a stop sequence removes.
     if (!finish) this.stream(this.verifiedEnd - this.heldBack());
@@ -1046,8 +1124,13 @@ class GenerationRun {
     }
     const { tokens } = result;
     this.drafted += tokens.length;
-    this.measured.draftMs += this.clock.now() - task.startedAt;
-    this.measured.draftTokens += task.maxTokens;
+    const m = this.measured;
+    const ms = this.clock.now() - task.startedAt;
+    m.draftMs += ms;
+    m.draftTokens += task.maxTokens;
+    m.draftCallsTimed++;
+    m.draftTokensSquared += task.maxTokens * task.maxTokens;
+    m.draftTokenMs += task.maxTokens * ms;
     // The call may have started before V grew past D's end (bonus tokens with D empty): its first
     // tokens then overlap V and must agree with it.
     const overlap = this.draftedEnd - task.prefixLength;
@@ -1129,6 +1212,8 @@ class GenerationRun {
         draftCalls: this.draftCalls,
         verifyCalls: this.verifyCalls,
         cancelledVerifications: this.cancelledVerifications,
+        meanLookahead: this.blocksMade > 0 ? this.lookaheadSum / this.blocksMade : 0,
+        blocksPerCommit: this.committingVerifications > 0 ? this.verifyCalls / this.committingVerifications : 0,
         ttftMs,
         tpotMs: tokens.length > 1 ? (wallMs - ttftMs) / (tokens.length - 1) : 0,
         wallMs,

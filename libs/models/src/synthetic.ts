@@ -19,6 +19,9 @@ export interface SyntheticOptions extends OracleLatency {
   contextLength?: number;
   /** Drafter only (a target ignores it): probability it agrees with the target per position. Default 0.8. */
   acceptance?: number;
+  /** Drafter only: a drifting workload, agreeing with `acceptanceAfter` from prefix length `acceptanceSwitchAt` on (both or neither). */
+  acceptanceAfter?: number;
+  acceptanceSwitchAt?: number;
   /** Default a {@link wallClock} with `spinMs`; tests and simulations inject a virtual clock. */
   clock?: Clock;
   /**
@@ -62,7 +65,7 @@ class SyntheticModel implements LanguageModel {
       from,
       (hashes) => {
         const logits = new Float32Array(rows * vocab);
-        for (let r = 0; r < rows; r++) this.oracle.fillLogits(logits, r * vocab, hashes.at(from + r + 1));
+        for (let r = 0; r < rows; r++) this.oracle.fillLogits(logits, r * vocab, hashes.at(from + r + 1), from + r + 1);
         return logits;
       },
       signal,

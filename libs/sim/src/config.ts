@@ -11,7 +11,8 @@ export interface SimulationConfig {
   /** Drafter forward latency, in the same unit as `t`. */
   c: number;
   /** Lookahead: drafts per verification. */
-  k: number;
+  /** Lookahead: drafts per verification, or 'auto' (event method only: the scheduler chooses as it goes). */
+  k: number | 'auto';
   /** Target forward latency (the unit of time). */
   t: number;
   /** Tokens to generate (the study's `S`). */
@@ -93,6 +94,12 @@ export class SimulationConfigError extends Error {
   }
 }
 
+/** A lookahead the closed-form and seed methods can use: a number (resolveConfig keeps 'auto' to the event method). */
+export function fixedK(k: number | 'auto'): number {
+  if (k === 'auto') throw new SimulationConfigError('k', 'k=auto needs the event method');
+  return k;
+}
+
 /** The minimum number of target servers DSI needs to hide every verification: `ceil(t / (max(1, k) * c))`. */
 export function requiredServers(t: number, k: number, c: number): number {
   return Math.ceil(t / (Math.max(1, k) * c));
@@ -168,7 +175,11 @@ export function resolveConfig(partial: Partial<SimulationConfig> = {}): Simulati
   requireFinite('c', c);
   if (c <= 0) throw new SimulationConfigError('c', `c=${fmt(c)} must be positive`);
   if (c > t) throw new SimulationConfigError('c', `c=${fmt(c)} exceeds t=${fmt(t)} (the drafter must not be slower than the target)`);
-  requireInteger('k', k, 1, LIMITS.k);
+  if (k === 'auto') {
+    if (config.method !== 'event') throw new SimulationConfigError('k', `k=auto (the scheduler's own choice as it goes) needs the event method, which runs the scheduler; method=${config.method}`);
+  } else {
+    requireInteger('k', k, 1, LIMITS.k);
+  }
   requireInteger('tokens', config.tokens, 1, LIMITS.tokens);
   requireInteger('repeats', config.repeats, 1, LIMITS.repeats);
   requireInteger('seed', config.seed, 0, 0xffffffff);
@@ -187,10 +198,10 @@ export function resolveConfig(partial: Partial<SimulationConfig> = {}): Simulati
     throw new SimulationConfigError('repeats', `tokens*repeats=${config.tokens * config.repeats} is above the event method's limit ${EVENT_TOKEN_LIMIT}`);
   }
   checkLoad(config);
-  const needed = requiredServers(t, k, c);
   // The event method simulates finite servers (verifications queue), so any count is valid there.
-  if (config.method !== 'event' && config.servers < needed) {
-    throw new SimulationConfigError('servers', `servers=${config.servers} is below ceil(t/(k*c)) = ${needed}`);
+  if (config.method !== 'event') {
+    const needed = requiredServers(t, fixedK(k), c);
+    if (config.servers < needed) throw new SimulationConfigError('servers', `servers=${config.servers} is below ceil(t/(k*c)) = ${needed}`);
   }
   if (config.method === 'seed' && config.tokens * config.repeats > LIMITS.workPerRequest / 10) {
     throw new SimulationConfigError(

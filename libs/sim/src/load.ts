@@ -44,6 +44,9 @@ export interface LoadRequest {
   targetForwards: number;
   /** Times a rejected draft cancelled this request's work built on it (the result's metrics). */
   preemptions: number;
+  /** The mean k of its blocks (what lookahead 'auto' chose), and Verify calls per committing one. */
+  meanLookahead: number;
+  blocksPerCommit: number;
 }
 
 /** What one mode did under load: every request, and the replicas' work. */
@@ -120,8 +123,8 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
     );
     // Its calls have all settled or been aborted, and no later request shares its id: its caches go.
     for (const replica of [...targets, ...drafters]) replica.forget(requestId);
-    const { wallMs, ttftMs, targetForwards, preemptions } = result.metrics;
-    requests[index] = { index, sentAt, finishedAt: clock.now(), latency: wallMs, ttft: ttftMs, tokens: result.tokens, targetForwards, preemptions };
+    const { wallMs, ttftMs, targetForwards, preemptions, meanLookahead, blocksPerCommit } = result.metrics;
+    requests[index] = { index, sentAt, finishedAt: clock.now(), latency: wallMs, ttft: ttftMs, tokens: result.tokens, targetForwards, preemptions, meanLookahead, blocksPerCommit };
   };
 
   let traffic: Promise<unknown>;

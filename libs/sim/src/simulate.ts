@@ -1,4 +1,4 @@
-import { resolveConfig, type SimulationConfig } from './config';
+import { fixedK, resolveConfig, type SimulationConfig } from './config';
 import { expectedDsi, expectedSi } from './exact';
 import { dsiRun, siRun, type RuleParams } from './rules';
 import { acceptanceSamples, studyUniforms } from './sampler';
@@ -101,8 +101,9 @@ export function assembleResult(config: SimulationConfig, si: AlgorithmResult, ds
  * runs the real scheduler and is asynchronous: {@link simulateEvent}.
  */
 export function simulate(partial: Partial<SimulationConfig> = {}): SimulationResult {
-  const config = resolveConfig(partial);
-  if (config.method === 'event') throw new Error('the event method is asynchronous: use simulateEvent');
+  const resolved = resolveConfig(partial);
+  if (resolved.method === 'event') throw new Error('the event method is asynchronous: use simulateEvent');
+  const config = { ...resolved, k: fixedK(resolved.k) };
   if (config.method === 'exact') {
     const si = expectedSi(config);
     const dsi = expectedDsi(config);

@@ -10,6 +10,7 @@ import {
   type DraftCall,
   type DraftResult,
   type Drafter,
+  type Lookahead,
   type PrefixHashes,
   type SignalRecycling,
   type TargetReplica,
@@ -23,9 +24,13 @@ import {
  */
 export interface EventParams {
   a: number;
+  /** A drifting workload: the drafter agrees with `aAfter` from prefix length `aSwitchAt` on (both or neither). */
+  aAfter?: number;
+  aSwitchAt?: number;
   /** Drafter forward latency per token. */
   c: number;
-  k: number;
+  /** Lookahead: a fixed k, or 'auto'. */
+  k: Lookahead;
   /** Target forward latency (one token). */
   t: number;
   tokens: number;
@@ -91,7 +96,7 @@ export class SimulatedDrafter implements Drafter, SignalRecycling {
     const model = this.replica.model;
     const { prefix } = call;
     const tokens: number[] = [];
-    const next = (hashes: PrefixHashes): number => model.next(hashes.at(prefix.length + tokens.length));
+    const next = (hashes: PrefixHashes): number => model.next(hashes.at(prefix.length + tokens.length), prefix.length + tokens.length);
     while (tokens.length < call.maxTokens) {
       signal.throwIfAborted();
       // Over prefix ++ tokens (the drafts so far), which the forward reads without a copy.
@@ -174,7 +179,7 @@ export interface SimulatedReplicas {
  */
 export function simulatedReplicas(p: EventParams, clock: Clock, counts: { targets: number; drafters: number }): SimulatedReplicas {
   const rtt = p.rtt ?? 0;
-  const drafterModel = new OracleModel({ role: 'drafter', seed: p.seed, acceptance: p.a });
+  const drafterModel = new OracleModel({ role: 'drafter', seed: p.seed, acceptance: p.a, acceptanceAfter: p.aAfter, acceptanceSwitchAt: p.aSwitchAt });
   const targetModel = new OracleModel({ role: 'target', seed: p.seed });
   const drafterLatency = { ttftMs: p.c, tpotMs: p.c };
   const targetLatency = { ttftMs: p.ttft ?? p.t, tpotMs: p.t, verifyMsPerToken: p.verifyPerToken ?? 0 };

@@ -31,6 +31,8 @@ describe('orchestrator wire', () => {
       draftCalls: 9,
       verifyCalls: 13,
       cancelledVerifications: 1,
+      meanLookahead: 4.25,
+      blocksPerCommit: 1.5,
       ttftMs: 4.5,
       tpotMs: 1.25,
       wallMs: 50,

@@ -53,5 +53,7 @@ export function generationMetricsToWire(metrics: GenerationMetrics): WireMetrics
     ttftMs: metrics.ttftMs,
     tpotMs: metrics.tpotMs,
     wallMs: metrics.wallMs,
+    meanLookahead: metrics.meanLookahead,
+    blocksPerCommit: metrics.blocksPerCommit,
   };
 }

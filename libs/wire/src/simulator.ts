@@ -41,7 +41,7 @@ export function configFromWire(config: WireConfig | undefined): Partial<Simulati
   return {
     a: config?.a,
     c: config?.c,
-    k: config?.k,
+    k: config?.k === 0 ? 'auto' : config?.k,
     t: config?.t,
     tokens: config?.tokens,
     servers: config?.servers,
@@ -105,7 +105,7 @@ export function resultToWire(result: SimulationResult): SimulateResponse {
     config: {
       a: config.a,
       c: config.c,
-      k: config.k,
+      k: config.k === 'auto' ? 0 : config.k,
       t: config.t,
       tokens: config.tokens,
       servers: config.servers,
@@ -181,7 +181,7 @@ export function configToWire(partial: Partial<SimulationConfig>): WireConfig {
   return {
     a: partial.a,
     c: partial.c,
-    k: partial.k,
+    k: partial.k === 'auto' ? 0 : partial.k,
     t: partial.t,
     tokens: partial.tokens,
     servers: partial.servers,

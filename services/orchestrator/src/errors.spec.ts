@@ -173,7 +173,7 @@ describe('the orchestrator checks a request against the target before any replic
       'lookahead 1000, naming the wire mode',
       { prompt: 'x', mode: Mode.MODE_DSI, lookahead: 1000 },
       status.INVALID_ARGUMENT,
-      'lookahead must be an integer in [1, 64] for MODE_DSI, got 1000',
+      "lookahead must be 'auto' or an integer in [1, 64] for MODE_DSI, got 1000",
     ],
   ])('answers %s', async (_case, params, code, message) => {
     const error = await stack.generate('model', params);
@@ -182,7 +182,7 @@ describe('the orchestrator checks a request against the target before any replic
   }, 60_000);
 
   it('names every field by its wire name', async () => {
-    const cases: Partial<GenerationParams>[] = [{ prompt: '' }, { prompt: 'x', maxNewTokens: -3 }, { prompt: 'x', mode: Mode.MODE_SI, lookahead: 0 }];
+    const cases: Partial<GenerationParams>[] = [{ prompt: '' }, { prompt: 'x', maxNewTokens: -3 }, { prompt: 'x', mode: Mode.MODE_SI, lookahead: -2 }];
     for (const params of cases) {
       const error = await stack.generate('model', params);
       expect(error.code).toBe(status.INVALID_ARGUMENT);

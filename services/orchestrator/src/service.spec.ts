@@ -20,7 +20,8 @@ import { ReplicaPool, type ReplicaClient } from './replicas';
 import { orchestratorService } from './service';
 
 const REPLICA_COUNTS = [1, 2, 4, 7];
-const LOOKAHEADS = [1, 2, 3, 5, 8];
+/** 0 is auto (the wire's default): the scheduler picks k as it goes. */
+const LOOKAHEADS = [0, 1, 2, 3, 5, 8];
 
 /** A drafter, seven target replicas and one orchestrator per replica count, all real servers on loopback. */
 class Stack {
@@ -102,7 +103,7 @@ describe('lossless through real services: the default ONNX pair', () => {
   }, 120_000);
   afterAll(() => stack.stop());
 
-  it('gives identical tokens in NON_SI, SI and DSI for greedy and seeded, k in {1,2,3,5,8}, replicas in {1,2,4,7}', async () => {
+  it('gives identical tokens in NON_SI, SI and DSI for greedy and seeded, k in {auto,1,2,3,5,8}, replicas in {1,2,4,7}', async () => {
     await expectLossless(stack, 'Once upon a time', 20);
   }, 240_000);
 
@@ -116,6 +117,12 @@ describe('lossless through real services: the default ONNX pair', () => {
     expect(m.accepted).toBeLessThanOrEqual(32);
     expect(m.wallMs).toBeGreaterThan(0);
     expect(m.ttftMs).toBeLessThanOrEqual(m.wallMs);
+    expect(m.meanLookahead).toBe(5);
+    expect(m.blocksPerCommit).toBeGreaterThanOrEqual(1);
+    // auto reports the k it chose.
+    const auto = (await stack.generate(4, { prompt: 'The quick brown fox', mode: Mode.MODE_DSI, maxNewTokens: 32 })).metrics!;
+    expect(auto.meanLookahead).toBeGreaterThanOrEqual(1);
+    expect(auto.meanLookahead).toBeLessThanOrEqual(64);
     expect(response.text).toBe(Buffer.from(response.tokens).toString('latin1'));
     // How many of DSI's drafts are judged depends on timing (a lane goes out at once with the drafts
     // there are, possibly none, on a busy host); SI's lanes always wait for theirs, so its figures are
@@ -157,7 +164,7 @@ describe('lossless through real services: the synthetic backend', () => {
   }, 60_000);
   afterAll(() => stack.stop());
 
-  it('gives identical tokens in NON_SI, SI and DSI for greedy and seeded, k in {1,2,3,5,8}, replicas in {1,2,4,7}', async () => {
+  it('gives identical tokens in NON_SI, SI and DSI for greedy and seeded, k in {auto,1,2,3,5,8}, replicas in {1,2,4,7}', async () => {
     await expectLossless(stack, 'Hello, world', 40);
   }, 120_000);
 
@@ -165,7 +172,7 @@ describe('lossless through real services: the synthetic backend', () => {
     ['an empty prompt', { prompt: '' }, 'prompt is empty: give prompt or prompt_tokens'],
     ['max_new_tokens = 0', { prompt: 'x', maxNewTokens: 0 }, 'max_new_tokens must be an integer >= 1, got 0'],
     ['max_new_tokens above the limit', { prompt: 'x', maxNewTokens: 100_000 }, 'max_new_tokens=100000 is above the limit 4096'],
-    ['a lookahead of 0', { prompt: 'x', mode: Mode.MODE_DSI, lookahead: 0 }, 'lookahead'],
+    ['a negative lookahead', { prompt: 'x', mode: Mode.MODE_DSI, lookahead: -1 }, 'lookahead'],
     ['a lookahead of 65', { prompt: 'x', mode: Mode.MODE_DSI, lookahead: 65 }, 'lookahead'],
     ['an unknown mode', { prompt: 'x', mode: 9 as Mode }, 'mode=9 is not one of MODE_NON_SI, MODE_SI, MODE_DSI'],
     ['an unknown rule', { prompt: 'x', sampling: { rule: 8 as VerificationRule } }, 'rule'],

@@ -18,6 +18,7 @@ import {
   validateGenerateConfig,
   type Drafter,
   type GenerateConfig,
+  type Lookahead,
   type TargetReplica,
   type VerifyCall,
   type VerifyResult,
@@ -57,8 +58,8 @@ export interface OrchestratorOptions {
   eosTokenId?: number;
   /** Largest max_new_tokens a request may ask for. Default 4096. */
   maxNewTokensLimit?: number;
-  /** Default lookahead k. Default 5. */
-  defaultLookahead?: number;
+  /** Lookahead of a request that leaves it unset (or 0). Default 'auto'. */
+  defaultLookahead?: Lookahead;
   /**
    * The target's vocabulary and context length, which every request is checked against before any
    * replica sees it: fixed, or a source that learns them. Default: asked of the healthy replicas
@@ -344,7 +345,7 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
       mode,
       prompt,
       maxNewTokens,
-      lookahead: params.lookahead ?? options.defaultLookahead ?? 5,
+      lookahead: params.lookahead ? params.lookahead : (options.defaultLookahead ?? 'auto'),
       sampling: samplingFromWire(params.sampling),
       eosTokenId: options.eosTokenId,
       stopSequences: stops.map((s) => options.tokenizer.encode(s)),

@@ -100,7 +100,7 @@ export class GenerationTrace {
         this.verifySpans.get(e.block)?.end(); // a re-dispatch after a failure: the failed attempt is over
         const span = this.tracer.startSpan(
           DsiSpans.VERIFY,
-          { attributes: { [A.REPLICA]: e.replica, [A.BLOCK_INDEX]: e.block, [A.EPOCH]: e.epoch, [A.BLOCK_START]: e.start, [A.BLOCK_SIZE]: e.size } },
+          { attributes: { [A.REPLICA]: e.replica, [A.BLOCK_INDEX]: e.block, [A.EPOCH]: e.epoch, [A.BLOCK_START]: e.start, [A.BLOCK_SIZE]: e.size, [A.LOOKAHEAD]: e.lookahead } },
           this.context,
         );
         this.verifySpans.set(e.block, span);

@@ -2,6 +2,7 @@ import { trace, type Tracer } from '@opentelemetry/api';
 import { SimulatorServiceService, type HeatmapRequest, type HeatmapResponse, type SimulateRequest, type SimulateResponse } from '@dsi/proto';
 import { invalidArgument, serverStream, unary, type ServiceRegistration } from '@dsi/rpc';
 import {
+  fixedK,
   resolveConfig,
   resolveHeatmapSpec,
   runHeatmap,
@@ -41,7 +42,7 @@ function validated<T>(resolve: () => T): T {
  */
 function isQuick(config: SimulationConfig): boolean {
   if (config.method === 'event') return false;
-  const work = config.method === 'exact' ? config.tokens * Math.min(config.k, config.tokens) : config.tokens * config.repeats;
+  const work = config.method === 'exact' ? config.tokens * Math.min(fixedK(config.k), config.tokens) : config.tokens * config.repeats;
   return work <= 50_000;
 }
 

@@ -47,6 +47,14 @@ export function parseInteger(value: string, range: Range): number {
   return parsed;
 }
 
+/** Parses a lookahead: `auto`, or an integer in [1, max]. */
+export function parseLookahead(value: string, max: number): number | 'auto' {
+  if (value.trim().toLowerCase() === 'auto') return 'auto';
+  const parsed = toNumber(value);
+  if (parsed === undefined || !Number.isSafeInteger(parsed) || parsed < 1 || parsed > max) throw new InvalidArgumentError(`expected auto or an integer in [1, ${max}]`);
+  return parsed;
+}
+
 /** Parses a finite number within `range` (unbounded sides allowed). */
 export function parseReal(value: string, range: RealRange = {}): number {
   const parsed = toNumber(value);
@@ -140,6 +148,11 @@ export function numberOption(flags: string, description: string, env?: string): 
 /** A real-valued option within `range`, e.g. an acceptance rate in [0, 1] or a latency >= 0. */
 export function realOption(flags: string, description: string, range: RealRange, env?: string): Option {
   return option(flags, description, (value: string) => parseReal(value, range), env);
+}
+
+/** A lookahead option: `auto` or an integer k in [1, max]. */
+export function lookaheadOption(flags: string, description: string, max: number, env?: string): Option {
+  return option(flags, description, (value: string) => parseLookahead(value, max), env);
 }
 
 /** An integer option within `range`: counts, limits, milliseconds, seeds. */

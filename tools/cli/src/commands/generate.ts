@@ -1,13 +1,13 @@
 import { Command } from 'commander';
 import { MAX_LOOKAHEAD } from '@dsi/core';
 import { UsageError } from '../errors';
-import { addressOption, choiceOption, fixed, integerOption, MAX_INT32, realOption, SEED_RANGE, textOption } from '../options';
+import { addressOption, choiceOption, fixed, integerOption, lookaheadOption, MAX_INT32, realOption, SEED_RANGE, textOption } from '../options';
 
 interface GenerateFlags {
   orchestrator: string;
   prompt: string;
   mode: 'nonsi' | 'si' | 'dsi';
-  lookahead?: number;
+  lookahead?: number | 'auto';
   maxNewTokens?: number;
   rule: 'greedy' | 'seeded' | 'rejection';
   temperature?: number;
@@ -40,7 +40,7 @@ export function generateCommand(): Command {
     .addOption(addressOption('--orchestrator <address>', 'orchestrator host:port', 'DSI_ORCHESTRATOR').default('127.0.0.1:50050'))
     .addOption(textOption('--prompt <text>', 'the prompt').makeOptionMandatory())
     .addOption(choiceOption('--mode <mode>', 'decoding algorithm', ['nonsi', 'si', 'dsi']).default('dsi'))
-    .addOption(integerOption('--lookahead <k>', `drafts per verification, si and dsi, at most ${MAX_LOOKAHEAD} (default 5)`, { min: 1, max: MAX_LOOKAHEAD }))
+    .addOption(lookaheadOption('--lookahead <k>', `drafts per verification, si and dsi: auto (the default: chosen as it goes from the measured acceptance, costs and load) or at most ${MAX_LOOKAHEAD}`, MAX_LOOKAHEAD))
     .addOption(integerOption('--max-new-tokens <n>', 'tokens to generate at most; the orchestrator has a limit (default 64)', { min: 1, max: MAX_INT32 }))
     .addOption(choiceOption('--rule <rule>', 'verification rule', ['greedy', 'seeded', 'rejection']).default('greedy'))
     .addOption(realOption('--temperature <t>', 'sampling temperature, > 0 (seeded, rejection; default 1)', { min: 0, minExclusive: true }))
@@ -58,7 +58,7 @@ export function generateCommand(): Command {
       const params = {
         prompt: flags.prompt,
         mode: modeToWire(flags.mode),
-        lookahead: flags.lookahead,
+        lookahead: flags.lookahead === 'auto' ? 0 : flags.lookahead,
         maxNewTokens: flags.maxNewTokens,
         sampling: { rule: ruleToWire(flags.rule), temperature: flags.temperature, seed: flags.seed },
         stop: flags.stop ?? [],
@@ -80,7 +80,7 @@ export function generateCommand(): Command {
               process.stderr.write(
                 `[${flags.mode}] ${done.tokens.length} tokens in ${fixed(m.wallMs, 1)} ms (${fixed((done.tokens.length * 1000) / m.wallMs, 1)} tokens/s), ` +
                   `ttft ${fixed(m.ttftMs, 1)} ms, tpot ${fixed(m.tpotMs, 2)} ms, acceptance ${fixed(m.acceptanceRate, 2)}, ` +
-                  `target forwards ${m.targetForwards}, preemptions ${m.preemptions}\n`,
+                  `target forwards ${m.targetForwards}, preemptions ${m.preemptions}, mean k ${fixed(m.meanLookahead, 1)}, blocks per commit ${fixed(m.blocksPerCommit, 2)}\n`,
               );
             }
           }

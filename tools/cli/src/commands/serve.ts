@@ -53,6 +53,8 @@ export interface ServeFlags {
   ttftMs: number;
   tpotMs: number;
   verifyMsPerToken: number;
+  aAfter?: number;
+  aSwitchToken?: number;
   maxBatchRequests: number;
   maxBatchTokens: number;
   batchMsPerToken?: number;
@@ -78,6 +80,9 @@ async function builtInModels(flags: ServeFlags): Promise<{ drafter: string; targ
 
 /** The model a drafter or target replica should load, from its flags (the built-in pair unless `--model`). */
 export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags): Promise<ModelSource> {
+  if ((flags.aAfter === undefined) !== (flags.aSwitchToken === undefined)) {
+    throw new UsageError(`${flags.aAfter === undefined ? '--a-switch-token' : '--a-after'} needs ${flags.aAfter === undefined ? '--a-after' : '--a-switch-token'} too: a drifting drafter switches its agreement probability at a position`);
+  }
   if (flags.backend === 'synthetic') {
     const { DEFAULT_BATCH_COST_PER_TOKEN } = await import('@dsi/core');
     return {
@@ -85,6 +90,8 @@ export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags)
       role: name,
       seed: flags.syntheticSeed,
       acceptance: flags.a,
+      acceptanceAfter: flags.aAfter,
+      acceptanceSwitchAt: flags.aSwitchToken,
       ttftMs: flags.ttftMs,
       tpotMs: flags.tpotMs,
       verifyMsPerToken: flags.verifyMsPerToken,
@@ -196,6 +203,10 @@ export function serveCommand(): Command {
     )
     .addOption(integerOption('--synthetic-seed <n>', 'synthetic backend: the oracle seed (drafter and target must agree)', SEED_RANGE, 'DSI_SYNTHETIC_SEED').default(1))
     .addOption(realOption('--a <rate>', 'synthetic drafter: probability it agrees with the target per position, in [0, 1]', { min: 0, max: 1 }, 'DSI_A').default(0.8))
+    .addOption(realOption('--a-after <rate>', 'synthetic drafter: a drifting workload: the agreement probability from --a-switch-token on', { min: 0, max: 1 }, 'DSI_A_AFTER'))
+    .addOption(
+      integerOption('--a-switch-token <n>', 'synthetic drafter: the sequence position (prompt included) from which --a-after holds', { min: 0, max: MAX_INT32 }, 'DSI_A_SWITCH_TOKEN'),
+    )
     .addOption(realOption('--ttft-ms <ms>', 'synthetic: latency of a request\'s first forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_TTFT_MS').default(0))
     .addOption(realOption('--tpot-ms <ms>', 'synthetic: latency of a later forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_TPOT_MS').default(0))
     .addOption(realOption('--verify-ms-per-token <ms>', 'synthetic: extra latency per extra token in one forward', { min: 0, max: MAX_LATENCY_MS }, 'DSI_VERIFY_MS_PER_TOKEN').default(0))

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
-import { simulate, simulateEvent, SimulationConfigError, type SimulationConfig, type SimulationResult } from '@dsi/sim';
+import { LIMITS, simulate, simulateEvent, SimulationConfigError, type SimulationConfig, type SimulationResult } from '@dsi/sim';
 import { UsageError } from '../errors';
-import { addressOption, choiceOption, fixed, integerOption, numberOption, realOption } from '../options';
+import { addressOption, choiceOption, fixed, integerOption, lookaheadOption, numberOption, realOption } from '../options';
 
 /** The flags: the simulation's own fields (commander keys them by the same names), and where to print. */
 type SimulateFlags = Partial<SimulationConfig> & {
@@ -93,7 +93,7 @@ export function simulateCommand(): Command {
     .description('predict non-SI, SI and DSI costs (target-forward units) with the reference study rules')
     .addOption(numberOption('--a <rate>', 'acceptance rate in [0, 1] (default 0.9)'))
     .addOption(numberOption('--c <ratio>', 'drafter latency as a fraction of the target, in (0, t] (default 0.1)'))
-    .addOption(numberOption('--k <n>', 'lookahead: drafts per verification (default 5)'))
+    .addOption(lookaheadOption('--k <n>', 'lookahead: drafts per verification (default 5), or auto (event method: the scheduler chooses as it goes)', LIMITS.k))
     .addOption(numberOption('--t <latency>', 'target forward latency, the unit of time (default 1)'))
     .addOption(numberOption('--tokens <n>', 'tokens to generate, S (default 1000)'))
     .addOption(numberOption('--servers <n>', 'target servers; DSI needs >= ceil(t/(k*c)) (default 7)'))

@@ -11,7 +11,7 @@ export interface UpFlagValues {
   c: number;
   targetMs: number;
   maxBatchRequests: number;
-  lookahead: number;
+  lookahead: number | 'auto';
   maxNewTokens: number;
   prompt: string;
   basePort: number;
@@ -53,7 +53,7 @@ export function checkUpFlags(flags: UpFlagValues, sources?: OptionSources): void
     const reason = `expected 0 (free ports) or an integer in [${PORT_RANGE.min}, ${highestBase}], as the ${targets} targets listen on --base-port + ${UP_PORT_OFFSETS.targets}..${UP_PORT_OFFSETS.targets + targets - 1}`;
     throw new UsageError(invalidValueMessage('--base-port', String(flags.basePort), reason));
   }
-  checkInteger('--lookahead', flags.lookahead, { min: 1, max: MAX_LOOKAHEAD });
+  if (flags.lookahead !== 'auto') checkInteger('--lookahead', flags.lookahead, { min: 1, max: MAX_LOOKAHEAD });
   checkInteger('--max-new-tokens', flags.maxNewTokens, { min: 1, max: DEFAULT_MAX_NEW_TOKENS_LIMIT });
   checkText('--prompt', flags.prompt);
   if (flags.backend === 'synthetic') {

@@ -4,8 +4,9 @@ import { Command } from 'commander';
 import type { GenerateResponse } from '@dsi/proto';
 import { ExitCode } from '../errors';
 import { checkUpFlags, type UpFlagValues } from './up-flags';
+import { MAX_LOOKAHEAD } from '@dsi/core';
 import { defaultModelsDir } from '../models-dir';
-import { choiceOption, fixed, integerOption, numberOption } from '../options';
+import { choiceOption, fixed, integerOption, lookaheadOption, numberOption } from '../options';
 import { StackSupervisor, type SupervisedService } from '../supervisor';
 
 interface UpFlags extends UpFlagValues {
@@ -179,7 +180,7 @@ export async function up(flags: UpFlags): Promise<void> {
         generateRemote(orchestrator.address, {
           prompt: flags.prompt,
           mode,
-          lookahead: flags.lookahead,
+          lookahead: flags.lookahead === 'auto' ? 0 : flags.lookahead,
           maxNewTokens: flags.maxNewTokens,
           sampling: { rule: 'VERIFICATION_RULE_GREEDY' },
         }),
@@ -259,7 +260,7 @@ export function upCommand(): Command {
     .addOption(numberOption('--c <ratio>', 'synthetic: drafter latency as a fraction of the target\'s').default(0.1))
     .addOption(numberOption('--target-ms <ms>', 'synthetic: target forward latency').default(20))
     .addOption(numberOption('--max-batch-requests <n>', 'synthetic: calls one replica forward may batch (those arriving during a forward join the next); the orchestrator sends each replica that many at once').default(1))
-    .addOption(numberOption('--lookahead <k>', 'drafts per verification').default(5))
+    .addOption(lookaheadOption('--lookahead <k>', 'drafts per verification: auto (chosen as it goes) or a fixed k', MAX_LOOKAHEAD).default('auto'))
     .addOption(numberOption('--max-new-tokens <n>', 'tokens per demonstration request').default(48))
     .option('--prompt <text>', 'demonstration prompt', 'Once upon a time')
     .addOption(numberOption('--base-port <port>', 'orchestrator port; drafter +2, simulator +4, targets +10.. (0: free ports)').default(50050))

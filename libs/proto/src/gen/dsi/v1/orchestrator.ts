@@ -128,7 +128,11 @@ export interface GenerationParams {
   /** ... or as token ids (used when set; then prompt is ignored). */
   promptTokens: number[];
   mode: Mode;
-  /** Drafts per verification (k), in [1, 64]. Default 5. Ignored by MODE_NON_SI. */
+  /**
+   * Drafts per verification (k), in [1, 64]; unset or 0: auto (the default), where the scheduler
+   * chooses k and the blocks in flight after every commit from the acceptance it measures and the
+   * replicas' costs and load. Ignored by MODE_NON_SI.
+   */
   lookahead?:
     | number
     | undefined;
@@ -163,6 +167,10 @@ export interface GenerationMetrics {
   tpotMs: number;
   /** Wall time of the request, milliseconds. */
   wallMs: number;
+  /** The mean k of its blocks (the fixed lookahead, or what auto chose). */
+  meanLookahead: number;
+  /** Verify calls started per verification that committed tokens (1 for SI and non-SI). */
+  blocksPerCommit: number;
 }
 
 export interface GenerateRequest {
@@ -408,6 +416,8 @@ function createBaseGenerationMetrics(): GenerationMetrics {
     ttftMs: 0,
     tpotMs: 0,
     wallMs: 0,
+    meanLookahead: 0,
+    blocksPerCommit: 0,
   };
 }
 
@@ -445,6 +455,12 @@ export const GenerationMetrics: MessageFns<GenerationMetrics> = {
     }
     if (message.wallMs !== 0) {
       writer.uint32(89).double(message.wallMs);
+    }
+    if (message.meanLookahead !== 0) {
+      writer.uint32(97).double(message.meanLookahead);
+    }
+    if (message.blocksPerCommit !== 0) {
+      writer.uint32(105).double(message.blocksPerCommit);
     }
     return writer;
   },
@@ -550,6 +566,22 @@ export const GenerationMetrics: MessageFns<GenerationMetrics> = {
             message.wallMs = reader.double();
             continue;
           }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.meanLookahead = reader.double();
+            continue;
+          }
+          case 13: {
+            if (tag !== 105) {
+              break;
+            }
+
+            message.blocksPerCommit = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -607,6 +639,16 @@ export const GenerationMetrics: MessageFns<GenerationMetrics> = {
         : isSet(object.wall_ms)
         ? globalThis.Number(object.wall_ms)
         : 0,
+      meanLookahead: isSet(object.meanLookahead)
+        ? globalThis.Number(object.meanLookahead)
+        : isSet(object.mean_lookahead)
+        ? globalThis.Number(object.mean_lookahead)
+        : 0,
+      blocksPerCommit: isSet(object.blocksPerCommit)
+        ? globalThis.Number(object.blocksPerCommit)
+        : isSet(object.blocks_per_commit)
+        ? globalThis.Number(object.blocks_per_commit)
+        : 0,
     };
   },
 
@@ -645,6 +687,12 @@ export const GenerationMetrics: MessageFns<GenerationMetrics> = {
     if (message.wallMs !== 0) {
       obj.wallMs = floatToJson(message.wallMs);
     }
+    if (message.meanLookahead !== 0) {
+      obj.meanLookahead = floatToJson(message.meanLookahead);
+    }
+    if (message.blocksPerCommit !== 0) {
+      obj.blocksPerCommit = floatToJson(message.blocksPerCommit);
+    }
     return obj;
   },
 
@@ -664,6 +712,8 @@ export const GenerationMetrics: MessageFns<GenerationMetrics> = {
     message.ttftMs = object.ttftMs ?? 0;
     message.tpotMs = object.tpotMs ?? 0;
     message.wallMs = object.wallMs ?? 0;
+    message.meanLookahead = object.meanLookahead ?? 0;
+    message.blocksPerCommit = object.blocksPerCommit ?? 0;
     return message;
   },
 };

@@ -82,7 +82,10 @@ export interface SimulationConfig {
   c?:
     | number
     | undefined;
-  /** Lookahead: drafts per verification, >= 1. Default 5. */
+  /**
+   * Lookahead: drafts per verification, >= 1. Default 5. 0: auto (event method only: the
+   * scheduler chooses as it goes).
+   */
   k?:
     | number
     | undefined;

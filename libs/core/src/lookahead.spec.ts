@@ -1,0 +1,84 @@
+import { chooseLookahead, expectedTokensByLookahead, PositionAcceptance, type LookaheadInputs } from './lookahead';
+import { uniform } from './sampling';
+
+const constant = (a: number) => () => a;
+const inputs = (change: Partial<LookaheadInputs>): LookaheadInputs => ({
+  mode: 'dsi',
+  acceptance: constant(0.8),
+  verifyMs: 23,
+  draftMsPerToken: 2,
+  draftCallMs: 3,
+  share: 4,
+  replicaShare: 4,
+  drafterShare: 2,
+  maxLookahead: 64,
+  ...change,
+});
+
+describe('per-position acceptance', () => {
+  it('converges on each position rate and forgets: a drift shows within a few dozen drafts', () => {
+    const acceptance = new PositionAcceptance();
+    let draw = 0;
+    const feed = (rates: number[], drafts: number) => {
+      for (let n = 0; n < drafts; n++) {
+        for (let position = 0; position < rates.length; position++) {
+          const accepted = uniform(7, draw++, 1, 0) < rates[position];
+          acceptance.record(position, accepted);
+          if (!accepted) break;
+        }
+      }
+    };
+    feed([0.9, 0.9, 0.6], 400);
+    expect(acceptance.rate(0, 0.5)).toBeGreaterThan(0.8);
+    expect(acceptance.rate(2, 0.5)).toBeLessThan(acceptance.rate(0, 0.5) - 0.05);
+    feed([0.3, 0.3, 0.3], 30);
+    expect(acceptance.overall(0.5)).toBeLessThan(0.5);
+    // A position never judged takes the request's overall rate.
+    expect(acceptance.rate(10, 0.5)).toBeCloseTo(acceptance.overall(0.5), 10);
+  });
+
+  it('starts from the pool prior', () => {
+    expect(new PositionAcceptance().rate(0, 0.7)).toBeCloseTo(0.7, 10);
+  });
+
+  it('E(k) is 1 + a + ... + a^k for a constant rate', () => {
+    const { expected } = expectedTokensByLookahead(constant(0.5), 4);
+    expect(expected).toEqual([1, 1.5, 1.75, 1.875, 1.9375]);
+  });
+});
+
+describe('chooseLookahead', () => {
+  it('with replicas to spare: DSI, the smallest k whose blocks fit them (ceil(t / (replicas c)))', () => {
+    const choice = chooseLookahead(inputs({}));
+    expect(choice).toMatchObject({ behaviour: 'dsi', lookahead: 3 });
+    expect(choice.parallel).toBeLessThanOrEqual(4);
+    // More replicas, smaller blocks; one replica each is no longer spare.
+    expect(chooseLookahead(inputs({ share: 8, replicaShare: 8 })).lookahead).toBe(2);
+    expect(chooseLookahead(inputs({ share: 1, replicaShare: 1 })).behaviour).not.toBe('dsi');
+  });
+
+  it('on a saturated pool: SI-like lanes with the k that maximises committed tokens per ms', () => {
+    const choice = chooseLookahead(inputs({ share: 1, replicaShare: 1, drafterShare: 0.5 }));
+    expect(choice.behaviour).toBe('si');
+    // The k that maximises E(k) / (23 + 3 + 2k) at a = 0.8 (the replica and drafter shares do not bind here).
+    const rate = (k: number) => (1 - 0.8 ** (k + 1)) / 0.2 / (26 + 2 * k);
+    const best = [...Array(64).keys()].map((i) => i + 1).reduce((b, k) => (rate(k) > rate(b) ? k : b), 1);
+    expect(choice.lookahead).toBe(best);
+    // Mode si never overlaps and never spreads.
+    expect(chooseLookahead(inputs({ mode: 'si' }))).toMatchObject({ behaviour: 'si', parallel: 1, lookahead: best });
+  });
+
+  it('when the drafters are the bottleneck, shorter blocks', () => {
+    const free = chooseLookahead(inputs({ share: 0.25, replicaShare: 0.25, drafterShare: 4 })).lookahead;
+    const busy = chooseLookahead(inputs({ share: 0.25, replicaShare: 0.25, drafterShare: 0.125 })).lookahead;
+    expect(busy).toBeLessThan(free);
+  });
+
+  it('follows acceptance: more drafts when they are accepted, none worth waiting for when they are not', () => {
+    const high = chooseLookahead(inputs({ mode: 'si', acceptance: constant(0.95) })).lookahead;
+    const low = chooseLookahead(inputs({ mode: 'si', acceptance: constant(0.5) })).lookahead;
+    expect(high).toBeGreaterThan(low);
+    // a < c / t: speculation loses to plain decoding, so the lane never waits for drafts.
+    expect(chooseLookahead(inputs({ mode: 'si', acceptance: constant(0.05), draftMsPerToken: 6 })).behaviour).toBe('nonsi');
+  });
+});

@@ -1,0 +1,182 @@
+/**
+ * `lookahead: auto`: speculation that tunes itself (docs/architecture.md, "Speculation that tunes
+ * itself"). Pure: the generation's scheduler feeds it what the request has verified and what the pool
+ * has measured, and asks, after every commit, how to speculate next.
+ *
+ * Acceptance per draft position. {@link PositionAcceptance} keeps, for each position of a block (0 is
+ * the first draft after the block's start), how many drafts there were judged and accepted, with
+ * exponential forgetting (so a workload whose acceptance drifts is followed within a few dozen
+ * drafts). A position's rate shrinks towards the request's overall rate, which shrinks towards the
+ * pool's (the prior: other requests on the same pair), so the first blocks of a request are judged by
+ * the pool's experience and few observations never swing the choice. E(k), the expected tokens a
+ * verification of k drafts commits, is 1 + sum over j = 1..k of the product of the rates of positions
+ * 0..j-1.
+ *
+ * The choice ({@link chooseLookahead}), from t (the mean Verify call, network included), c (drafter
+ * ms per drafted token) and the request's *share* of the pool (replica slots over the generations
+ * sharing them: what other requests' lanes leave it):
+ * - Sequential speculation (SI) commits E(k) tokens per t + d + k c (d: a drafter call's fixed cost),
+ *   but no faster than its share of the replicas allows (share x E(k) per t) nor its share of the
+ *   drafters (drafter share x E(k) per d + k c): under load the binding one decides. Its best k
+ *   maximises that rate. When
+ *   even the best is below non-SI's (min(1, share) / t), drafting is not worth waiting for: the lane never waits
+ *   and carries whatever one draft is ready (non-SI behaviour, still measuring acceptance).
+ * - With 2 replicas or more to itself (replicas over generations: a block sent to a busy replica waits
+ *   for its forward to end even when the replica batches, so only idle replicas verify in parallel),
+ *   DSI keeps about t / (k c) blocks in flight; k is the smallest that fits, ceil(t / (replicas c)),
+ *   and never above the sequential best (beyond it, longer blocks cost more in drafting time than they
+ *   save in forwards). The blocks in flight are capped by those replicas, the drafts kept ahead by one
+ *   block more.
+ * - With less than 2 replicas (the pool saturated by other requests' lanes), DSI does exactly what SI
+ *   does with its best k: every replica-ms goes to a lane full of drafts, so speculation never costs
+ *   another request throughput.
+ * No tables by batch size: a batching pool shows up as more slots.
+ */
+
+/** The k the run starts with before anything is measured (the pool has no verification or draft timed yet). */
+export const AUTO_INITIAL_LOOKAHEAD = 4;
+
+/** Forgetting per judged draft: a draft judged 23 drafts ago weighs half (0.97^23 = 0.5). */
+const DECAY = 0.97;
+/** Pseudo-observations of the pool's rate in the request's (a request's first drafts barely move it). */
+const POOL_WEIGHT = 24;
+/** Pseudo-observations of the request's rate in a position's. */
+const POSITION_WEIGHT = 6;
+
+/** Decayed per-position acceptance of one request's drafts (see the module comment). */
+export class PositionAcceptance {
+  private readonly judged: number[] = [];
+  private readonly accepted: number[] = [];
+  private totalJudged = 0;
+  private totalAccepted = 0;
+
+  /** Records the verdict on the draft at `position` of its block (0: the first draft). */
+  record(position: number, accepted: boolean): void {
+    for (let i = 0; i < this.judged.length; i++) {
+      this.judged[i] *= DECAY;
+      this.accepted[i] *= DECAY;
+    }
+    this.totalJudged = this.totalJudged * DECAY + 1;
+    this.totalAccepted = this.totalAccepted * DECAY + (accepted ? 1 : 0);
+    while (this.judged.length <= position) {
+      this.judged.push(0);
+      this.accepted.push(0);
+    }
+    this.judged[position] += 1;
+    if (accepted) this.accepted[position] += 1;
+  }
+
+  /** The request's acceptance over every position, shrunk towards `prior`. */
+  overall(prior: number): number {
+    return (this.totalAccepted + POOL_WEIGHT * prior) / (this.totalJudged + POOL_WEIGHT);
+  }
+
+  /** Probability the draft at `position` is accepted given those before it were, shrunk towards {@link overall}. */
+  rate(position: number, prior: number): number {
+    const overall = this.overall(prior);
+    const judged = this.judged[position] ?? 0;
+    const accepted = this.accepted[position] ?? 0;
+    return (accepted + POSITION_WEIGHT * overall) / (judged + POSITION_WEIGHT);
+  }
+}
+
+/** What {@link chooseLookahead} decides from. */
+export interface LookaheadInputs {
+  mode: 'si' | 'dsi';
+  /** Acceptance of the draft at each block position given the earlier ones were accepted. */
+  acceptance(position: number): number;
+  /** Mean Verify call, ms (network and queueing included). */
+  verifyMs: number;
+  /** Drafter ms per drafted token, and the fixed cost of a drafter call (network, service). */
+  draftMsPerToken: number;
+  draftCallMs?: number;
+  /** Target replica slots this request can count on: the pool's slots over the generations sharing it (throughput). */
+  share: number;
+  /**
+   * Target replicas this request can count on: replicas over generations (default: `share`). A block
+   * sent to a replica that is busy waits for its forward to end, even when the replica batches: only
+   * idle replicas make verifications run in parallel, so they size DSI's blocks.
+   */
+  replicaShare?: number;
+  /** Drafter slots this request can count on, the same way (default: unlimited). */
+  drafterShare?: number;
+  /** The largest k allowed. */
+  maxLookahead: number;
+  /** The k in force now: kept unless another is expected to be at least 1% better (no flapping on noise). */
+  current?: number;
+}
+
+/** How to speculate next: the scheduler's limits for the coming blocks. */
+export interface LookaheadChoice {
+  /** Drafts per block (k); with `behaviour` 'nonsi' the lane carries at most this many ready drafts. */
+  lookahead: number;
+  /**
+   * 'dsi': blocks in flight on several replicas; 'overlap': one lane at a time, full of drafts, the
+   * next block drafted while it verifies; 'si': one lane at a time, drafted after it (mode si);
+   * 'nonsi': the lane never waits for drafts.
+   */
+  behaviour: 'nonsi' | 'si' | 'overlap' | 'dsi';
+  /** Verifications in flight at once (1 unless 'dsi'). */
+  parallel: number;
+  /** E(k) under the estimates: the tokens a verification of a full block is expected to commit. */
+  expectedTokens: number;
+}
+
+/**
+ * E(k) for k = 0..max under `acceptance` (index k), and P(k), the chance that all of the first k
+ * drafts are accepted.
+ */
+export function expectedTokensByLookahead(acceptance: (position: number) => number, max: number): { expected: number[]; reach: number[] } {
+  const expected = [1];
+  const reachAll = [1];
+  let reach = 1;
+  for (let k = 1; k <= max; k++) {
+    // Past a negligible chance of reaching a position, E stays put: no need to ask further.
+    if (reach > 1e-9) reach *= acceptance(k - 1);
+    expected.push(expected[k - 1] + reach);
+    reachAll.push(reach);
+  }
+  return { expected, reach: reachAll };
+}
+
+/** The choice of the module comment. */
+export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
+  const { verifyMs: t, draftMsPerToken: c, maxLookahead } = inputs;
+  const callMs = inputs.draftCallMs ?? 0;
+  const targetShare = inputs.share;
+  const drafterShare = inputs.drafterShare ?? Infinity;
+  const replicas = inputs.replicaShare ?? targetShare;
+  // Drafting ahead of the lane needs a drafter to itself: drafters shared by several requests are
+  // better spent on their lanes' blocks (drafting ahead there only slows the other lanes' drafts).
+  const overlap = inputs.mode === 'dsi' && drafterShare >= 1;
+  const { expected, reach } = expectedTokensByLookahead((position) => inputs.acceptance(position), maxLookahead + 1);
+  let best = 1;
+  let bestRate = -Infinity;
+  let currentRate: number | undefined;
+  for (let k = 1; k <= maxLookahead; k++) {
+    const drafting = callMs + k * c;
+    // SI drafts each block after the last verdict. Overlapping drafts the next block while the lane
+    // verifies: only when a draft of the lane (or the bonus token's) is rejected, P = 1 - reach[k + 1],
+    // is the next block drafted after the verdict; the drafter then works (2 - P) blocks per cycle.
+    const missed = overlap ? 1 - reach[k + 1] : 1;
+    const drafterWork = overlap ? (1 + missed) * drafting : drafting;
+    // Its own cycle, or its share of the replicas' time, or of the drafters' time, whichever binds.
+    const rate = expected[k] * Math.min(1 / (t + missed * drafting), targetShare / t, drafterWork > 0 ? drafterShare / drafterWork : Infinity);
+    if (rate > bestRate + 1e-12) {
+      best = k;
+      bestRate = rate;
+    }
+    if (k === inputs.current) currentRate = rate;
+  }
+  if (currentRate !== undefined && currentRate * 1.01 >= bestRate) {
+    best = inputs.current as number;
+    bestRate = currentRate;
+  }
+  if (!(bestRate * t > Math.min(1, targetShare))) return { lookahead: 1, behaviour: 'nonsi', parallel: 1, expectedTokens: expected[1] };
+  if (inputs.mode === 'si' || !(replicas >= 2)) return { lookahead: best, behaviour: overlap ? 'overlap' : 'si', parallel: 1, expectedTokens: expected[best] };
+  const fits = c > 0 ? Math.ceil(t / (replicas * c) - 1e-9) : best;
+  const k = Math.max(1, Math.min(best, fits));
+  // About t / (k c) blocks keep the drafter busy; one more covers the lane's turnover.
+  const parallel = Math.max(1, Math.min(Math.floor(replicas), c > 0 ? Math.ceil(t / (k * c)) + 1 : Math.floor(replicas)));
+  return { lookahead: k, behaviour: 'dsi', parallel, expectedTokens: expected[k] };
+}
