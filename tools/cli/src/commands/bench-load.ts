@@ -56,6 +56,13 @@ export interface LoadBenchOptions {
   seed: number;
   /** Where the SVGs and the services' logs go. */
   outDir: string;
+  /** Calls one replica forward may batch (drafters, targets; the orchestrator sends that many at once). Default 1. */
+  maxBatchRequests?: number;
+  /**
+   * DSI runs lookahead auto and SI, at each concurrency, the fixed k the event mode finds best for it
+   * there (so DSI auto is held against the best fixed-k SI); without it every mode runs the pair's k.
+   */
+  auto?: boolean;
 }
 
 /** The issue's configuration: 4 targets at 20 ms, 2 drafters, a=0.8 c=0.1 and a=0.5 c=0.3, concurrency 1-32, 64 tokens. */
@@ -95,6 +102,8 @@ export interface LoadBenchFigures {
 export interface LoadBenchCell {
   mode: Mode;
   concurrency: number;
+  /** The lookahead it ran: a fixed k, or 'auto'. */
+  k: number | 'auto';
   measured: LoadBenchFigures;
   predicted: LoadBenchFigures;
   /** measured / predicted. */
@@ -135,6 +144,9 @@ export interface LoadBenchResult {
   concurrencies: number[];
   /** A target's measured forward (the prediction's t). */
   target_forward_ms: number;
+  /** Calls one replica forward batched at most, and whether DSI ran lookahead auto. */
+  max_batch_requests?: number;
+  auto?: boolean;
   /** Per-call overhead back to back: non-SI wall per token on a 0 ms target. */
   back_to_back_overhead_ms: number;
   /** Non-SI's ceiling: targets x 1000 / (forward + back-to-back overhead), tokens/s; the criterion asks 90% of it. */
@@ -378,7 +390,7 @@ async function run(options: LoadBenchOptions, stacks: Stacks, signal: AbortSigna
 
   return stacks.with('load', async (supervisor) => {
     const targets: SupervisedService[] = [];
-    for (let i = 0; i < options.targets; i++) targets.push(await supervisor.start('target', synthetic(options.targetMs), `target-${i}`));
+    for (let i = 0; i < options.targets; i++) targets.push(await supervisor.start('target', synthetic(options.targetMs, batchArgs(options)), `target-${i}`));
     const targetForwardMs = await measuredTargetForwardMs(targets[0].address);
     const capacity = (options.targets * 1000) / (targetForwardMs + backToBackOverheadMs);
     log(`  target forward ${fixed(targetForwardMs, 3)} ms (asked ${options.targetMs}); non-SI capacity ${options.targets} x 1000 / (${fixed(targetForwardMs, 2)} + ${fixed(backToBackOverheadMs, 2)}) = ${fixed(capacity, 1)} tokens/s`);
@@ -394,6 +406,8 @@ async function run(options: LoadBenchOptions, stacks: Stacks, signal: AbortSigna
       drafters: options.drafters,
       tokens: options.tokens,
       concurrencies: options.concurrencies,
+      max_batch_requests: options.maxBatchRequests ?? 1,
+      auto: options.auto ?? false,
       target_forward_ms: targetForwardMs,
       back_to_back_overhead_ms: backToBackOverheadMs,
       nonsi_capacity: capacity,
@@ -417,7 +431,9 @@ async function benchPair(
   log: (line: string) => void,
 ): Promise<LoadBenchPairResult> {
   const c = pair.drafterMs / options.targetMs;
-  const drafterArgs = ['--port', '0', '--backend', 'synthetic', '--synthetic-seed', String(options.seed), ...NO_SPIN, '--a', String(pair.a), '--ttft-ms', String(pair.drafterMs), '--tpot-ms', String(pair.drafterMs)];
+  const drafterArgs = [
+    '--port', '0', '--backend', 'synthetic', '--synthetic-seed', String(options.seed), ...NO_SPIN, '--a', String(pair.a), '--ttft-ms', String(pair.drafterMs), '--tpot-ms', String(pair.drafterMs), ...batchArgs(options),
+  ];
   const drafters: SupervisedService[] = [];
   for (let i = 0; i < options.drafters; i++) drafters.push(await supervisor.start('drafter', drafterArgs, `pair-${pairIndex}-drafter-${i}`));
   const measuredDrafterMs = await measuredDraftTokenMs(drafters[0].address);
@@ -429,6 +445,7 @@ async function benchPair(
       '--drafters', drafters.map((d) => d.address).join(','),
       '--targets', targets.map((t) => t.address).join(','),
       '--max-active-requests', String(Math.max(maxConcurrency, 1)),
+      ...batchArgs(options),
     ],
     `pair-${pairIndex}-orchestrator`,
   );
@@ -440,7 +457,7 @@ async function benchPair(
     await generateOnce(client, 'MODE_NON_SI', 1, calibrationPrompt, options.tokens, signal);
     const calibration = await generateOnce(client, 'MODE_NON_SI', 1, calibrationPrompt, options.tokens, signal);
     const overheadMs = Math.max(0, calibration.wallMs / options.tokens - targetForwardMs);
-    const world = { a: pair.a, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed, rtt: overheadMs };
+    const world = { a: pair.a, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed, rtt: overheadMs, maxBatchRequests: options.maxBatchRequests ?? 1 };
 
     let k = pair.k;
     if (k === undefined) {
@@ -462,9 +479,11 @@ async function benchPair(
     const cells: LoadBenchCell[] = [];
     for (const concurrency of options.concurrencies) {
       const requests = loadBenchRequests(options, concurrency);
+      const siK = options.auto ? await bestFixedSiK({ ...world, drafters: options.drafters, concurrency, requests, k: 1 }) : k;
       for (const [mode, wireMode, label] of MODES) {
-        const measuredRequests = await closedLoop(client, wireMode, k, concurrency, requests, options, signal);
-        const params: LoadParams = { ...world, k, drafters: options.drafters, concurrency, requests };
+        const modeK: number | 'auto' = !options.auto ? k : mode === 'dsi' ? 'auto' : mode === 'si' ? siK : 1;
+        const measuredRequests = await closedLoop(client, wireMode, modeK === 'auto' ? 0 : modeK, concurrency, requests, options, signal);
+        const params: LoadParams = { ...world, k: modeK, drafters: options.drafters, concurrency, requests };
         const prediction = await loadRun(mode, params);
         const predictedFigures = loadFigures(prediction);
         const predicted: LoadBenchFigures = {
@@ -483,6 +502,7 @@ async function benchPair(
         const cell: LoadBenchCell = {
           mode,
           concurrency,
+          k: modeK,
           measured,
           predicted,
           ratio: {
@@ -495,7 +515,7 @@ async function benchPair(
         };
         cells.push(cell);
         log(
-          `    ${label.padEnd(6)} x${String(concurrency).padEnd(3)} ${fixed(measured.throughput, 1)} tok/s (pred ${fixed(predicted.throughput, 1)}), ` +
+          `    ${label.padEnd(6)} x${String(concurrency).padEnd(3)} k=${String(modeK).padEnd(5)} ${fixed(measured.throughput, 1)} tok/s (pred ${fixed(predicted.throughput, 1)}), ` +
             `p50 ${fixed(measured.latency_p50_ms, 0)} ms (pred ${fixed(predicted.latency_p50_ms, 0)}), ` +
             `${fixed(measured.forwards_per_request, 1)} forwards/request (pred ${fixed(predicted.forwards_per_request, 1)}), ` +
             `${fixed(measured.preemptions_per_request, 2)} preemptions/request (pred ${fixed(predicted.preemptions_per_request, 2)})${mismatches.length > 0 ? `, ${mismatches.length} token mismatches: requests ${mismatches.join(' ')}` : ''}`,
@@ -515,6 +535,22 @@ function cellOf(pair: LoadBenchPairResult, mode: Mode, concurrency: number): Loa
   const cell = pair.cells.find((c) => c.mode === mode && c.concurrency === concurrency);
   if (!cell) throw new Error(`no ${mode} figure at concurrency ${concurrency}`);
   return cell;
+}
+
+/** The services' batching flags of a configuration (none without batching). */
+function batchArgs(options: Pick<LoadBenchOptions, 'maxBatchRequests'>): string[] {
+  const batch = options.maxBatchRequests ?? 1;
+  return batch > 1 ? ['--max-batch-requests', String(batch)] : [];
+}
+
+/** The fixed k that gives SI the most throughput at this load in event mode (ties: the smaller k). */
+async function bestFixedSiK(params: LoadParams): Promise<number> {
+  let best: { k: number; throughput: number } | undefined;
+  for (const k of LOOKAHEADS) {
+    const throughput = loadFigures(await loadRun('si', { ...params, k })).throughput;
+    if (!best || throughput > best.throughput * (1 + 1e-9)) best = { k, throughput };
+  }
+  return best!.k;
 }
 
 /** Within 5% of the prediction. */
@@ -628,19 +664,19 @@ export function loadSvg(pair: LoadBenchPairResult, options: Pick<LoadBenchOption
 export function loadReport(result: LoadBenchResult): string[] {
   const lines: string[] = [
     '',
-    `load (${result.targets} targets x ${result.target_ms} ms, measured ${fixed(result.target_forward_ms, 3)} ms; ${result.drafters} drafters; ${result.tokens}-token greedy requests, closed loop)`,
+    `load (${result.targets} targets x ${result.target_ms} ms${(result.max_batch_requests ?? 1) > 1 ? `, batching up to ${result.max_batch_requests} calls per forward` : ''}${result.auto ? ', DSI lookahead auto against SI at its best fixed k' : ''}, measured ${fixed(result.target_forward_ms, 3)} ms; ${result.drafters} drafters; ${result.tokens}-token greedy requests, closed loop)`,
     `per-call overhead back to back ${fixed(result.back_to_back_overhead_ms, 3)} ms; non-SI capacity ${result.targets} x 1000 / (forward + overhead) = ${fixed(result.nonsi_capacity, 1)} tok/s (90%: ${fixed(0.9 * result.nonsi_capacity, 1)})`,
   ];
   for (const pair of result.pairs) {
     lines.push(
       '',
       `a=${pair.a} c=${fixed(pair.c, 2)} (drafter ${pair.drafter_ms} ms/token, measured ${fixed(pair.measured_drafter_ms, 3)}), k=${pair.k}, prediction's per-call overhead ${fixed(pair.overhead_ms, 3)} ms`,
-      `${'mode'.padEnd(7)}${'conc'.padStart(5)}${'req'.padStart(5)}${'tok/s'.padStart(8)}${'pred'.padStart(8)}${'m/p'.padStart(7)}${'p50 ms'.padStart(8)}${'pred'.padStart(7)}${'m/p'.padStart(7)}${'p99 ms'.padStart(8)}${'pred'.padStart(7)}${'m/p'.padStart(7)}${'TTFT'.padStart(7)}${'pred'.padStart(6)}${'m/p'.padStart(7)}${'fwd/req'.padStart(8)}${'pred'.padStart(6)}${'tokens'.padStart(8)}`,
+      `${'mode'.padEnd(7)}${'conc'.padStart(5)}${'k'.padStart(5)}${'req'.padStart(5)}${'tok/s'.padStart(8)}${'pred'.padStart(8)}${'m/p'.padStart(7)}${'p50 ms'.padStart(8)}${'pred'.padStart(7)}${'m/p'.padStart(7)}${'p99 ms'.padStart(8)}${'pred'.padStart(7)}${'m/p'.padStart(7)}${'TTFT'.padStart(7)}${'pred'.padStart(6)}${'m/p'.padStart(7)}${'fwd/req'.padStart(8)}${'pred'.padStart(6)}${'tokens'.padStart(8)}`,
     );
     for (const cell of pair.cells) {
       const { measured: m, predicted: p, ratio: r } = cell;
       lines.push(
-        `${MODE_LABELS[cell.mode].padEnd(7)}${String(cell.concurrency).padStart(5)}${String(m.requests).padStart(5)}` +
+        `${MODE_LABELS[cell.mode].padEnd(7)}${String(cell.concurrency).padStart(5)}${String(cell.k).padStart(5)}${String(m.requests).padStart(5)}` +
           `${fixed(m.throughput, 1).padStart(8)}${fixed(p.throughput, 1).padStart(8)}${fixed(r.throughput, 3).padStart(7)}` +
           `${fixed(m.latency_p50_ms, 0).padStart(8)}${fixed(p.latency_p50_ms, 0).padStart(7)}${fixed(r.latency_p50, 3).padStart(7)}` +
           `${fixed(m.latency_p99_ms, 0).padStart(8)}${fixed(p.latency_p99_ms, 0).padStart(7)}${fixed(r.latency_p99, 3).padStart(7)}` +

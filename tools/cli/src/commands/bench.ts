@@ -81,9 +81,11 @@ export function benchCommand(): Command {
     .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online', 'load']).default('all'))
     .addOption(integerOption('--tokens <n>', 'online: tokens per generation', { min: 1, max: DEFAULT_MAX_NEW_TOKENS_LIMIT }).default(96))
     .option('--quick', 'load: one request per client (at least 4 per concurrency) instead of two (at least 8)')
+    .addOption(integerOption('--max-batch-requests <n>', 'load: replicas batch up to n calls per forward (and concurrency goes to 64)', { min: 1, max: 1024 }).default(1))
+    .option('--auto', 'load: DSI runs lookahead auto, SI the best fixed k for each concurrency (event mode)')
     .option('--out <dir>', 'load: folder for the SVGs and the services\' logs (default: a new temporary folder)')
     .option('--json', 'print one JSON document on stdout')
-    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load'; tokens: number; quick?: boolean; out?: string; json?: boolean }) => {
+    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load'; tokens: number; quick?: boolean; out?: string; json?: boolean; maxBatchRequests: number; auto?: boolean }) => {
       const log = (line: string) => {
         if (!flags.json) process.stderr.write(line + '\n');
       };
@@ -136,7 +138,14 @@ export function benchCommand(): Command {
       if (flags.suite === 'all' || flags.suite === 'load') {
         const { DEFAULT_LOAD_BENCH, QUICK_LOAD_BENCH, defaultLoadBenchDir, loadBench, loadReport } = await import('./bench-load');
         if (flags.out) checkWritableDir(flags.out, '--out');
-        const config = { ...(flags.quick ? QUICK_LOAD_BENCH : DEFAULT_LOAD_BENCH), outDir: flags.out ? path.resolve(flags.out) : defaultLoadBenchDir() };
+        const base = flags.quick ? QUICK_LOAD_BENCH : DEFAULT_LOAD_BENCH;
+        const config = {
+          ...base,
+          concurrencies: flags.maxBatchRequests > 1 ? [...base.concurrencies, 64] : base.concurrencies,
+          maxBatchRequests: flags.maxBatchRequests,
+          auto: flags.auto ?? false,
+          outDir: flags.out ? path.resolve(flags.out) : defaultLoadBenchDir(),
+        };
         log(`load benchmark: real services, synthetic backend, ${config.targets} targets at ${config.targetMs} ms, ${config.drafters} drafters, concurrency ${config.concurrencies.join(', ')}; files in ${config.outDir}`);
         const load = await loadBench(config, log);
         doc.load = load;
