@@ -63,7 +63,32 @@ export interface LoadBenchOptions {
    * there (so DSI auto is held against the best fixed-k SI); without it every mode runs the pair's k.
    */
   auto?: boolean;
+  /** Also the drifting workload at concurrency 1 (see {@link DriftBenchResult}). */
+  drift?: DriftWorkload;
 }
+
+/** A drafter whose acceptance drifts: `a` until generated token `switchToken`, then `aAfter`. */
+export interface DriftWorkload {
+  a: number;
+  aAfter: number;
+  switchToken: number;
+  drafterMs: number;
+  /** Requests per lookahead (one client). */
+  requests: number;
+}
+
+/** The drifting workload: DSI's mean wall time with lookahead auto and with every fixed k, measured and predicted. */
+export interface DriftBenchResult {
+  workload: DriftWorkload;
+  /** mean_k: the mean k of the requests' blocks (what auto chose), measured and predicted. */
+  rows: Array<{ k: number | 'auto'; wall_ms: number; predicted_wall_ms: number; mean_k: number; predicted_mean_k: number; mismatches: number }>;
+  best_fixed: { k: number; wall_ms: number };
+  /** The best fixed k's wall time over auto's: above 1 when auto is faster. */
+  auto_speedup: number;
+}
+
+/** The issue's example: a = 0.9 for 32 generated tokens, then 0.4; drafter 2 ms per token. */
+export const DEFAULT_DRIFT: DriftWorkload = { a: 0.9, aAfter: 0.4, switchToken: 32, drafterMs: 2, requests: 8 };
 
 /** The issue's configuration: 4 targets at 20 ms, 2 drafters, a=0.8 c=0.1 and a=0.5 c=0.3, concurrency 1-32, 64 tokens. */
 export const DEFAULT_LOAD_BENCH: Omit<LoadBenchOptions, 'outDir'> = {
@@ -152,6 +177,7 @@ export interface LoadBenchResult {
   /** Non-SI's ceiling: targets x 1000 / (forward + back-to-back overhead), tokens/s; the criterion asks 90% of it. */
   nonsi_capacity: number;
   pairs: LoadBenchPairResult[];
+  drift?: DriftBenchResult;
   mismatches: number;
   criteria: LoadCriterion[];
   out: string;
@@ -167,6 +193,7 @@ interface MeasuredRequest {
   tokens: number[];
   targetForwards: number;
   preemptions: number;
+  meanLookahead: number;
 }
 
 const MODES: ReadonlyArray<readonly [Mode, string, string]> = [
@@ -223,13 +250,13 @@ async function generateOnce(
   promptTokens: number[],
   tokens: number,
   signal: AbortSignal,
-): Promise<{ tokens: number[]; wallMs: number; ttftMs: number; targetForwards: number; preemptions: number }> {
+): Promise<{ tokens: number[]; wallMs: number; ttftMs: number; targetForwards: number; preemptions: number; meanLookahead: number }> {
   const { GenerateRequest } = await import('@dsi/proto');
   const { callUnary } = await import('@dsi/rpc');
   const params = { prompt: '', promptTokens, mode: wireMode, lookahead: k, maxNewTokens: tokens, sampling: { rule: 'VERIFICATION_RULE_GREEDY' } };
   const response = await callUnary(client, 'generate', GenerateRequest.fromJSON({ params }), { signal, deadlineMs: REQUEST_DEADLINE_MS });
   const metrics = response.metrics;
-  return { tokens: response.tokens, wallMs: metrics?.wallMs ?? 0, ttftMs: metrics?.ttftMs ?? 0, targetForwards: metrics?.targetForwards ?? 0, preemptions: metrics?.preemptions ?? 0 };
+  return { tokens: response.tokens, wallMs: metrics?.wallMs ?? 0, ttftMs: metrics?.ttftMs ?? 0, targetForwards: metrics?.targetForwards ?? 0, preemptions: metrics?.preemptions ?? 0, meanLookahead: metrics?.meanLookahead ?? 0 };
 }
 
 /** A synthetic target's real time per forward, as the target itself measures it (timer lateness included). */
@@ -297,8 +324,8 @@ async function closedLoop(
       try {
         const response = await generateOnce(client, wireMode, k, loadPrompt(options.seed, index), options.tokens, both);
         const finishedAt = performance.now();
-        const { ttftMs: ttft, tokens, targetForwards, preemptions } = response;
-        done[index] = { index, sentAt, finishedAt, latency: finishedAt - sentAt, ttft, tokens, targetForwards, preemptions };
+        const { ttftMs: ttft, tokens, targetForwards, preemptions, meanLookahead } = response;
+        done[index] = { index, sentAt, finishedAt, latency: finishedAt - sentAt, ttft, tokens, targetForwards, preemptions, meanLookahead };
       } catch (error) {
         failed.abort(error);
         throw error;
@@ -399,7 +426,9 @@ async function run(options: LoadBenchOptions, stacks: Stacks, signal: AbortSigna
     for (const [pairIndex, pair] of options.pairs.entries()) {
       pairs.push(await benchPair(options, pair, pairIndex, supervisor, targets, targetForwardMs, maxConcurrency, signal, log));
     }
-    const mismatches = pairs.reduce((sum, p) => sum + p.cells.reduce((s, cell) => s + cell.mismatches.length, 0), 0);
+    const drift = options.drift ? await benchDrift(options, options.drift, supervisor, targets, targetForwardMs, signal, log) : undefined;
+    const mismatches =
+      pairs.reduce((sum, p) => sum + p.cells.reduce((s, cell) => s + cell.mismatches.length, 0), 0) + (drift?.rows.reduce((sum, row) => sum + row.mismatches, 0) ?? 0);
     return {
       targets: options.targets,
       target_ms: options.targetMs,
@@ -412,6 +441,7 @@ async function run(options: LoadBenchOptions, stacks: Stacks, signal: AbortSigna
       back_to_back_overhead_ms: backToBackOverheadMs,
       nonsi_capacity: capacity,
       pairs,
+      drift,
       mismatches,
       criteria: loadCriteria(pairs, capacity, options.targets),
       out: options.outDir,
@@ -526,6 +556,68 @@ async function benchPair(
     result.svg = path.join(options.outDir, `load-a${pair.a}-c${fixed(c, 2)}.svg`);
     fs.writeFileSync(result.svg, loadSvg(result, options));
     return result;
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * The drifting workload at concurrency 1: a drafter replica set whose agreement drops at generated
+ * token `switchToken` (load prompts are 4 tokens: the switch is at position 4 + switchToken), DSI with
+ * lookahead auto and with every fixed k, `requests` requests each, beside the event mode's prediction.
+ */
+async function benchDrift(
+  options: LoadBenchOptions,
+  drift: DriftWorkload,
+  supervisor: StackSupervisor,
+  targets: readonly SupervisedService[],
+  targetForwardMs: number,
+  signal: AbortSignal,
+  log: (line: string) => void,
+): Promise<DriftBenchResult> {
+  const switchAt = loadPrompt(options.seed, 0).length + drift.switchToken;
+  const drafterArgs = [
+    '--port', '0', '--backend', 'synthetic', '--synthetic-seed', String(options.seed), ...NO_SPIN, '--a', String(drift.a), '--a-after', String(drift.aAfter),
+    '--a-switch-token', String(switchAt), '--ttft-ms', String(drift.drafterMs), '--tpot-ms', String(drift.drafterMs), ...batchArgs(options),
+  ];
+  const drafters: SupervisedService[] = [];
+  for (let i = 0; i < options.drafters; i++) drafters.push(await supervisor.start('drafter', drafterArgs, `drift-drafter-${i}`));
+  const measuredDrafterMs = await measuredDraftTokenMs(drafters[0].address);
+  const orchestrator = await supervisor.start(
+    'orchestrator',
+    ['--port', '0', '--drafters', drafters.map((d) => d.address).join(','), '--targets', targets.map((t) => t.address).join(','), ...batchArgs(options)],
+    'drift-orchestrator',
+  );
+  const client = await orchestratorClient(orchestrator.address);
+  try {
+    const calibrationPrompt = [...Buffer.from('calibration', 'utf8')];
+    await generateOnce(client, 'MODE_NON_SI', 1, calibrationPrompt, options.tokens, signal);
+    const calibration = await generateOnce(client, 'MODE_NON_SI', 1, calibrationPrompt, options.tokens, signal);
+    const overheadMs = Math.max(0, calibration.wallMs / options.tokens - targetForwardMs);
+    log(`  drifting workload: a=${drift.a} until generated token ${drift.switchToken}, then ${drift.aAfter}; drafter ${drift.drafterMs} ms per token; DSI at concurrency 1, ${drift.requests} requests per lookahead`);
+    const world = {
+      a: drift.a, aAfter: drift.aAfter, aSwitchAt: switchAt, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed,
+      rtt: overheadMs, maxBatchRequests: options.maxBatchRequests ?? 1, drafters: options.drafters, concurrency: 1, requests: drift.requests,
+    };
+    const rows: DriftBenchResult['rows'] = [];
+    // Warm-up (JIT of the DSI paths in every process): measured, the first 8 DSI requests of a fresh
+    // stack run ~10% slower than the same requests later, which would fall on whichever row comes first.
+    for (let i = 0; i < 12; i++) await generateOnce(client, 'MODE_DSI', i % 2 === 0 ? 0 : 3, [...Buffer.from(`warm up ${i}`, 'utf8')], options.tokens, signal);
+    for (const k of ['auto', ...LOOKAHEADS] as const) {
+      const measured = await closedLoop(client, 'MODE_DSI', k === 'auto' ? 0 : k, 1, drift.requests, options, signal);
+      const prediction = await loadRun('dsi', { ...world, k });
+      const wall = measured.reduce((sum, r) => sum + r.latency, 0) / measured.length;
+      const predicted = prediction.requests.reduce((sum, r) => sum + r.latency, 0) / prediction.requests.length;
+      const mismatches = measured.filter((r) => JSON.stringify(r.tokens) !== JSON.stringify(prediction.requests[r.index].tokens)).length;
+      const meanK = measured.reduce((sum, r) => sum + r.meanLookahead, 0) / measured.length;
+      const predictedMeanK = prediction.requests.reduce((sum, r) => sum + r.meanLookahead, 0) / prediction.requests.length;
+      rows.push({ k, wall_ms: wall, predicted_wall_ms: predicted, mean_k: meanK, predicted_mean_k: predictedMeanK, mismatches });
+      log(`    DSI k=${String(k).padEnd(5)} mean wall ${fixed(wall, 0)} ms (pred ${fixed(predicted, 0)}), mean k ${fixed(meanK, 2)} (pred ${fixed(predictedMeanK, 2)})${mismatches > 0 ? `, ${mismatches} token mismatches` : ''}`);
+    }
+    const fixedRows = rows.filter((row): row is DriftBenchResult['rows'][number] & { k: number } => row.k !== 'auto');
+    const best = fixedRows.reduce((b, row) => (row.wall_ms < b.wall_ms ? row : b));
+    const auto = rows[0];
+    return { workload: drift, rows, best_fixed: { k: best.k, wall_ms: best.wall_ms }, auto_speedup: best.wall_ms / auto.wall_ms };
   } finally {
     client.close();
   }
@@ -691,6 +783,16 @@ export function loadReport(result: LoadBenchResult): string[] {
   for (const criterion of result.criteria) {
     lines.push(`  ${criterion.pass ? 'PASS' : 'FAIL'} ${criterion.name}`);
     for (const failure of criterion.failures) lines.push(`       ${failure}`);
+  }
+  if (result.drift) {
+    const { drift } = result;
+    const w = drift.workload;
+    lines.push(
+      '',
+      `drifting workload (a=${w.a} until token ${w.switchToken}, then ${w.aAfter}; DSI, concurrency 1): mean wall ms, measured (predicted)`,
+      ...drift.rows.map((row) => `  k=${String(row.k).padEnd(5)} ${fixed(row.wall_ms, 0).padStart(6)} (${fixed(row.predicted_wall_ms, 0)})  mean k ${fixed(row.mean_k, 2)} (${fixed(row.predicted_mean_k, 2)})`),
+      `  auto vs the best fixed k (${drift.best_fixed.k}): ${fixed(drift.auto_speedup, 3)}x`,
+    );
   }
   lines.push(`files and service logs: ${result.out}`);
   return lines;
