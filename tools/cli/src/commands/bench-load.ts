@@ -481,12 +481,7 @@ async function benchPair(
   );
   const client = await orchestratorClient(orchestrator.address);
   try {
-    // The per-call overhead at a target-forward cadence, as the online benchmark calibrates it: one
-    // non-SI request (after a warm-up one) on another prompt, wall per token less the forward.
-    const calibrationPrompt = [...Buffer.from('calibration', 'utf8')];
-    await generateOnce(client, 'MODE_NON_SI', 1, calibrationPrompt, options.tokens, signal);
-    const calibration = await generateOnce(client, 'MODE_NON_SI', 1, calibrationPrompt, options.tokens, signal);
-    const overheadMs = Math.max(0, calibration.wallMs / options.tokens - targetForwardMs);
+    const overheadMs = await cadenceOverheadMs(client, options.tokens, targetForwardMs, signal);
     const world = { a: pair.a, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed, rtt: overheadMs, maxBatchRequests: options.maxBatchRequests ?? 1 };
 
     let k = pair.k;
@@ -590,10 +585,7 @@ async function benchDrift(
   );
   const client = await orchestratorClient(orchestrator.address);
   try {
-    const calibrationPrompt = [...Buffer.from('calibration', 'utf8')];
-    await generateOnce(client, 'MODE_NON_SI', 1, calibrationPrompt, options.tokens, signal);
-    const calibration = await generateOnce(client, 'MODE_NON_SI', 1, calibrationPrompt, options.tokens, signal);
-    const overheadMs = Math.max(0, calibration.wallMs / options.tokens - targetForwardMs);
+    const overheadMs = await cadenceOverheadMs(client, options.tokens, targetForwardMs, signal);
     log(`  drifting workload: a=${drift.a} until generated token ${drift.switchToken}, then ${drift.aAfter}; drafter ${drift.drafterMs} ms per token; DSI at concurrency 1, ${drift.requests} requests per lookahead`);
     const world = {
       a: drift.a, aAfter: drift.aAfter, aSwitchAt: switchAt, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed,
@@ -627,6 +619,17 @@ function cellOf(pair: LoadBenchPairResult, mode: Mode, concurrency: number): Loa
   const cell = pair.cells.find((c) => c.mode === mode && c.concurrency === concurrency);
   if (!cell) throw new Error(`no ${mode} figure at concurrency ${concurrency}`);
   return cell;
+}
+
+/**
+ * The per-call overhead at a target-forward cadence, as the online benchmark calibrates it: one non-SI
+ * request (after a warm-up one) on its own prompt, wall per token less the forward.
+ */
+async function cadenceOverheadMs(client: OrchestratorServiceClient, tokens: number, targetForwardMs: number, signal: AbortSignal): Promise<number> {
+  const prompt = [...Buffer.from('calibration', 'utf8')];
+  await generateOnce(client, 'MODE_NON_SI', 1, prompt, tokens, signal);
+  const calibration = await generateOnce(client, 'MODE_NON_SI', 1, prompt, tokens, signal);
+  return Math.max(0, calibration.wallMs / tokens - targetForwardMs);
 }
 
 /** The services' batching flags of a configuration (none without batching). */
