@@ -20,14 +20,23 @@ export interface OnnxWorkerData {
 /** Parent -> worker messages. */
 export type OnnxWorkerRequest =
   | { type: 'forward'; id: number; requestId: string; tokens: Int32Array; from: number }
+  | { type: 'forward-batch'; id: number; items: BatchItem[] }
   | { type: 'release'; id: number; requestId: string }
   | { type: 'evict-idle'; id: number; idleMs: number }
   | { type: 'stats'; id: number };
+
+/** One call of a batched forward. */
+export interface BatchItem {
+  requestId: string;
+  tokens: Int32Array;
+  from: number;
+}
 
 /** Worker -> parent messages. */
 export type OnnxWorkerResponse =
   | { type: 'ready' }
   | { type: 'result'; id: number; logits: Float32Array; rows: number; reused: number; computed: number; modelMs: number }
+  | { type: 'batch-result'; id: number; results: Array<{ logits: Float32Array; rows: number; reused: number; computed: number }>; modelMs: number }
   | { type: 'released'; id: number; released: boolean }
   | { type: 'stats'; id: number; requests: number; tokens: number }
   | { type: 'evicted'; id: number; evicted: number; requests: number }
@@ -110,6 +119,84 @@ async function forward(session: ort.InferenceSession, requestId: string, tokens:
   return { logits, rows, reused, computed: fresh, modelMs };
 }
 
+/** A request's reusable past for `tokens`: the cached prefix (recomputing from `from` at least), truncated to it. */
+function reusablePast(requestId: string, tokens: Int32Array, from: number): { reused: number; past?: ort.Tensor[] } {
+  const entry = requestId ? cache.get(requestId) : undefined;
+  if (!entry?.kv) return { reused: 0 };
+  const reused = Math.min(commonPrefix(entry.tokens, tokens), from);
+  if (reused === 0) return { reused: 0 };
+  return { reused, past: reused < entry.tokens.length ? entry.kv.map((t) => truncate(t, reused)) : entry.kv };
+}
+
+/**
+ * One forward over several requests' own KV caches: the pasts left-padded to the longest (mask 0
+ * before each), the new tokens right-padded to the longest (mask 0 after, causal attention keeps
+ * them out of the real tokens' view), each request's position ids its own. The model keys causality
+ * on the cache slot and masks padding, so every request's logits are those of its own forward up to
+ * rounding. Each request's cache becomes its own slots of `present`.
+ */
+async function forwardBatch(session: ort.InferenceSession, items: readonly BatchItem[]) {
+  const prepared = items.map((item) => ({ ...item, ...reusablePast(item.requestId, item.tokens, item.from) }));
+  const B = prepared.length;
+  const P = Math.max(...prepared.map((p) => p.reused));
+  const F = Math.max(...prepared.map((p) => p.tokens.length - p.reused));
+  const T = P + F;
+  const inputIds = new BigInt64Array(B * F);
+  const positionIds = new BigInt64Array(B * F);
+  const mask = new BigInt64Array(B * T);
+  prepared.forEach((p, b) => {
+    const fresh = p.tokens.length - p.reused;
+    for (let j = 0; j < F; j++) {
+      inputIds[b * F + j] = j < fresh ? BigInt(p.tokens[p.reused + j]) : 0n;
+      positionIds[b * F + j] = BigInt(j < fresh ? p.reused + j : p.reused);
+    }
+    mask.fill(1n, b * T + (P - p.reused), b * T + P + fresh);
+  });
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor('int64', inputIds, [B, F]),
+    attention_mask: new ort.Tensor('int64', mask, [B, T]),
+    position_ids: new ort.Tensor('int64', positionIds, [B, F]),
+  };
+  kvNames.forEach((name, n) => {
+    const data = new Float32Array(B * numHeads * P * headDim);
+    prepared.forEach((p, b) => {
+      if (!p.past) return;
+      const source = p.past[n].data as Float32Array;
+      for (let h = 0; h < numHeads; h++) {
+        data.set(source.subarray(h * p.reused * headDim, (h + 1) * p.reused * headDim), ((b * numHeads + h) * P + (P - p.reused)) * headDim);
+      }
+    });
+    feeds[name] = new ort.Tensor('float32', data, [B, numHeads, P, headDim]);
+  });
+  const started = performance.now();
+  const outputs = await session.run(feeds);
+  const modelMs = performance.now() - started;
+  const all = outputs.logits.data as Float32Array;
+  const present = presentNames.map((name) => outputs[name].data as Float32Array);
+  const results = prepared.map((p, b) => {
+    const fresh = p.tokens.length - p.reused;
+    const rows = p.tokens.length - p.from;
+    const first = b * F + (p.from - p.reused);
+    const logits = all.slice(first * vocabSize, (first + rows) * vocabSize);
+    if (p.requestId) {
+      const length = p.reused + fresh;
+      const kv = present.map((data) => {
+        const out = new Float32Array(numHeads * length * headDim);
+        for (let h = 0; h < numHeads; h++) {
+          const start = ((b * numHeads + h) * T + (P - p.reused)) * headDim;
+          out.set(data.subarray(start, start + length * headDim), h * length * headDim);
+        }
+        return new ort.Tensor('float32', out, [1, numHeads, length, headDim]);
+      });
+      cache.delete(p.requestId);
+      cache.set(p.requestId, { tokens: Array.from(p.tokens), kv, lastUsed: Date.now() });
+      evictOverBudget(p.requestId);
+    }
+    return { logits, rows, reused: p.reused, computed: fresh };
+  });
+  return { results, modelMs };
+}
+
 async function main(): Promise<void> {
   const session = await ort.InferenceSession.create(modelFile, {
     intraOpNumThreads: threads,
@@ -125,6 +212,15 @@ async function main(): Promise<void> {
           const result = await forward(session, message.requestId, message.tokens, message.from);
           const reply: OnnxWorkerResponse = { type: 'result', id: message.id, ...result };
           port.postMessage(reply, [result.logits.buffer as ArrayBuffer]);
+          break;
+        }
+        case 'forward-batch': {
+          const { results, modelMs } = await forwardBatch(session, message.items);
+          const reply: OnnxWorkerResponse = { type: 'batch-result', id: message.id, results, modelMs };
+          port.postMessage(
+            reply,
+            results.map((r) => r.logits.buffer as ArrayBuffer),
+          );
           break;
         }
         case 'release':

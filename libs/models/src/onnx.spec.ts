@@ -202,3 +202,47 @@ describe('the tokenizer', () => {
     expect(tokenizer.decode(ids)).toBe(text);
   });
 });
+
+describe('batched forwards (maxBatchRequests)', () => {
+  it('runs the calls queued behind a forward as one batch, over each request own cache, with the unbatched logits (within 1e-4) and greedy tokens', async () => {
+    const batched = await OnnxModel.load(pair.target, { maxBatchRequests: 4 });
+    try {
+      const text = (s: string) => Array.from(s, (ch) => ch.charCodeAt(0));
+      // Requests with caches of different lengths (and none), asking for different numbers of rows.
+      const calls = [
+        { id: 'long', tokens: text('Once upon a time there was a model that'), from: 30 },
+        { id: 'short', tokens: text('Hi there'), from: 5 },
+        { id: 'fresh', tokens: text('The quick brown fox jumps'), from: 0 },
+        { id: 'one', tokens: text('Speculation is'), from: 13 },
+      ];
+      for (const model of [batched, target]) {
+        await model.logits('long', calls[0].tokens.slice(0, 25), 24);
+        await model.logits('short', calls[1].tokens.slice(0, 3), 2);
+        await model.logits('one', calls[3].tokens.slice(0, 13), 12);
+      }
+      // The first call holds the worker; the four others queue behind it and go together.
+      const hold = batched.logits('hold', text('x'.repeat(300)), 0);
+      const results = await Promise.all(calls.map((call) => batched.logits(call.id, call.tokens, call.from)));
+      await hold;
+      expect(results.map((r) => r.batchRequests)).toEqual([4, 4, 4, 4]);
+      for (const [i, call] of calls.entries()) {
+        const alone = await target.logits(call.id, call.tokens, call.from);
+        expect({ i, rows: results[i].rows, reused: results[i].reusedTokens }).toEqual({ i, rows: alone.rows, reused: alone.reusedTokens });
+        expect(maxAbsDiff(results[i].logits, alone.logits)).toBeLessThan(1e-4);
+        const argmax = (logits: Float32Array, row: number) => {
+          let best = 0;
+          for (let v = 1; v < target.info.vocabSize; v++) if (logits[row * target.info.vocabSize + v] > logits[row * target.info.vocabSize + best]) best = v;
+          return best;
+        };
+        for (let row = 0; row < alone.rows; row++) expect(argmax(results[i].logits, row)).toBe(argmax(alone.logits, row));
+      }
+      // Each request's cache is its own: the next step reuses it.
+      const next = await batched.logits('long', [...calls[0].tokens, 65], calls[0].tokens.length);
+      expect(next.reusedTokens).toBe(calls[0].tokens.length);
+      const reference = await target.logits('long', [...calls[0].tokens, 65], calls[0].tokens.length);
+      expect(maxAbsDiff(next.logits, reference.logits)).toBeLessThan(1e-4);
+    } finally {
+      await batched.close();
+    }
+  });
+});

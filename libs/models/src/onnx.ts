@@ -17,6 +17,13 @@ export interface OnnxModelOptions {
   maxCachedTokens?: number;
   /** A request's cache is dropped after this long unused. Default 5 minutes. */
   idleTimeoutMs?: number;
+  /**
+   * Calls one forward may batch (`--max-batch-requests`): the calls queued while a forward runs go
+   * together in the next one, each over its own KV cache. Default 1 (one call per forward).
+   */
+  maxBatchRequests?: number;
+  /** Tokens one batched forward may compute (a larger call runs alone). Default 512. */
+  maxBatchTokens?: number;
 }
 
 /** What one idle sweep of {@link OnnxModel} did: requests whose cache it dropped, and those still cached. */
@@ -63,6 +70,7 @@ export class OnnxModel implements LanguageModel {
     readonly config: DecoderConfig,
     name: string,
     idleTimeoutMs: number,
+    private readonly batch: { requests: number; tokens: number } = { requests: 1, tokens: 512 },
   ) {
     this.info = { name, backend: 'onnx', vocabSize: config.vocabSize, contextLength: config.contextLength, eosTokenId: config.eosTokenId };
     worker.on('message', (response: OnnxWorkerResponse) => {
@@ -110,7 +118,10 @@ export class OnnxModel implements LanguageModel {
     });
     worker.removeAllListeners('exit');
     worker.removeAllListeners('error');
-    return new OnnxModel(worker, config, path.basename(path.resolve(dir)), options.idleTimeoutMs ?? 300_000);
+    return new OnnxModel(worker, config, path.basename(path.resolve(dir)), options.idleTimeoutMs ?? 300_000, {
+      requests: options.maxBatchRequests ?? 1,
+      tokens: options.maxBatchTokens ?? 512,
+    });
   }
 
   logits(requestId: string, tokens: readonly number[], from: number, signal?: AbortSignal): Promise<ForwardResult> {
@@ -194,6 +205,20 @@ export class OnnxModel implements LanguageModel {
     this.pending.clear();
   }
 
+  /** `first` and the forward calls queued right behind it, within the batch limits (never past a release). */
+  private takeBatch(first: Job & { kind: 'forward' }): Array<Job & { kind: 'forward' }> {
+    const batch = [first];
+    let tokens = first.tokens.length - first.from;
+    while (batch.length < this.batch.requests) {
+      const next = this.queue[0];
+      if (next?.kind !== 'forward' || tokens + next.tokens.length - next.from > this.batch.tokens) break;
+      this.queue.shift();
+      tokens += next.tokens.length - next.from;
+      batch.push(next);
+    }
+    return batch;
+  }
+
   private pump(): void {
     if (this.running) return;
     const job = this.queue.shift();
@@ -207,6 +232,21 @@ export class OnnxModel implements LanguageModel {
     if (job.kind === 'release') {
       void this.request({ type: 'release', id, requestId: job.requestId }).then((response) => {
         job.resolve(response.type === 'released' && response.released);
+        done();
+      });
+      return;
+    }
+    const batch = this.takeBatch(job);
+    if (batch.length > 1) {
+      void this.request({ type: 'forward-batch', id, items: batch.map((b) => ({ requestId: b.requestId, tokens: b.tokens, from: b.from })) }).then((response) => {
+        batch.forEach((b, i) => {
+          if (response.type === 'batch-result') {
+            const r = response.results[i];
+            b.resolve({ logits: r.logits, rows: r.rows, reusedTokens: r.reused, computedTokens: r.computed, modelMs: response.modelMs, batchRequests: batch.length });
+          } else if (response.type === 'error') {
+            b.reject(new ModelWorkerError(response.message));
+          }
+        });
         done();
       });
       return;

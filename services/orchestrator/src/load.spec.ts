@@ -1,7 +1,7 @@
 import { credentials, Metadata, status, type CallOptions, type ServiceError } from '@grpc/grpc-js';
 import { metrics } from '@opentelemetry/api';
 import { ensureDefaultModels } from '@dsi/modelgen';
-import { createSyntheticModel, TextTokenizer, type LanguageModel } from '@dsi/models';
+import { createSyntheticModel, OnnxModel, TextTokenizer, type LanguageModel } from '@dsi/models';
 import { testModelsDir } from '@dsi/models/test-models';
 import { GenerateRequest, Mode, OrchestratorServiceClient, VerificationRule, type GenerateResponse, type GenerationParams } from '@dsi/proto';
 import { drafterService } from '@dsi/drafter-service';
@@ -63,20 +63,24 @@ class LoadStack {
   /** The most calls one forward of a replica ran together (`maxBatchRequests` above 1 batches). */
   largestBatch = { drafter: 0, target: 0 };
 
-  async start(options: { targetMs?: number; maxBatchRequests?: number } = {}): Promise<void> {
+  async start(options: { targetMs?: number; maxBatchRequests?: number; onnx?: boolean } = {}): Promise<void> {
     const pair = await ensureDefaultModels(testModelsDir());
     this.tokenizer = TextTokenizer.load(pair.target);
     const targetMs = options.targetMs ?? TARGET_MS;
     const batching = { maxBatchRequests: options.maxBatchRequests ?? 1 };
+    const onnx = (role: 'drafter' | 'target') => OnnxModel.load(pair[role], batching);
     for (let i = 0; i < 2; i++) {
-      const model = this.model(createSyntheticModel({ role: 'drafter', seed: 7, acceptance: 0.7, ttftMs: DRAFTER_MS, tpotMs: DRAFTER_MS, batching }), 'drafter');
+      const model = this.model(
+        options.onnx ? await onnx('drafter') : createSyntheticModel({ role: 'drafter', seed: 7, acceptance: 0.7, ttftMs: DRAFTER_MS, tpotMs: DRAFTER_MS, batching }),
+        'drafter',
+      );
       let address = '';
       const server = await this.serve(counting(drafterService(LoadingSlot.of(model)), 'draft', this.draftCalls, () => address));
       address = server.address;
       this.drafterAddresses.push(address);
     }
     for (let i = 0; i < 4; i++) {
-      const model = this.model(createSyntheticModel({ role: 'target', seed: 7, ttftMs: targetMs, tpotMs: targetMs, batching }), 'target');
+      const model = this.model(options.onnx ? await onnx('target') : createSyntheticModel({ role: 'target', seed: 7, ttftMs: targetMs, tpotMs: targetMs, batching }), 'target');
       let address = '';
       const server = await this.serve(counting(targetService(LoadingSlot.of(model)), 'verify', this.verifyCalls, () => address));
       address = server.address;
@@ -223,10 +227,13 @@ describe('many requests at once', () => {
   }, 60_000);
 });
 
-describe('many requests at once on replicas that batch (--max-batch-requests 4)', () => {
+describe.each([
+  ['synthetic', false],
+  ['ONNX (the default pair)', true],
+])('many requests at once on %s replicas that batch (--max-batch-requests 4)', (_backend, onnx) => {
   const batched = new LoadStack();
   const unbatched = new LoadStack();
-  beforeAll(() => Promise.all([batched.start({ maxBatchRequests: 4 }), unbatched.start()]), 60_000);
+  beforeAll(() => Promise.all([batched.start({ maxBatchRequests: 4, onnx }), unbatched.start({ onnx })]), 60_000);
   afterAll(() => Promise.all([batched.stop(), unbatched.stop()]));
 
   it('gives exactly the unbatched tokens: 32 concurrent requests of mixed modes, rules and lookaheads, forwards shared', async () => {

@@ -65,7 +65,6 @@ const CASES: Case[] = [
   { name: 'serve --max-tokens-per-call 0', flag: '--max-tokens-per-call', args: () => ['serve', 'target', '--port', '0', '--backend', 'synthetic', '--max-tokens-per-call', '0'] },
   { name: 'serve --synthetic-spin-ms -1', flag: '--synthetic-spin-ms', args: () => ['serve', 'drafter', '--port', '0', '--backend', 'synthetic', '--synthetic-spin-ms', '-1'] },
   { name: 'serve --max-batch-requests 0', flag: '--max-batch-requests', args: () => ['serve', 'target', '--port', '0', '--backend', 'synthetic', '--max-batch-requests', '0'] },
-  { name: 'serve --max-batch-requests 4 with the onnx backend', flag: '--max-batch-requests', args: (c) => ['serve', 'target', '--port', '0', '--models-dir', c.untouched('models'), '--max-batch-requests', '4'] },
   { name: 'serve orchestrator --targets ,', flag: '--targets', args: async (c) => ['serve', 'orchestrator', '--port', '0', '--drafter', await c.listener(), '--targets', ','] },
   // up (see above).
   { name: 'up --a 1.5 with the onnx backend (synthetic only)', flag: '--a', args: up('--base-port', '0', '--backend', 'onnx', '--a', '1.5') },

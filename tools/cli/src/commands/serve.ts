@@ -103,9 +103,6 @@ export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags)
       },
     };
   }
-  if (flags.maxBatchRequests > 1) {
-    throw new UsageError('--max-batch-requests above 1 needs --backend synthetic: the ONNX backend runs one request per forward');
-  }
   return {
     backend: 'onnx',
     dir: flags.model || (await builtInModels(flags))[name],
@@ -114,6 +111,8 @@ export async function modelSource(name: 'drafter' | 'target', flags: ServeFlags)
     maxCachedRequests: flags.maxCachedRequests,
     maxCachedTokens: flags.maxCachedTokens,
     idleTimeoutMs: flags.idleTimeoutMs,
+    maxBatchRequests: flags.maxBatchRequests,
+    maxBatchTokens: flags.maxBatchTokens,
   };
 }
 
