@@ -7,6 +7,7 @@ import {
   trace,
   type Tracer,
 } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter as OtlpGrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
 import { OTLPTraceExporter as OtlpHttpTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -86,6 +87,40 @@ function disabledTelemetry(serviceName: string): Telemetry {
 }
 
 /**
+ * Telemetry of a process with nowhere to send spans (no exporter configured, the default of a bare
+ * local run): it records none, since they would be dropped, but still carries the trace context
+ * through (the W3C propagator, the context manager and the gRPC instrumentation stay, over the API's
+ * no-op tracer, whose spans are the incoming one): a client's traceparent reaches the replicas
+ * unchanged. Recording spans that go nowhere cost DSI, which makes the most calls, about a tenth of its
+ * throughput at 4 concurrent clients on 2 cores (measured side by side).
+ */
+function passThroughTelemetry(options: TelemetryOptions, serviceName: string): Telemetry {
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()] }));
+  const unregisterInstrumentations =
+    options.instrumentGrpc === false ? () => {} : registerInstrumentations({ instrumentations: [new GrpcInstrumentation({ ignoreGrpcMethods: ['Export'] })] });
+  let stopping: Promise<void> | undefined;
+  const telemetry: Telemetry = {
+    tracer: trace.getTracer(options.serviceName, options.serviceVersion),
+    serviceName,
+    exporters: [],
+    forceFlush: async () => {},
+    shutdown: () => {
+      stopping ??= (async () => {
+        unregisterInstrumentations();
+        context.disable();
+        propagation.disable();
+        diag.disable();
+        active = undefined;
+      })();
+      return stopping;
+    },
+  };
+  active = telemetry;
+  return telemetry;
+}
+
+/**
  * Starts tracing for this process: call it first thing in a service's `main`, before anything imports
  * `@grpc/grpc-js` (even indirectly, e.g. `@dsi/rpc`), because the gRPC instrumentation can only patch
  * the module when it is loaded. In an entry point, load the rest of the program after it, e.g.
@@ -100,7 +135,8 @@ function disabledTelemetry(serviceName: string): Telemetry {
  *
  * One pipeline per process: throws `TelemetryError` if one is running (shut it down first) or if a
  * variable has an unsupported value. With `OTEL_SDK_DISABLED=true` nothing is registered and the
- * returned tracer is a no-op.
+ * returned tracer is a no-op. With no exporter (and no extra span processor) no span is recorded: the
+ * trace context is only passed through ({@link passThroughTelemetry}).
  */
 export function startTelemetry(options: TelemetryOptions): Telemetry {
   const config = parseTelemetryConfig(options.env ?? {}, options.traceFile);
@@ -117,6 +153,7 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   // Exporters first: if one cannot be created (an unwritable span file), no global state has changed yet.
   const spanProcessors = [...config.exporters.map(createSpanProcessor), ...(options.extraSpanProcessors ?? [])];
   diag.setLogger(new DiagConsoleLogger(), { logLevel: config.logLevel, suppressOverrideMessage: true });
+  if (spanProcessors.length === 0) return passThroughTelemetry(options, serviceName);
   const provider = new NodeTracerProvider({
     resource: defaultResource().merge(resourceFromAttributes(attributes)),
     sampler: config.sampler,
