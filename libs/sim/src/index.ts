@@ -11,3 +11,7 @@ export * from './simulated';
 export * from './event';
 export * from './load';
 export * from './predict';
+export * from './profile';
+export * from './presets';
+export * from './plan';
+export * from './plan-svg';

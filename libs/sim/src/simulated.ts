@@ -37,6 +37,8 @@ export interface EventParams {
   servers: number;
   /** Latency of a replica's first target forward for the request (prefill); default `t`. */
   ttft?: number;
+  /** Latency of a drafter's first forward for the request (prefill); default `c`. */
+  drafterTtft?: number;
   /** Extra target latency per additional token computed in one forward (verifying k drafts costs t + k * this). */
   verifyPerToken?: number;
   /** Network round trip (and service overhead) added to every call. */
@@ -181,7 +183,7 @@ export function simulatedReplicas(p: EventParams, clock: Clock, counts: { target
   const rtt = p.rtt ?? 0;
   const drafterModel = new OracleModel({ role: 'drafter', seed: p.seed, acceptance: p.a, acceptanceAfter: p.aAfter, acceptanceSwitchAt: p.aSwitchAt });
   const targetModel = new OracleModel({ role: 'target', seed: p.seed });
-  const drafterLatency = { ttftMs: p.c, tpotMs: p.c };
+  const drafterLatency = { ttftMs: p.drafterTtft ?? p.c, tpotMs: p.c };
   const targetLatency = { ttftMs: p.ttft ?? p.t, tpotMs: p.t, verifyMsPerToken: p.verifyPerToken ?? 0 };
   const cost = p.batchCostPerToken ?? DEFAULT_BATCH_COST_PER_TOKEN;
   const batching = (forwardMs: number) => ({ maxBatchRequests: p.maxBatchRequests ?? 1, maxBatchTokens: p.maxBatchTokens ?? Infinity, batchMsPerToken: cost * forwardMs });
