@@ -1,5 +1,5 @@
-import { SimulateResponse, SimulationMethod as WireMethod } from '@dsi/proto';
-import { DEFAULT_HEATMAP, resolveConfig, simulate, simulateLoad, type HeatmapRow, type SimulationConfig, type SimulationMethod } from '@dsi/sim';
+import { Plan as WirePlan, PlanRequest, SimulateResponse, SimulationMethod as WireMethod } from '@dsi/proto';
+import { DEFAULT_HEATMAP, planDeployment, PlanInputError, resolveConfig, simulate, simulateLoad, type HeatmapRow, type PlanPair, type SimulationConfig, type SimulationMethod } from '@dsi/sim';
 import {
   configErrorMessageToWire,
   configFromWire,
@@ -7,6 +7,10 @@ import {
   heatmapSpecFromWire,
   methodFromWire,
   methodToWire,
+  planFromWire,
+  planRequestFromWire,
+  planRequestToWire,
+  planToWire,
   resultFromWire,
   resultToWire,
   rowFromWire,
@@ -95,5 +99,35 @@ describe('simulator wire under load', () => {
       'concurrency (closed loop) and arrival_rate (open loop) are exclusive: set one',
     );
     expect(configErrorMessageToWire({ message: 'verifyPerToken=-1 is below 0' })).toBe('verify_per_token=-1 is below 0');
+  });
+});
+
+describe('plan wire', () => {
+  const through = (plan: Parameters<typeof planToWire>[0]) => planFromWire(WirePlan.decode(WirePlan.encode(planToWire(plan)).finish()));
+
+  it('carries a single-request plan there and back, through the encoding, exactly', async () => {
+    const plan = await planDeployment({ a: 0.8, targetMs: 20, drafterMs: 2, rttMs: 0.5 }, { maxReplicas: 2, tokens: 40, maxLookahead: 4, prompts: 1 });
+    expect(plan.rows[0].dsi_auto).toBeUndefined();
+    expect(through(plan)).toStrictEqual(plan);
+  });
+
+  it('carries a plan under load (dsi_auto, throughput, p50, the load options) there and back, exactly', async () => {
+    const plan = await planDeployment({ a: 0.7, targetMs: 10, drafterMs: 1 }, { maxReplicas: 2, tokens: 10, maxLookahead: 2, concurrency: 2, requests: 3 });
+    expect(plan.rows[0].dsi_auto?.throughput_tps).toBeGreaterThan(0);
+    expect(plan.options).toMatchObject({ concurrency: 2, requests: 3 });
+    expect(through(plan)).toStrictEqual(plan);
+  });
+
+  it('carries the request there and back, unset fields staying unset', () => {
+    const pair: PlanPair = { a: 0.6, targetMs: 30, drafterMs: 3, verifyMsPerToken: 0.1 };
+    const options = { maxReplicas: 3, seed: 0, arrivalRate: 2 };
+    const back = planRequestFromWire(PlanRequest.decode(PlanRequest.encode(planRequestToWire(pair, options)).finish()));
+    expect(back).toStrictEqual({ pair, options });
+    expect(planRequestFromWire(planRequestToWire({ a: 0, targetMs: 1, drafterMs: 0 }))).toStrictEqual({ pair: { a: 0, targetMs: 1, drafterMs: 0 }, options: {} });
+  });
+
+  it('names a missing required pair field', () => {
+    expect(() => planRequestFromWire({ pair: undefined, options: undefined })).toThrow(new PlanInputError('a', 'required'));
+    expect(() => planRequestFromWire({ pair: { a: 0.5, targetMs: 10 }, options: undefined })).toThrow('drafter_ms: required');
   });
 });

@@ -1,6 +1,6 @@
 /**
- * The simulator's wire: methods, configurations, results and heatmap cells, to and from the ts-proto
- * messages. The simulator service converts requests and answers with these; the CLI's remote client
+ * The simulator's wire: methods, configurations, results, heatmap cells and deployment plans, to and
+ * from the ts-proto messages. The simulator service converts requests and answers with these; the CLI's remote client
  * converts the other way.
  */
 import {
@@ -8,10 +8,28 @@ import {
   type HeatmapCell,
   type HeatmapRequest,
   type LoadFigures as WireLoadFigures,
+  type Plan as WirePlan,
+  type PlanFigure as WirePlanFigure,
+  type PlanRequest,
+  type PlanRow as WirePlanRow,
   type SimulateResponse,
   type SimulationConfig as WireConfig,
 } from '@dsi/proto';
-import type { HeatmapRow, HeatmapSpec, LoadFigures, SimulationConfig, SimulationConfigError, SimulationMethod, SimulationResult } from '@dsi/sim';
+import {
+  PlanInputError,
+  type HeatmapRow,
+  type HeatmapSpec,
+  type LoadFigures,
+  type Plan,
+  type PlanFigure,
+  type PlanOptions,
+  type PlanPair,
+  type PlanRow,
+  type SimulationConfig,
+  type SimulationConfigError,
+  type SimulationMethod,
+  type SimulationResult,
+} from '@dsi/sim';
 
 /** The wire's method enum as the simulator's method name (unspecified means the default, seed). */
 export function methodFromWire(method: WireMethod | undefined): SimulationMethod | undefined {
@@ -215,4 +233,194 @@ export function resultFromWire(response: SimulateResponse): SimulationResult {
   };
   if (response.load) result.load = { nonsi: loadFiguresFromWire(response.load.nonsi), si: loadFiguresFromWire(response.load.si), dsi: loadFiguresFromWire(response.load.dsi) };
   return result;
+}
+
+/** The planner's inputs a Plan request carries (the signal and progress callback stay with the caller). */
+export type PlanInputOptions = Omit<PlanOptions, 'signal' | 'onProgress'>;
+
+/** A pair and planner options as the wire request (unset options stay unset, so the service applies defaults). */
+export function planRequestToWire(pair: PlanPair, options: Partial<PlanInputOptions> = {}): PlanRequest {
+  return {
+    pair: {
+      a: pair.a,
+      targetMs: pair.targetMs,
+      drafterMs: pair.drafterMs,
+      targetTtftMs: pair.targetTtftMs,
+      drafterTtftMs: pair.drafterTtftMs,
+      verifyMsPerToken: pair.verifyMsPerToken,
+      roundTripMs: pair.rttMs,
+    },
+    options: {
+      maxReplicas: options.maxReplicas,
+      tokens: options.tokens,
+      maxLookahead: options.maxLookahead,
+      prompts: options.prompts,
+      seed: options.seed,
+      concurrency: options.concurrency,
+      arrivalRate: options.arrivalRate,
+      requests: options.requests,
+    },
+  };
+}
+
+/** Copies the entries of `source` whose value is set (the planner tells unset from undefined by `??`). */
+function defined<T extends object>(source: T): Partial<T> {
+  return Object.fromEntries(Object.entries(source).filter(([, value]) => value !== undefined)) as Partial<T>;
+}
+
+/**
+ * A wire Plan request as the planner's inputs. Unset optional fields stay absent, so the planner
+ * applies its defaults; a missing required pair field (a, target_ms, drafter_ms) throws the
+ * {@link PlanInputError} naming it, as the planner does for a value out of range.
+ */
+export function planRequestFromWire(request: PlanRequest): { pair: PlanPair; options: Partial<PlanInputOptions> } {
+  const wire = request.pair;
+  const required = (field: string, value: number | undefined): number => {
+    if (value === undefined) throw new PlanInputError(field, 'required');
+    return value;
+  };
+  const pair: PlanPair = {
+    a: required('a', wire?.a),
+    targetMs: required('target_ms', wire?.targetMs),
+    drafterMs: required('drafter_ms', wire?.drafterMs),
+    ...defined({ targetTtftMs: wire?.targetTtftMs, drafterTtftMs: wire?.drafterTtftMs, verifyMsPerToken: wire?.verifyMsPerToken, rttMs: wire?.roundTripMs }),
+  };
+  const o = request.options;
+  const options: Partial<PlanInputOptions> = defined({
+    maxReplicas: o?.maxReplicas,
+    tokens: o?.tokens,
+    maxLookahead: o?.maxLookahead,
+    prompts: o?.prompts,
+    seed: o?.seed,
+    concurrency: o?.concurrency,
+    arrivalRate: o?.arrivalRate,
+    requests: o?.requests,
+  });
+  return { pair, options };
+}
+
+function planFigureToWire(figure: PlanFigure): WirePlanFigure {
+  return { msPerToken: figure.ms_per_token, lookahead: figure.lookahead, throughputTps: figure.throughput_tps, p50Ms: figure.p50_ms };
+}
+
+/** A wire figure back; optional figures stay absent when unset (a missing message reads as zeros). */
+function planFigureFromWire(figure: WirePlanFigure | undefined): PlanFigure {
+  return {
+    ms_per_token: figure?.msPerToken ?? 0,
+    ...(figure?.lookahead !== undefined ? { lookahead: figure.lookahead } : {}),
+    ...(figure?.throughputTps !== undefined ? { throughput_tps: figure.throughputTps } : {}),
+    ...(figure?.p50Ms !== undefined ? { p50_ms: figure.p50Ms } : {}),
+  };
+}
+
+/** SI's and DSI's figures always carry their lookahead. */
+function lookaheadFigureFromWire(figure: WirePlanFigure | undefined): PlanFigure & { lookahead: number } {
+  const back = planFigureFromWire(figure);
+  return { ...back, lookahead: back.lookahead ?? 0 };
+}
+
+function planRowToWire(row: PlanRow): WirePlanRow {
+  return {
+    replicas: row.replicas,
+    nonsi: planFigureToWire(row.nonsi),
+    si: planFigureToWire(row.si),
+    dsi: planFigureToWire(row.dsi),
+    dsiAuto: row.dsi_auto && planFigureToWire(row.dsi_auto),
+    speedupVsSi: row.speedup_vs_si,
+    speedupVsNonsi: row.speedup_vs_nonsi,
+    vsBound: row.vs_bound,
+  };
+}
+
+function planRowFromWire(row: WirePlanRow): PlanRow {
+  return {
+    replicas: row.replicas,
+    nonsi: planFigureFromWire(row.nonsi),
+    si: lookaheadFigureFromWire(row.si),
+    dsi: lookaheadFigureFromWire(row.dsi),
+    ...(row.dsiAuto ? { dsi_auto: planFigureFromWire(row.dsiAuto) } : {}),
+    speedup_vs_si: row.speedupVsSi,
+    speedup_vs_nonsi: row.speedupVsNonsi,
+    vs_bound: row.vsBound,
+  };
+}
+
+/** A plan as the wire message (the final message of a Plan stream). */
+export function planToWire(plan: Plan): WirePlan {
+  const { pair, options, recommendation } = plan;
+  return {
+    pair: {
+      a: pair.a,
+      targetMs: pair.target_ms,
+      drafterMs: pair.drafter_ms,
+      targetTtftMs: pair.target_ttft_ms,
+      drafterTtftMs: pair.drafter_ttft_ms,
+      verifyMsPerToken: pair.verify_ms_per_token,
+      roundTripMs: pair.round_trip_ms,
+    },
+    options: {
+      maxReplicas: options.max_replicas,
+      tokens: options.tokens,
+      maxLookahead: options.max_lookahead,
+      prompts: options.prompts,
+      seed: options.seed,
+      concurrency: options.concurrency,
+      arrivalRate: options.arrival_rate,
+      requests: options.requests,
+    },
+    boundMsPerToken: plan.bound_ms_per_token,
+    rows: plan.rows.map(planRowToWire),
+    recommendation: {
+      replicas: recommendation.replicas,
+      lookahead: recommendation.lookahead,
+      dsiMsPerToken: recommendation.dsi_ms_per_token,
+      speedupVsSi: recommendation.speedup_vs_si,
+      speedupVsNonsi: recommendation.speedup_vs_nonsi,
+      bestDsiMsPerToken: recommendation.best_dsi_ms_per_token,
+    },
+  };
+}
+
+/**
+ * A wire plan back as the planner's Plan, the shape `planDeployment` returns (and `dsi plan --json`
+ * prints): `planFromWire(planToWire(plan))` deep-equals `plan`. Pair fields a service left unset read
+ * as the planner's defaults; the load options stay absent unless set.
+ */
+export function planFromWire(plan: WirePlan): Plan {
+  const pair = plan.pair;
+  const options = plan.options;
+  const recommendation = plan.recommendation;
+  const targetMs = pair?.targetMs ?? 0;
+  const drafterMs = pair?.drafterMs ?? 0;
+  return {
+    pair: {
+      a: pair?.a ?? 0,
+      target_ms: targetMs,
+      drafter_ms: drafterMs,
+      target_ttft_ms: pair?.targetTtftMs ?? targetMs,
+      drafter_ttft_ms: pair?.drafterTtftMs ?? drafterMs,
+      verify_ms_per_token: pair?.verifyMsPerToken ?? 0,
+      round_trip_ms: pair?.roundTripMs ?? 0,
+    },
+    options: {
+      max_replicas: options?.maxReplicas ?? 0,
+      tokens: options?.tokens ?? 0,
+      max_lookahead: options?.maxLookahead ?? 0,
+      prompts: options?.prompts ?? 0,
+      seed: options?.seed ?? 0,
+      ...(options?.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+      ...(options?.arrivalRate !== undefined ? { arrival_rate: options.arrivalRate } : {}),
+      ...(options?.requests !== undefined ? { requests: options.requests } : {}),
+    },
+    bound_ms_per_token: plan.boundMsPerToken,
+    rows: plan.rows.map(planRowFromWire),
+    recommendation: {
+      replicas: recommendation?.replicas ?? 0,
+      lookahead: recommendation?.lookahead ?? 0,
+      dsi_ms_per_token: recommendation?.dsiMsPerToken ?? 0,
+      speedup_vs_si: recommendation?.speedupVsSi ?? 0,
+      speedup_vs_nonsi: recommendation?.speedupVsNonsi ?? 0,
+      best_dsi_ms_per_token: recommendation?.bestDsiMsPerToken ?? 0,
+    },
+  };
 }

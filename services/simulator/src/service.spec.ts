@@ -2,10 +2,21 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { SpanStatusCode } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { HeatmapRequest, SimulateRequest, SimulationMethod, SimulatorServiceClient, type HeatmapResponse, type SimulateResponse } from '@dsi/proto';
-import { DsiServer } from '@dsi/rpc';
-import { heatmapGrid, DEFAULT_HEATMAP } from '@dsi/sim';
+import {
+  HeatmapRequest,
+  PlanRequest,
+  SimulateRequest,
+  SimulationMethod,
+  SimulatorServiceClient,
+  type HeatmapResponse,
+  type PlanResponse,
+  type SimulateResponse,
+} from '@dsi/proto';
+import { checkHealth, DsiServer } from '@dsi/rpc';
+import { heatmapGrid, DEFAULT_HEATMAP, planDeployment } from '@dsi/sim';
+import { planFromWire } from '@dsi/wire';
 import { simulatorService } from './service';
 
 const root = path.resolve(__dirname, '../../..');
@@ -151,6 +162,100 @@ describe('SimulatorService/Heatmap', () => {
   });
 });
 
+function plan(request: Partial<PlanRequest>): Promise<PlanResponse[]> {
+  return new Promise((resolve, reject) => {
+    const messages: PlanResponse[] = [];
+    const stream = client.plan(PlanRequest.fromPartial(request));
+    stream.on('data', (m: PlanResponse) => messages.push(m));
+    stream.on('error', reject);
+    stream.on('end', () => resolve(messages));
+  });
+}
+
+async function planError(request: Partial<PlanRequest>): Promise<ServiceError> {
+  return (await plan(request).then(
+    () => {
+      throw new Error('expected the call to fail');
+    },
+    (e: ServiceError) => e,
+  ));
+}
+
+describe('SimulatorService/Plan', () => {
+  const pair = { a: 0.8, targetMs: 20, drafterMs: 2, roundTripMs: 0.5 };
+
+  it('streams progress up to the total, then the plan planDeployment gives in-process, exactly', async () => {
+    exporter.reset();
+    const messages = await plan({ pair, options: { maxReplicas: 3, tokens: 200, prompts: 2 } });
+    const expected = await planDeployment({ a: 0.8, targetMs: 20, drafterMs: 2, rttMs: 0.5 }, { maxReplicas: 3, tokens: 200, prompts: 2 });
+    expect(messages.slice(0, -1).map((m) => m.progress)).toEqual([1, 2, 3, 4].map((done) => ({ done, total: 4 })));
+    expect(messages.slice(0, -1).every((m) => m.plan === undefined)).toBe(true);
+    const last = messages[messages.length - 1];
+    expect(last.progress).toBeUndefined();
+    expect(planFromWire(last.plan!)).toStrictEqual(expected);
+    expect(expected.options).toMatchObject({ max_lookahead: 12, seed: 1 }); // the defaults of unset options
+    const span = exporter.getFinishedSpans().find((s) => s.name === 'dsi.plan');
+    expect(span?.attributes).toMatchObject({
+      'dsi.plan.a': 0.8,
+      'dsi.plan.target_ms': 20,
+      'dsi.plan.drafter_ms': 2,
+      'dsi.plan.round_trip_ms': 0.5,
+      'dsi.plan.max_replicas': 3,
+      'dsi.plan.tokens': 200,
+      'dsi.plan.prompts': 2,
+      'dsi.plan.max_lookahead': 12,
+      'dsi.plan.seed': 1,
+      'dsi.plan.recommended_replicas': expected.recommendation.replicas,
+    });
+    expect(span?.attributes['dsi.plan.concurrency']).toBeUndefined();
+  });
+
+  it('plans under load (DSI auto, throughput, the resolved requests) as in-process', async () => {
+    const messages = await plan({ pair, options: { maxReplicas: 2, tokens: 10, maxLookahead: 2, concurrency: 2 } });
+    const expected = await planDeployment({ a: 0.8, targetMs: 20, drafterMs: 2, rttMs: 0.5 }, { maxReplicas: 2, tokens: 10, maxLookahead: 2, concurrency: 2 });
+    const result = planFromWire(messages[messages.length - 1].plan!);
+    expect(result).toStrictEqual(expected);
+    expect(result.options).toMatchObject({ concurrency: 2, requests: 8 });
+    expect(result.rows[0].dsi_auto?.throughput_tps).toBeGreaterThan(0);
+  });
+
+  it.each<[string, Partial<PlanRequest>, string]>([
+    ['a out of range', { pair: { ...pair, a: 1.5 } }, 'a: must be in [0, 1], got 1.5'],
+    ['a negative target_ms', { pair: { ...pair, targetMs: -3 } }, 'target_ms: must be a latency >= 0 ms, got -3'],
+    ['a zero target_ms', { pair: { ...pair, targetMs: 0 } }, 'target_ms: must be > 0'],
+    ['no pair', {}, 'a: required'],
+    ['no drafter_ms', { pair: { a: 0.5, targetMs: 10 } }, 'drafter_ms: required'],
+    ['a negative round trip', { pair: { ...pair, roundTripMs: -1 } }, 'round_trip_ms: must be a latency >= 0 ms, got -1'],
+    ['max_replicas 0', { pair, options: { maxReplicas: 0 } }, 'max_replicas: must be an integer in [1, 64], got 0'],
+    ['both load options', { pair, options: { concurrency: 2, arrivalRate: 1 } }, 'arrival_rate: give concurrency or arrival_rate, not both'],
+  ])('answers %s with INVALID_ARGUMENT naming the field', async (_, request, message) => {
+    const error = await planError(request);
+    expect(error.code).toBe(status.INVALID_ARGUMENT);
+    expect(error.details).toBe(message);
+  });
+
+  it('stops the planner when the client cancels, and keeps serving', async () => {
+    exporter.reset();
+    const stream = client.plan(PlanRequest.fromPartial({ pair, options: { maxReplicas: 16, tokens: 2000 } }));
+    const cancelled = new Promise<ServiceError>((resolve) => stream.on('error', resolve));
+    const first = await new Promise<PlanResponse>((resolve) => stream.once('data', resolve));
+    expect(first.progress).toEqual({ done: 1, total: 17 });
+    const cancelledAt = Date.now();
+    stream.cancel();
+    expect((await cancelled).code).toBe(status.CANCELLED);
+    // The span ends when the planner returns: it stopped (after at most the event-mode run in progress).
+    while (!exporter.getFinishedSpans().some((s) => s.name === 'dsi.plan')) {
+      expect(Date.now() - cancelledAt).toBeLessThan(10_000);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const span = exporter.getFinishedSpans().find((s) => s.name === 'dsi.plan')!;
+    expect(span.status.code).toBe(SpanStatusCode.ERROR);
+    expect(await checkHealth(server.address)).toBe('SERVING');
+    const messages = await plan({ pair, options: { maxReplicas: 1, tokens: 50, prompts: 1, maxLookahead: 2 } });
+    expect(messages[messages.length - 1].plan?.rows).toHaveLength(1);
+  });
+});
+
 describe('reflection', () => {
   it('lists the simulator through buf curl, as grpcurl would', async () => {
     const { stdout } = await promisify(execFile)(
@@ -172,5 +277,21 @@ describe('reflection', () => {
       { cwd: root },
     );
     expect(JSON.parse(stdout).dsi.cost).toBeCloseTo(217.819, 3);
+  });
+
+  it('streams a Plan with a JSON body through reflection', async () => {
+    const { stdout } = await promisify(execFile)(
+      path.join(root, 'node_modules/.bin/buf'),
+      [
+        'curl', '--protocol', 'grpc', '--http2-prior-knowledge',
+        '-d', '{"pair":{"a":0.8,"target_ms":20,"drafter_ms":2},"options":{"max_replicas":1,"tokens":50,"prompts":1,"max_lookahead":2}}',
+        `http://${server.address}/dsi.v1.SimulatorService/Plan`,
+      ],
+      { cwd: root },
+    );
+    const messages = stdout.trim().split(/\n(?=\{)/).map((m) => JSON.parse(m) as { progress?: object; plan?: { rows: unknown[]; boundMsPerToken: number } });
+    expect(messages.slice(0, -1).map((m) => m.progress)).toEqual([{ done: 1, total: 2 }, { done: 2, total: 2 }]);
+    expect(messages[messages.length - 1].plan?.rows).toHaveLength(1);
+    expect(messages[messages.length - 1].plan?.boundMsPerToken).toBeCloseTo(0.2 * 20 + 0.8 * 2, 9);
   });
 });

@@ -281,6 +281,205 @@ export interface HeatmapResponse {
   total: number;
 }
 
+/**
+ * PlanPair is a drafter/target pair as the planner takes it. Latencies are milliseconds of one forward
+ * without the network: the round trip is charged once per call. In a request, a, target_ms and
+ * drafter_ms are required and unset optional fields take the defaults below; in a Plan every field is
+ * set, defaults applied.
+ */
+export interface PlanPair {
+  /** Acceptance rate: the probability that the target accepts a draft, in [0, 1]. Required. */
+  a?:
+    | number
+    | undefined;
+  /** Target forward of one token (TPOT), ms, > 0. Required. */
+  targetMs?:
+    | number
+    | undefined;
+  /** Drafter forward per token (TPOT), ms, >= 0. Required. */
+  drafterMs?:
+    | number
+    | undefined;
+  /** Target prefill (TTFT), ms, >= 0. Default target_ms. */
+  targetTtftMs?:
+    | number
+    | undefined;
+  /** Drafter prefill (TTFT), ms, >= 0. Default drafter_ms. */
+  drafterTtftMs?:
+    | number
+    | undefined;
+  /**
+   * Extra target latency per extra token of a forward (verifying k drafts costs target_ms + k x this),
+   * ms, >= 0. Default 0.
+   */
+  verifyMsPerToken?:
+    | number
+    | undefined;
+  /** Per-call overhead (network and services) every Draft and Verify pays once, ms, >= 0. Default 0. */
+  roundTripMs?: number | undefined;
+}
+
+/**
+ * PlanOptions says what the planner explores. In a request unset fields take the defaults below; in a
+ * Plan max_replicas, tokens, max_lookahead, prompts and seed are set, and the load fields are set
+ * under load only (concurrency or arrival_rate), requests with its default applied.
+ */
+export interface PlanOptions {
+  /** Replica counts 1..max_replicas are planned, in [1, 64]. Default 8. */
+  maxReplicas?:
+    | number
+    | undefined;
+  /**
+   * Tokens per generation (latencies are per token of generations this long), in [2, 100000].
+   * Default 1000.
+   */
+  tokens?:
+    | number
+    | undefined;
+  /**
+   * Largest lookahead k tried, in [1, 64]. Default 12. Under load only the lookaheads 1, 2, 3, 4, 6
+   * and 8 up to it are tried.
+   */
+  maxLookahead?:
+    | number
+    | undefined;
+  /**
+   * Prompts each single-request figure averages over (different prompts, the same oracle), in
+   * [1, 64]. Default 4.
+   */
+  prompts?:
+    | number
+    | undefined;
+  /** Seed of the oracle (the synthetic backend's --synthetic-seed). Default 1. */
+  seed?:
+    | number
+    | undefined;
+  /**
+   * Under load, closed loop: clients sending requests back to back, in [1, 256]. Exclusive with
+   * arrival_rate. Unset (with arrival_rate unset): one request at a time.
+   */
+  concurrency?:
+    | number
+    | undefined;
+  /** Under load, open loop: Poisson arrivals per second, > 0. Exclusive with concurrency. */
+  arrivalRate?:
+    | number
+    | undefined;
+  /**
+   * Under load: requests of each load run, in [1, 4096]. Default max(8, 2 x concurrency) (closed
+   * loop) or 32 (open loop).
+   */
+  requests?: number | undefined;
+}
+
+export interface PlanRequest {
+  /** The pair to plan for. */
+  pair:
+    | PlanPair
+    | undefined;
+  /** What to explore; unset: every default. */
+  options: PlanOptions | undefined;
+}
+
+/** PlanProgress counts the planner's steps: one for SI on a single replica, then one per replica count. */
+export interface PlanProgress {
+  /** Steps finished so far, 1..total. */
+  done: number;
+  /** Steps in the whole plan: max_replicas + 1. */
+  total: number;
+}
+
+/** PlanFigure is one mode's predicted figures at one replica count. */
+export interface PlanFigure {
+  /** Latency per generated token, ms (request latency / tokens; under load the mean over requests). */
+  msPerToken: number;
+  /** The lookahead k that gave these figures: set for SI and DSI, unset for non-SI and DSI auto. */
+  lookahead?:
+    | number
+    | undefined;
+  /** Under load only: generated tokens per second over all requests. */
+  throughputTps?:
+    | number
+    | undefined;
+  /** Under load only: the median request latency, ms. */
+  p50Ms?: number | undefined;
+}
+
+/** PlanRow holds the predictions for one replica count. */
+export interface PlanRow {
+  /** Target replicas (only DSI uses more than one without load; under load every mode uses them all). */
+  replicas: number;
+  /** Non-SI: one target forward per token. */
+  nonsi:
+    | PlanFigure
+    | undefined;
+  /** SI at its best lookahead. */
+  si:
+    | PlanFigure
+    | undefined;
+  /** DSI at its best lookahead. */
+  dsi:
+    | PlanFigure
+    | undefined;
+  /** Under load only: DSI with lookahead auto (what `dsi up` serves by default). */
+  dsiAuto:
+    | PlanFigure
+    | undefined;
+  /** SI's latency per token over DSI's (above 1: DSI is faster). */
+  speedupVsSi: number;
+  /** Non-SI's latency per token over DSI's. */
+  speedupVsNonsi: number;
+  /** DSI's latency per token over the lower bound (>= 1). */
+  vsBound: number;
+}
+
+/** PlanRecommendation is the fewest replicas that get DSI within 2% of its best latency per token. */
+export interface PlanRecommendation {
+  /** Target replicas to deploy. */
+  replicas: number;
+  /** DSI's best lookahead at that replica count. */
+  lookahead: number;
+  /** DSI's latency per token there, ms. */
+  dsiMsPerToken: number;
+  /** SI's latency per token over DSI's there. */
+  speedupVsSi: number;
+  /** Non-SI's latency per token over DSI's there. */
+  speedupVsNonsi: number;
+  /** DSI's best latency per token over every replica count planned, ms. */
+  bestDsiMsPerToken: number;
+}
+
+/**
+ * Plan is the planner's answer: the inputs with defaults applied, the bound, one row per replica count
+ * and the recommendation.
+ */
+export interface Plan {
+  /** The pair planned for, every field set. */
+  pair:
+    | PlanPair
+    | undefined;
+  /** The options used, defaults applied. */
+  options:
+    | PlanOptions
+    | undefined;
+  /** (1 - a) target_ms + a drafter_ms: no schedule with one sequential drafter does better per token, ms. */
+  boundMsPerToken: number;
+  /** Replica counts 1..max_replicas, in order. */
+  rows: PlanRow[];
+  /** The replica count and lookahead to deploy. */
+  recommendation: PlanRecommendation | undefined;
+}
+
+/** PlanResponse is one message of a Plan stream: progress messages, then the plan, last. */
+export interface PlanResponse {
+  /** The planner finished another step. */
+  progress?:
+    | PlanProgress
+    | undefined;
+  /** The whole plan: the stream's last message. */
+  plan?: Plan | undefined;
+}
+
 function createBaseSimulationConfig(): SimulationConfig {
   return {
     a: undefined,
@@ -2090,6 +2289,1309 @@ export const HeatmapResponse: MessageFns<HeatmapResponse> = {
   },
 };
 
+function createBasePlanPair(): PlanPair {
+  return {
+    a: undefined,
+    targetMs: undefined,
+    drafterMs: undefined,
+    targetTtftMs: undefined,
+    drafterTtftMs: undefined,
+    verifyMsPerToken: undefined,
+    roundTripMs: undefined,
+  };
+}
+
+export const PlanPair: MessageFns<PlanPair> = {
+  encode(message: PlanPair, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.a !== undefined) {
+      writer.uint32(9).double(message.a);
+    }
+    if (message.targetMs !== undefined) {
+      writer.uint32(17).double(message.targetMs);
+    }
+    if (message.drafterMs !== undefined) {
+      writer.uint32(25).double(message.drafterMs);
+    }
+    if (message.targetTtftMs !== undefined) {
+      writer.uint32(33).double(message.targetTtftMs);
+    }
+    if (message.drafterTtftMs !== undefined) {
+      writer.uint32(41).double(message.drafterTtftMs);
+    }
+    if (message.verifyMsPerToken !== undefined) {
+      writer.uint32(49).double(message.verifyMsPerToken);
+    }
+    if (message.roundTripMs !== undefined) {
+      writer.uint32(57).double(message.roundTripMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanPair {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanPair();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.a = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.targetMs = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.drafterMs = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.targetTtftMs = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.drafterTtftMs = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.verifyMsPerToken = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.roundTripMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanPair {
+    return {
+      a: isSet(object.a) ? globalThis.Number(object.a) : undefined,
+      targetMs: isSet(object.targetMs)
+        ? globalThis.Number(object.targetMs)
+        : isSet(object.target_ms)
+        ? globalThis.Number(object.target_ms)
+        : undefined,
+      drafterMs: isSet(object.drafterMs)
+        ? globalThis.Number(object.drafterMs)
+        : isSet(object.drafter_ms)
+        ? globalThis.Number(object.drafter_ms)
+        : undefined,
+      targetTtftMs: isSet(object.targetTtftMs)
+        ? globalThis.Number(object.targetTtftMs)
+        : isSet(object.target_ttft_ms)
+        ? globalThis.Number(object.target_ttft_ms)
+        : undefined,
+      drafterTtftMs: isSet(object.drafterTtftMs)
+        ? globalThis.Number(object.drafterTtftMs)
+        : isSet(object.drafter_ttft_ms)
+        ? globalThis.Number(object.drafter_ttft_ms)
+        : undefined,
+      verifyMsPerToken: isSet(object.verifyMsPerToken)
+        ? globalThis.Number(object.verifyMsPerToken)
+        : isSet(object.verify_ms_per_token)
+        ? globalThis.Number(object.verify_ms_per_token)
+        : undefined,
+      roundTripMs: isSet(object.roundTripMs)
+        ? globalThis.Number(object.roundTripMs)
+        : isSet(object.round_trip_ms)
+        ? globalThis.Number(object.round_trip_ms)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PlanPair): unknown {
+    const obj: any = {};
+    if (message.a !== undefined) {
+      obj.a = floatToJson(message.a);
+    }
+    if (message.targetMs !== undefined) {
+      obj.targetMs = floatToJson(message.targetMs);
+    }
+    if (message.drafterMs !== undefined) {
+      obj.drafterMs = floatToJson(message.drafterMs);
+    }
+    if (message.targetTtftMs !== undefined) {
+      obj.targetTtftMs = floatToJson(message.targetTtftMs);
+    }
+    if (message.drafterTtftMs !== undefined) {
+      obj.drafterTtftMs = floatToJson(message.drafterTtftMs);
+    }
+    if (message.verifyMsPerToken !== undefined) {
+      obj.verifyMsPerToken = floatToJson(message.verifyMsPerToken);
+    }
+    if (message.roundTripMs !== undefined) {
+      obj.roundTripMs = floatToJson(message.roundTripMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanPair>, I>>(base?: I): PlanPair {
+    return PlanPair.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanPair>, I>>(object: I): PlanPair {
+    const message = createBasePlanPair();
+    message.a = object.a ?? undefined;
+    message.targetMs = object.targetMs ?? undefined;
+    message.drafterMs = object.drafterMs ?? undefined;
+    message.targetTtftMs = object.targetTtftMs ?? undefined;
+    message.drafterTtftMs = object.drafterTtftMs ?? undefined;
+    message.verifyMsPerToken = object.verifyMsPerToken ?? undefined;
+    message.roundTripMs = object.roundTripMs ?? undefined;
+    return message;
+  },
+};
+
+function createBasePlanOptions(): PlanOptions {
+  return {
+    maxReplicas: undefined,
+    tokens: undefined,
+    maxLookahead: undefined,
+    prompts: undefined,
+    seed: undefined,
+    concurrency: undefined,
+    arrivalRate: undefined,
+    requests: undefined,
+  };
+}
+
+export const PlanOptions: MessageFns<PlanOptions> = {
+  encode(message: PlanOptions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.maxReplicas !== undefined) {
+      writer.uint32(8).int32(message.maxReplicas);
+    }
+    if (message.tokens !== undefined) {
+      writer.uint32(16).int32(message.tokens);
+    }
+    if (message.maxLookahead !== undefined) {
+      writer.uint32(24).int32(message.maxLookahead);
+    }
+    if (message.prompts !== undefined) {
+      writer.uint32(32).int32(message.prompts);
+    }
+    if (message.seed !== undefined) {
+      writer.uint32(40).int64(message.seed);
+    }
+    if (message.concurrency !== undefined) {
+      writer.uint32(48).int32(message.concurrency);
+    }
+    if (message.arrivalRate !== undefined) {
+      writer.uint32(57).double(message.arrivalRate);
+    }
+    if (message.requests !== undefined) {
+      writer.uint32(64).int32(message.requests);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanOptions {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanOptions();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.maxReplicas = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tokens = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxLookahead = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.prompts = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.seed = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.concurrency = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.arrivalRate = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.requests = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanOptions {
+    return {
+      maxReplicas: isSet(object.maxReplicas)
+        ? globalThis.Number(object.maxReplicas)
+        : isSet(object.max_replicas)
+        ? globalThis.Number(object.max_replicas)
+        : undefined,
+      tokens: isSet(object.tokens) ? globalThis.Number(object.tokens) : undefined,
+      maxLookahead: isSet(object.maxLookahead)
+        ? globalThis.Number(object.maxLookahead)
+        : isSet(object.max_lookahead)
+        ? globalThis.Number(object.max_lookahead)
+        : undefined,
+      prompts: isSet(object.prompts) ? globalThis.Number(object.prompts) : undefined,
+      seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
+      concurrency: isSet(object.concurrency) ? globalThis.Number(object.concurrency) : undefined,
+      arrivalRate: isSet(object.arrivalRate)
+        ? globalThis.Number(object.arrivalRate)
+        : isSet(object.arrival_rate)
+        ? globalThis.Number(object.arrival_rate)
+        : undefined,
+      requests: isSet(object.requests) ? globalThis.Number(object.requests) : undefined,
+    };
+  },
+
+  toJSON(message: PlanOptions): unknown {
+    const obj: any = {};
+    if (message.maxReplicas !== undefined) {
+      obj.maxReplicas = Math.round(message.maxReplicas);
+    }
+    if (message.tokens !== undefined) {
+      obj.tokens = Math.round(message.tokens);
+    }
+    if (message.maxLookahead !== undefined) {
+      obj.maxLookahead = Math.round(message.maxLookahead);
+    }
+    if (message.prompts !== undefined) {
+      obj.prompts = Math.round(message.prompts);
+    }
+    if (message.seed !== undefined) {
+      obj.seed = Math.round(message.seed);
+    }
+    if (message.concurrency !== undefined) {
+      obj.concurrency = Math.round(message.concurrency);
+    }
+    if (message.arrivalRate !== undefined) {
+      obj.arrivalRate = floatToJson(message.arrivalRate);
+    }
+    if (message.requests !== undefined) {
+      obj.requests = Math.round(message.requests);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanOptions>, I>>(base?: I): PlanOptions {
+    return PlanOptions.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanOptions>, I>>(object: I): PlanOptions {
+    const message = createBasePlanOptions();
+    message.maxReplicas = object.maxReplicas ?? undefined;
+    message.tokens = object.tokens ?? undefined;
+    message.maxLookahead = object.maxLookahead ?? undefined;
+    message.prompts = object.prompts ?? undefined;
+    message.seed = object.seed ?? undefined;
+    message.concurrency = object.concurrency ?? undefined;
+    message.arrivalRate = object.arrivalRate ?? undefined;
+    message.requests = object.requests ?? undefined;
+    return message;
+  },
+};
+
+function createBasePlanRequest(): PlanRequest {
+  return { pair: undefined, options: undefined };
+}
+
+export const PlanRequest: MessageFns<PlanRequest> = {
+  encode(message: PlanRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pair !== undefined) {
+      PlanPair.encode(message.pair, writer.uint32(10).fork()).join();
+    }
+    if (message.options !== undefined) {
+      PlanOptions.encode(message.options, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pair = PlanPair.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.options = PlanOptions.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanRequest {
+    return {
+      pair: isSet(object.pair) ? PlanPair.fromJSON(object.pair) : undefined,
+      options: isSet(object.options) ? PlanOptions.fromJSON(object.options) : undefined,
+    };
+  },
+
+  toJSON(message: PlanRequest): unknown {
+    const obj: any = {};
+    if (message.pair !== undefined) {
+      obj.pair = PlanPair.toJSON(message.pair);
+    }
+    if (message.options !== undefined) {
+      obj.options = PlanOptions.toJSON(message.options);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanRequest>, I>>(base?: I): PlanRequest {
+    return PlanRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanRequest>, I>>(object: I): PlanRequest {
+    const message = createBasePlanRequest();
+    message.pair = (object.pair !== undefined && object.pair !== null) ? PlanPair.fromPartial(object.pair) : undefined;
+    message.options = (object.options !== undefined && object.options !== null)
+      ? PlanOptions.fromPartial(object.options)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePlanProgress(): PlanProgress {
+  return { done: 0, total: 0 };
+}
+
+export const PlanProgress: MessageFns<PlanProgress> = {
+  encode(message: PlanProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.done !== 0) {
+      writer.uint32(8).int32(message.done);
+    }
+    if (message.total !== 0) {
+      writer.uint32(16).int32(message.total);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.done = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.total = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanProgress {
+    return {
+      done: isSet(object.done) ? globalThis.Number(object.done) : 0,
+      total: isSet(object.total) ? globalThis.Number(object.total) : 0,
+    };
+  },
+
+  toJSON(message: PlanProgress): unknown {
+    const obj: any = {};
+    if (message.done !== 0) {
+      obj.done = Math.round(message.done);
+    }
+    if (message.total !== 0) {
+      obj.total = Math.round(message.total);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanProgress>, I>>(base?: I): PlanProgress {
+    return PlanProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanProgress>, I>>(object: I): PlanProgress {
+    const message = createBasePlanProgress();
+    message.done = object.done ?? 0;
+    message.total = object.total ?? 0;
+    return message;
+  },
+};
+
+function createBasePlanFigure(): PlanFigure {
+  return { msPerToken: 0, lookahead: undefined, throughputTps: undefined, p50Ms: undefined };
+}
+
+export const PlanFigure: MessageFns<PlanFigure> = {
+  encode(message: PlanFigure, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.msPerToken !== 0) {
+      writer.uint32(9).double(message.msPerToken);
+    }
+    if (message.lookahead !== undefined) {
+      writer.uint32(16).int32(message.lookahead);
+    }
+    if (message.throughputTps !== undefined) {
+      writer.uint32(25).double(message.throughputTps);
+    }
+    if (message.p50Ms !== undefined) {
+      writer.uint32(33).double(message.p50Ms);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanFigure {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanFigure();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.msPerToken = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.lookahead = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.throughputTps = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.p50Ms = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanFigure {
+    return {
+      msPerToken: isSet(object.msPerToken)
+        ? globalThis.Number(object.msPerToken)
+        : isSet(object.ms_per_token)
+        ? globalThis.Number(object.ms_per_token)
+        : 0,
+      lookahead: isSet(object.lookahead) ? globalThis.Number(object.lookahead) : undefined,
+      throughputTps: isSet(object.throughputTps)
+        ? globalThis.Number(object.throughputTps)
+        : isSet(object.throughput_tps)
+        ? globalThis.Number(object.throughput_tps)
+        : undefined,
+      p50Ms: isSet(object.p50Ms)
+        ? globalThis.Number(object.p50Ms)
+        : isSet(object.p50_ms)
+        ? globalThis.Number(object.p50_ms)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PlanFigure): unknown {
+    const obj: any = {};
+    if (message.msPerToken !== 0) {
+      obj.msPerToken = floatToJson(message.msPerToken);
+    }
+    if (message.lookahead !== undefined) {
+      obj.lookahead = Math.round(message.lookahead);
+    }
+    if (message.throughputTps !== undefined) {
+      obj.throughputTps = floatToJson(message.throughputTps);
+    }
+    if (message.p50Ms !== undefined) {
+      obj.p50Ms = floatToJson(message.p50Ms);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanFigure>, I>>(base?: I): PlanFigure {
+    return PlanFigure.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanFigure>, I>>(object: I): PlanFigure {
+    const message = createBasePlanFigure();
+    message.msPerToken = object.msPerToken ?? 0;
+    message.lookahead = object.lookahead ?? undefined;
+    message.throughputTps = object.throughputTps ?? undefined;
+    message.p50Ms = object.p50Ms ?? undefined;
+    return message;
+  },
+};
+
+function createBasePlanRow(): PlanRow {
+  return {
+    replicas: 0,
+    nonsi: undefined,
+    si: undefined,
+    dsi: undefined,
+    dsiAuto: undefined,
+    speedupVsSi: 0,
+    speedupVsNonsi: 0,
+    vsBound: 0,
+  };
+}
+
+export const PlanRow: MessageFns<PlanRow> = {
+  encode(message: PlanRow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.replicas !== 0) {
+      writer.uint32(8).int32(message.replicas);
+    }
+    if (message.nonsi !== undefined) {
+      PlanFigure.encode(message.nonsi, writer.uint32(18).fork()).join();
+    }
+    if (message.si !== undefined) {
+      PlanFigure.encode(message.si, writer.uint32(26).fork()).join();
+    }
+    if (message.dsi !== undefined) {
+      PlanFigure.encode(message.dsi, writer.uint32(34).fork()).join();
+    }
+    if (message.dsiAuto !== undefined) {
+      PlanFigure.encode(message.dsiAuto, writer.uint32(42).fork()).join();
+    }
+    if (message.speedupVsSi !== 0) {
+      writer.uint32(49).double(message.speedupVsSi);
+    }
+    if (message.speedupVsNonsi !== 0) {
+      writer.uint32(57).double(message.speedupVsNonsi);
+    }
+    if (message.vsBound !== 0) {
+      writer.uint32(65).double(message.vsBound);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanRow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanRow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.replicas = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nonsi = PlanFigure.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.si = PlanFigure.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.dsi = PlanFigure.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.dsiAuto = PlanFigure.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.speedupVsSi = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.speedupVsNonsi = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.vsBound = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanRow {
+    return {
+      replicas: isSet(object.replicas) ? globalThis.Number(object.replicas) : 0,
+      nonsi: isSet(object.nonsi) ? PlanFigure.fromJSON(object.nonsi) : undefined,
+      si: isSet(object.si) ? PlanFigure.fromJSON(object.si) : undefined,
+      dsi: isSet(object.dsi) ? PlanFigure.fromJSON(object.dsi) : undefined,
+      dsiAuto: isSet(object.dsiAuto)
+        ? PlanFigure.fromJSON(object.dsiAuto)
+        : isSet(object.dsi_auto)
+        ? PlanFigure.fromJSON(object.dsi_auto)
+        : undefined,
+      speedupVsSi: isSet(object.speedupVsSi)
+        ? globalThis.Number(object.speedupVsSi)
+        : isSet(object.speedup_vs_si)
+        ? globalThis.Number(object.speedup_vs_si)
+        : 0,
+      speedupVsNonsi: isSet(object.speedupVsNonsi)
+        ? globalThis.Number(object.speedupVsNonsi)
+        : isSet(object.speedup_vs_nonsi)
+        ? globalThis.Number(object.speedup_vs_nonsi)
+        : 0,
+      vsBound: isSet(object.vsBound)
+        ? globalThis.Number(object.vsBound)
+        : isSet(object.vs_bound)
+        ? globalThis.Number(object.vs_bound)
+        : 0,
+    };
+  },
+
+  toJSON(message: PlanRow): unknown {
+    const obj: any = {};
+    if (message.replicas !== 0) {
+      obj.replicas = Math.round(message.replicas);
+    }
+    if (message.nonsi !== undefined) {
+      obj.nonsi = PlanFigure.toJSON(message.nonsi);
+    }
+    if (message.si !== undefined) {
+      obj.si = PlanFigure.toJSON(message.si);
+    }
+    if (message.dsi !== undefined) {
+      obj.dsi = PlanFigure.toJSON(message.dsi);
+    }
+    if (message.dsiAuto !== undefined) {
+      obj.dsiAuto = PlanFigure.toJSON(message.dsiAuto);
+    }
+    if (message.speedupVsSi !== 0) {
+      obj.speedupVsSi = floatToJson(message.speedupVsSi);
+    }
+    if (message.speedupVsNonsi !== 0) {
+      obj.speedupVsNonsi = floatToJson(message.speedupVsNonsi);
+    }
+    if (message.vsBound !== 0) {
+      obj.vsBound = floatToJson(message.vsBound);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanRow>, I>>(base?: I): PlanRow {
+    return PlanRow.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanRow>, I>>(object: I): PlanRow {
+    const message = createBasePlanRow();
+    message.replicas = object.replicas ?? 0;
+    message.nonsi = (object.nonsi !== undefined && object.nonsi !== null)
+      ? PlanFigure.fromPartial(object.nonsi)
+      : undefined;
+    message.si = (object.si !== undefined && object.si !== null) ? PlanFigure.fromPartial(object.si) : undefined;
+    message.dsi = (object.dsi !== undefined && object.dsi !== null) ? PlanFigure.fromPartial(object.dsi) : undefined;
+    message.dsiAuto = (object.dsiAuto !== undefined && object.dsiAuto !== null)
+      ? PlanFigure.fromPartial(object.dsiAuto)
+      : undefined;
+    message.speedupVsSi = object.speedupVsSi ?? 0;
+    message.speedupVsNonsi = object.speedupVsNonsi ?? 0;
+    message.vsBound = object.vsBound ?? 0;
+    return message;
+  },
+};
+
+function createBasePlanRecommendation(): PlanRecommendation {
+  return { replicas: 0, lookahead: 0, dsiMsPerToken: 0, speedupVsSi: 0, speedupVsNonsi: 0, bestDsiMsPerToken: 0 };
+}
+
+export const PlanRecommendation: MessageFns<PlanRecommendation> = {
+  encode(message: PlanRecommendation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.replicas !== 0) {
+      writer.uint32(8).int32(message.replicas);
+    }
+    if (message.lookahead !== 0) {
+      writer.uint32(16).int32(message.lookahead);
+    }
+    if (message.dsiMsPerToken !== 0) {
+      writer.uint32(25).double(message.dsiMsPerToken);
+    }
+    if (message.speedupVsSi !== 0) {
+      writer.uint32(33).double(message.speedupVsSi);
+    }
+    if (message.speedupVsNonsi !== 0) {
+      writer.uint32(41).double(message.speedupVsNonsi);
+    }
+    if (message.bestDsiMsPerToken !== 0) {
+      writer.uint32(49).double(message.bestDsiMsPerToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanRecommendation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanRecommendation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.replicas = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.lookahead = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.dsiMsPerToken = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.speedupVsSi = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.speedupVsNonsi = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.bestDsiMsPerToken = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanRecommendation {
+    return {
+      replicas: isSet(object.replicas) ? globalThis.Number(object.replicas) : 0,
+      lookahead: isSet(object.lookahead) ? globalThis.Number(object.lookahead) : 0,
+      dsiMsPerToken: isSet(object.dsiMsPerToken)
+        ? globalThis.Number(object.dsiMsPerToken)
+        : isSet(object.dsi_ms_per_token)
+        ? globalThis.Number(object.dsi_ms_per_token)
+        : 0,
+      speedupVsSi: isSet(object.speedupVsSi)
+        ? globalThis.Number(object.speedupVsSi)
+        : isSet(object.speedup_vs_si)
+        ? globalThis.Number(object.speedup_vs_si)
+        : 0,
+      speedupVsNonsi: isSet(object.speedupVsNonsi)
+        ? globalThis.Number(object.speedupVsNonsi)
+        : isSet(object.speedup_vs_nonsi)
+        ? globalThis.Number(object.speedup_vs_nonsi)
+        : 0,
+      bestDsiMsPerToken: isSet(object.bestDsiMsPerToken)
+        ? globalThis.Number(object.bestDsiMsPerToken)
+        : isSet(object.best_dsi_ms_per_token)
+        ? globalThis.Number(object.best_dsi_ms_per_token)
+        : 0,
+    };
+  },
+
+  toJSON(message: PlanRecommendation): unknown {
+    const obj: any = {};
+    if (message.replicas !== 0) {
+      obj.replicas = Math.round(message.replicas);
+    }
+    if (message.lookahead !== 0) {
+      obj.lookahead = Math.round(message.lookahead);
+    }
+    if (message.dsiMsPerToken !== 0) {
+      obj.dsiMsPerToken = floatToJson(message.dsiMsPerToken);
+    }
+    if (message.speedupVsSi !== 0) {
+      obj.speedupVsSi = floatToJson(message.speedupVsSi);
+    }
+    if (message.speedupVsNonsi !== 0) {
+      obj.speedupVsNonsi = floatToJson(message.speedupVsNonsi);
+    }
+    if (message.bestDsiMsPerToken !== 0) {
+      obj.bestDsiMsPerToken = floatToJson(message.bestDsiMsPerToken);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanRecommendation>, I>>(base?: I): PlanRecommendation {
+    return PlanRecommendation.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanRecommendation>, I>>(object: I): PlanRecommendation {
+    const message = createBasePlanRecommendation();
+    message.replicas = object.replicas ?? 0;
+    message.lookahead = object.lookahead ?? 0;
+    message.dsiMsPerToken = object.dsiMsPerToken ?? 0;
+    message.speedupVsSi = object.speedupVsSi ?? 0;
+    message.speedupVsNonsi = object.speedupVsNonsi ?? 0;
+    message.bestDsiMsPerToken = object.bestDsiMsPerToken ?? 0;
+    return message;
+  },
+};
+
+function createBasePlan(): Plan {
+  return { pair: undefined, options: undefined, boundMsPerToken: 0, rows: [], recommendation: undefined };
+}
+
+export const Plan: MessageFns<Plan> = {
+  encode(message: Plan, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pair !== undefined) {
+      PlanPair.encode(message.pair, writer.uint32(10).fork()).join();
+    }
+    if (message.options !== undefined) {
+      PlanOptions.encode(message.options, writer.uint32(18).fork()).join();
+    }
+    if (message.boundMsPerToken !== 0) {
+      writer.uint32(25).double(message.boundMsPerToken);
+    }
+    for (const v of message.rows) {
+      PlanRow.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.recommendation !== undefined) {
+      PlanRecommendation.encode(message.recommendation, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Plan {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlan();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pair = PlanPair.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.options = PlanOptions.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.boundMsPerToken = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.rows.push(PlanRow.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.recommendation = PlanRecommendation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Plan {
+    return {
+      pair: isSet(object.pair) ? PlanPair.fromJSON(object.pair) : undefined,
+      options: isSet(object.options) ? PlanOptions.fromJSON(object.options) : undefined,
+      boundMsPerToken: isSet(object.boundMsPerToken)
+        ? globalThis.Number(object.boundMsPerToken)
+        : isSet(object.bound_ms_per_token)
+        ? globalThis.Number(object.bound_ms_per_token)
+        : 0,
+      rows: globalThis.Array.isArray(object?.rows) ? object.rows.map((e: any) => PlanRow.fromJSON(e)) : [],
+      recommendation: isSet(object.recommendation) ? PlanRecommendation.fromJSON(object.recommendation) : undefined,
+    };
+  },
+
+  toJSON(message: Plan): unknown {
+    const obj: any = {};
+    if (message.pair !== undefined) {
+      obj.pair = PlanPair.toJSON(message.pair);
+    }
+    if (message.options !== undefined) {
+      obj.options = PlanOptions.toJSON(message.options);
+    }
+    if (message.boundMsPerToken !== 0) {
+      obj.boundMsPerToken = floatToJson(message.boundMsPerToken);
+    }
+    if (message.rows?.length) {
+      obj.rows = message.rows.map((e) => PlanRow.toJSON(e));
+    }
+    if (message.recommendation !== undefined) {
+      obj.recommendation = PlanRecommendation.toJSON(message.recommendation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Plan>, I>>(base?: I): Plan {
+    return Plan.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Plan>, I>>(object: I): Plan {
+    const message = createBasePlan();
+    message.pair = (object.pair !== undefined && object.pair !== null) ? PlanPair.fromPartial(object.pair) : undefined;
+    message.options = (object.options !== undefined && object.options !== null)
+      ? PlanOptions.fromPartial(object.options)
+      : undefined;
+    message.boundMsPerToken = object.boundMsPerToken ?? 0;
+    message.rows = object.rows?.map((e) => PlanRow.fromPartial(e)) || [];
+    message.recommendation = (object.recommendation !== undefined && object.recommendation !== null)
+      ? PlanRecommendation.fromPartial(object.recommendation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePlanResponse(): PlanResponse {
+  return { progress: undefined, plan: undefined };
+}
+
+export const PlanResponse: MessageFns<PlanResponse> = {
+  encode(message: PlanResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.progress !== undefined) {
+      PlanProgress.encode(message.progress, writer.uint32(10).fork()).join();
+    }
+    if (message.plan !== undefined) {
+      Plan.encode(message.plan, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.progress = PlanProgress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.plan = Plan.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanResponse {
+    return {
+      progress: isSet(object.progress) ? PlanProgress.fromJSON(object.progress) : undefined,
+      plan: isSet(object.plan) ? Plan.fromJSON(object.plan) : undefined,
+    };
+  },
+
+  toJSON(message: PlanResponse): unknown {
+    const obj: any = {};
+    if (message.progress !== undefined) {
+      obj.progress = PlanProgress.toJSON(message.progress);
+    }
+    if (message.plan !== undefined) {
+      obj.plan = Plan.toJSON(message.plan);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanResponse>, I>>(base?: I): PlanResponse {
+    return PlanResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanResponse>, I>>(object: I): PlanResponse {
+    const message = createBasePlanResponse();
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? PlanProgress.fromPartial(object.progress)
+      : undefined;
+    message.plan = (object.plan !== undefined && object.plan !== null) ? Plan.fromPartial(object.plan) : undefined;
+    return message;
+  },
+};
+
 /**
  * SimulatorService predicts the cost of non-SI, SI and DSI decoding in target-forward time units,
  * with the rules of the reference DSI study (arXiv 2405.14105).
@@ -2116,6 +3618,24 @@ export const SimulatorServiceService = {
     responseSerialize: (value: HeatmapResponse): Buffer => Buffer.from(HeatmapResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): HeatmapResponse => HeatmapResponse.decode(value),
   },
+  /**
+   * Plan runs the deployment planner (`dsi plan`) for a drafter/target pair: for every replica count
+   * from 1 to max_replicas, the best lookahead and the predicted latency per token of non-SI, SI and
+   * DSI (the event mode: the orchestrator's scheduler over simulated replicas on a virtual clock), the
+   * lower bound, and the fewest replicas that get DSI within 2% of its best. Streams progress messages
+   * as the planner advances, then one final message with the plan. Invalid inputs return
+   * INVALID_ARGUMENT naming the field (`a: must be in [0, 1], got 1.5`); cancelling the call stops the
+   * planner.
+   */
+  plan: {
+    path: "/dsi.v1.SimulatorService/Plan" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: PlanRequest): Buffer => Buffer.from(PlanRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PlanRequest => PlanRequest.decode(value),
+    responseSerialize: (value: PlanResponse): Buffer => Buffer.from(PlanResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PlanResponse => PlanResponse.decode(value),
+  },
 } as const;
 
 export interface SimulatorServiceServer extends UntypedServiceImplementation {
@@ -2123,6 +3643,16 @@ export interface SimulatorServiceServer extends UntypedServiceImplementation {
   simulate: handleUnaryCall<SimulateRequest, SimulateResponse>;
   /** Heatmap sweeps the study's (c, a, k) grid and streams one message per valid cell as it completes. */
   heatmap: handleServerStreamingCall<HeatmapRequest, HeatmapResponse>;
+  /**
+   * Plan runs the deployment planner (`dsi plan`) for a drafter/target pair: for every replica count
+   * from 1 to max_replicas, the best lookahead and the predicted latency per token of non-SI, SI and
+   * DSI (the event mode: the orchestrator's scheduler over simulated replicas on a virtual clock), the
+   * lower bound, and the fewest replicas that get DSI within 2% of its best. Streams progress messages
+   * as the planner advances, then one final message with the plan. Invalid inputs return
+   * INVALID_ARGUMENT naming the field (`a: must be in [0, 1], got 1.5`); cancelling the call stops the
+   * planner.
+   */
+  plan: handleServerStreamingCall<PlanRequest, PlanResponse>;
 }
 
 export interface SimulatorServiceClient extends Client {
@@ -2149,6 +3679,17 @@ export interface SimulatorServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<HeatmapResponse>;
+  /**
+   * Plan runs the deployment planner (`dsi plan`) for a drafter/target pair: for every replica count
+   * from 1 to max_replicas, the best lookahead and the predicted latency per token of non-SI, SI and
+   * DSI (the event mode: the orchestrator's scheduler over simulated replicas on a virtual clock), the
+   * lower bound, and the fewest replicas that get DSI within 2% of its best. Streams progress messages
+   * as the planner advances, then one final message with the plan. Invalid inputs return
+   * INVALID_ARGUMENT naming the field (`a: must be in [0, 1], got 1.5`); cancelling the call stops the
+   * planner.
+   */
+  plan(request: PlanRequest, options?: Partial<CallOptions>): ClientReadableStream<PlanResponse>;
+  plan(request: PlanRequest, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<PlanResponse>;
 }
 
 export const SimulatorServiceClient = makeGenericClientConstructor(
