@@ -224,7 +224,8 @@ function agreement(drafter: OracleModel, prompt: readonly number[], tokens: read
  * Lookaheads go from 1 up while they can still win: a sweep stops 3 past its best once k >= 4.
  */
 export async function planDeployment(pair: PlanPair, options: Partial<PlanOptions> = {}): Promise<Plan> {
-  const o: PlanOptions = { ...DEFAULT_PLAN_OPTIONS, ...options };
+  const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+  const o: PlanOptions = { ...DEFAULT_PLAN_OPTIONS, ...given };
   checkPair(pair);
   checkOptions(o);
   const underLoad = o.concurrency !== undefined || o.arrivalRate !== undefined;

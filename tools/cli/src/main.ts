@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { benchCommand } from './commands/bench';
 import { estimateCommand } from './commands/estimate';
+import { planCommand } from './commands/plan';
 import { generateCommand } from './commands/generate';
 import { heatmapCommand } from './commands/heatmap';
 import { modelsCommand } from './commands/models';
@@ -48,7 +49,7 @@ export function program(): Command {
   const dsi = new Command('dsi').description('Distributed Speculative Inference: simulate, serve and measure DSI').version(version);
   // Every flag of `dsi up` is checked before its action starts anything.
   const up = upCommand().hook('preAction', (_up, action) => checkUpFlags(action.opts<UpFlagValues>(), action));
-  for (const command of [up, generateCommand(), simulateCommand(), heatmapCommand(), serveCommand(), modelsCommand(), estimateCommand(), traceCommand(), benchCommand()]) {
+  for (const command of [up, generateCommand(), simulateCommand(), heatmapCommand(), serveCommand(), modelsCommand(), estimateCommand(), planCommand(), traceCommand(), benchCommand()]) {
     dsi.addCommand(command);
   }
   return configure(dsi);

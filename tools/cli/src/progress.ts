@@ -11,10 +11,10 @@ export interface Progress {
  * not a terminal unless told otherwise, so then it prints a plain line every 2 s: logs and CI still see
  * long work advancing.
  */
-export function progressBar(label: string, enabled = true): Progress {
+export function progressBar(label: string, enabled = true, unit = 'cells'): Progress {
   if (!enabled) return { update: () => undefined, stop: () => undefined };
   const bar = new SingleBar({
-    format: `${label} [{bar}] {percentage}% | {value}/{total} cells | {eta_formatted} left`,
+    format: `${label} [{bar}] {percentage}% | {value}/{total} ${unit} | {eta_formatted} left`,
     stream: process.stderr,
     noTTYOutput: !process.stderr.isTTY,
     notTTYSchedule: 2000,
