@@ -1,7 +1,16 @@
-import { argmax } from '@dsi/core';
+import { argmax, type Clock } from '@dsi/core';
 import { ensureDefaultModels, generableTokenIds, mulberry32 } from '@dsi/modelgen';
 import type { LanguageModel } from './backend';
-import { acceptanceFromMatches, BUILTIN_PROMPTS, greedyGenerate, measureAcceptance, repeatingTailPeriod, type AcceptanceReport } from './estimate';
+import {
+  acceptanceFromMatches,
+  BUILTIN_PROMPTS,
+  greedyGenerate,
+  measureAcceptance,
+  measureLatency,
+  repeatingTailPeriod,
+  wilsonInterval,
+  type AcceptanceReport,
+} from './estimate';
 import { OnnxModel } from './onnx';
 import { createSyntheticModel } from './synthetic';
 import { testModelsDir } from './test-models';
@@ -34,6 +43,100 @@ describe('acceptanceFromMatches (the study estimator)', () => {
     const s = acceptanceFromMatches(seqs);
     expect(s.acceptanceRate).toBeGreaterThan(0.67);
     expect(s.acceptanceRate).toBeLessThan(0.73);
+  });
+});
+
+describe('wilsonInterval', () => {
+  it('matches the textbook 95% interval and contains the estimate', () => {
+    // 3 of 6: centre 0.5, half width 1.96 / (1 + 1.96^2/6) * sqrt(0.25/6 + 1.96^2/144).
+    const [low, high] = wilsonInterval(3, 6);
+    expect(low).toBeCloseTo(0.18761, 4);
+    expect(high).toBeCloseTo(0.81239, 4);
+    for (const [s, n] of [
+      [1, 10],
+      [7, 10],
+      [70, 100],
+      [700, 1000],
+    ]) {
+      const [l, h] = wilsonInterval(s, n);
+      expect(l).toBeLessThan(s / n);
+      expect(h).toBeGreaterThan(s / n);
+    }
+    // Narrower with more trials.
+    expect(wilsonInterval(700, 1000)[1] - wilsonInterval(700, 1000)[0]).toBeLessThan(wilsonInterval(70, 100)[1] - wilsonInterval(70, 100)[0]);
+  });
+
+  it('handles the degenerate cases: no trial, one trial, all or nothing', () => {
+    expect(wilsonInterval(0, 0)).toEqual([0, 1]);
+    const [low1, high1] = wilsonInterval(1, 1);
+    expect(low1).toBeCloseTo(0.20654, 4);
+    expect(high1).toBe(1);
+    const [low0, high0] = wilsonInterval(0, 1);
+    expect(low0).toBe(0);
+    expect(high0).toBeCloseTo(0.79346, 4);
+    expect(wilsonInterval(50, 50)[1]).toBe(1);
+    expect(wilsonInterval(0, 50)[0]).toBe(0);
+    expect(() => wilsonInterval(3, 2)).toThrow(RangeError);
+    expect(() => wilsonInterval(-1, 2)).toThrow(RangeError);
+  });
+});
+
+describe('per-position acceptance', () => {
+  it('counts, at position j, the starts whose drafts 1..j-1 matched, and how many matched at j', () => {
+    // f = 1 1 0 1 0 0 1 1 1
+    // j=1: every start: 9 trials, 6 matches. j=2: starts 0,1,3,6,7 (f[s] true, s+1 < 9): f[s+1] = 1,0,0,1,1.
+    // j=3: starts 0 and 6 (f[s], f[s+1] true, s+2 < 9): f[s+2] = 0, 1. j=4: start 6 needs s+3 < 9: none.
+    const s = acceptanceFromMatches([flags('110100111')], 4);
+    expect(s.perPosition.map((p) => [p.position, p.trials, p.accepted])).toEqual([
+      [1, 9, 6],
+      [2, 5, 3],
+      [3, 2, 1],
+      [4, 0, 0],
+    ]);
+    expect(s.perPosition[0].rate).toBeCloseTo(s.agreement, 12);
+    expect(s.perPosition[1].rate).toBeCloseTo(3 / 5, 12);
+    expect(s.perPosition[3].rate).toBeNaN();
+    expect(s.perPosition[3].interval).toEqual([0, 1]);
+    for (const p of s.perPosition.slice(0, 3)) {
+      expect(p.interval).toEqual(wilsonInterval(p.accepted, p.trials));
+      expect(p.interval[0]).toBeLessThanOrEqual(p.rate);
+      expect(p.interval[1]).toBeGreaterThanOrEqual(p.rate);
+    }
+  });
+
+  it('pools the sequences without letting a block cross from one into the next', () => {
+    // "11" + "1" joined would give a position-3 trial (accepted); apart, they give none. "0110": j=2
+    // from starts 1 (accepted) and 2 (not); j=3 from start 1 (f[3] = 0: not accepted).
+    const s = acceptanceFromMatches([flags('11'), flags('1'), flags('0110')], 3);
+    expect(s.perPosition.map((p) => [p.trials, p.accepted])).toEqual([
+      [7, 5],
+      [3, 2],
+      [1, 0],
+    ]);
+    expect(acceptanceFromMatches([flags('111')]).perPosition).toHaveLength(8);
+  });
+
+  it('gives a its Wilson interval: the sum of closed runs over that sum plus the runs', () => {
+    // runs 2, 1, 0: a = 3 / 6.
+    const s = acceptanceFromMatches([flags('110100111')]);
+    expect(s.acceptanceRate).toBe(0.5);
+    expect(s.interval).toEqual(wilsonInterval(3, 6));
+    // No closed run: a = 1 and nothing is known about its interval.
+    expect(acceptanceFromMatches([flags('1111')]).interval).toEqual([0, 1]);
+    // Runs of 0 only: a = 0 exactly, interval from 0 successes in 3 trials.
+    expect(acceptanceFromMatches([flags('000')]).interval).toEqual(wilsonInterval(0, 3));
+  });
+
+  it('recovers p at every position for independent matches (the geometric model holds)', () => {
+    const u = mulberry32(11);
+    const seqs = Array.from({ length: 100 }, () => Array.from({ length: 64 }, () => u() < 0.7));
+    const s = acceptanceFromMatches(seqs, 5);
+    expect(s.interval[0]).toBeLessThan(0.7);
+    expect(s.interval[1]).toBeGreaterThan(0.7);
+    for (const p of s.perPosition) {
+      expect(p.interval[0]).toBeLessThan(0.7);
+      expect(p.interval[1]).toBeGreaterThan(0.7);
+    }
   });
 });
 
@@ -95,6 +198,16 @@ describe('the default pair on the ONNX backend', () => {
     expect(await drafter.cacheStats()).toEqual({ requests: 0, tokens: 0 });
   });
 
+  it('times the ONNX drafter in process (TTFT, TPOT, verify cost) and releases its requests', async () => {
+    const latency = await measureLatency(drafter, BUILTIN_PROMPTS.map(utf8), 8, { repeats: 1 });
+    console.log(`ONNX drafter in process: TTFT ${JSON.stringify(latency.ttftMs)} TPOT ${JSON.stringify(latency.tpotMs)} verify/token ${latency.verifyMsPerToken}`);
+    expect(latency.samples).toHaveLength(3);
+    expect(latency.ttftMs.median).toBeGreaterThan(0);
+    expect(latency.tpotMs.median).toBeGreaterThan(0);
+    expect(latency.verifyMsPerToken).toBeGreaterThanOrEqual(0);
+    expect(await drafter.cacheStats()).toEqual({ requests: 0, tokens: 0 });
+  });
+
   it('generates greedily with the cache what argmax of full forwards gives (drafter, 24 tokens)', async () => {
     const prompt = utf8('Once upon a time');
     const generated = await greedyGenerate(drafter, prompt, 24);
@@ -117,8 +230,60 @@ describe('the synthetic backend', () => {
     expect(report.acceptanceRate).toBeGreaterThan(0.65);
     expect(report.acceptanceRate).toBeLessThan(0.75);
     expect(report.agreement).toBeCloseTo(0.7, 1);
+    expect(report.interval[0]).toBeLessThan(0.7);
+    expect(report.interval[1]).toBeGreaterThan(0.7);
+    expect(report.perPosition[0].trials).toBe(20 * 64);
+    for (const p of report.perPosition.slice(0, 4)) expect(p.rate).toBeCloseTo(0.7, 1);
   });
 
+});
+
+/** A virtual clock whose sleeps finish at once, advancing its time by what was asked. */
+class InstantClock implements Clock {
+  time = 0;
+  now(): number {
+    return this.time;
+  }
+  async sleep(ms: number): Promise<void> {
+    this.time += ms;
+  }
+}
+
+describe('measureLatency', () => {
+  const prompts = BUILTIN_PROMPTS.map(utf8);
+
+  it('recovers a synthetic model\'s configured latencies exactly on a virtual clock', async () => {
+    const clock = new InstantClock();
+    const model = createSyntheticModel({ role: 'target', seed: 3, ttftMs: 40, tpotMs: 20, verifyMsPerToken: 3, clock });
+    const progress: number[] = [];
+    const report = await measureLatency(model, prompts, 8, { repeats: 2, now: () => clock.now(), onProgress: (done) => progress.push(done) });
+    expect(report).toMatchObject({ tokens: 8, prompts: 3, repeats: 2, roundTripMs: 0, verifyMsPerToken: 3 });
+    expect(report.ttftMs).toEqual({ median: 40, p10: 40, p90: 40 });
+    expect(report.tpotMs).toEqual({ median: 20, p10: 20, p90: 20 });
+    expect(report.samples).toHaveLength(6);
+    expect(report.samples[0]).toEqual({ prompt: 0, repeat: 0, ttftMs: 40, tpotMs: 20, generateMs: 40 + 7 * 20 });
+    expect(progress).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]); // a warm-up per prompt, then 3 prompts x 2 repeats
+  });
+
+  it('recovers them within 5% on the wall clock, and releases every request', async () => {
+    // Latencies large enough that 5% (1 ms and more) is beyond a busy 2-core machine's timer jitter.
+    const model = createSyntheticModel({ role: 'drafter', seed: 3, ttftMs: 60, tpotMs: 20, verifyMsPerToken: 2 });
+    const report = await measureLatency(model, prompts.slice(0, 2), 6, { repeats: 2 });
+    expect(report.ttftMs.median).toBeGreaterThanOrEqual(60 * 0.95);
+    expect(report.ttftMs.median).toBeLessThanOrEqual(60 * 1.05);
+    expect(report.tpotMs.median).toBeGreaterThanOrEqual(20 * 0.95);
+    expect(report.tpotMs.median).toBeLessThanOrEqual(20 * 1.05);
+    expect(report.verifyMsPerToken).toBeGreaterThan(2 * 0.8);
+    expect(report.verifyMsPerToken).toBeLessThan(2 * 1.2);
+    expect(report.roundTripMs).toBe(0);
+    expect(await model.release('estimate-latency-1')).toBe(false);
+  });
+
+  it('refuses fewer than 2 tokens (TPOT divides by N - 1) and a prompt that does not fit', async () => {
+    const model = createSyntheticModel({ role: 'target', seed: 3, contextLength: 16 });
+    await expect(measureLatency(createSyntheticModel({ role: 'target', seed: 3 }), prompts, 1)).rejects.toThrow('tokens=1 must be an integer >= 2');
+    await expect(measureLatency(model, [utf8('a prompt too long')], 4)).rejects.toThrow('context length 16');
+  });
 });
 
 describe('greedyGenerate', () => {

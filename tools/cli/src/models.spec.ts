@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { ensureDefaultModels } from '@dsi/modelgen';
 import { testModelsDir } from '@dsi/models/test-models';
 import { startService, type StackService } from './stack';
 
@@ -76,12 +77,35 @@ describe('dsi models init', () => {
   });
 });
 
-describe('dsi estimate acceptance', () => {
-  it('reports the built-in pair\'s acceptance rate as the study estimated it', async () => {
+describe('dsi estimate', () => {
+  it('acceptance: reports the built-in pair\'s acceptance rate as the study estimated it, with its interval and per position', async () => {
     const { stdout } = await run(process.execPath, [bin, 'estimate', 'acceptance', '--json'], { env });
     const report = JSON.parse(stdout);
+    expect(report.source).toBe('builtin');
     expect(report.acceptanceRate).toBeGreaterThanOrEqual(0.6);
     expect(report.acceptanceRate).toBeLessThan(0.95);
     expect(report.positions).toBe(192);
+    expect(report.interval[0]).toBeLessThan(report.acceptanceRate);
+    expect(report.interval[1]).toBeGreaterThan(report.acceptanceRate);
+    expect(report.perPosition).toHaveLength(8);
+    expect(report.perPosition[0]).toMatchObject({ position: 1, trials: 192 });
+  });
+
+  it('latency: times model folders in process (--target-model, --drafter-model), round trip 0', async () => {
+    const pair = await ensureDefaultModels(testModelsDir());
+    const { stdout } = await run(process.execPath, [bin, 'estimate', 'latency', '--target-model', pair.target, '--drafter-model', pair.drafter, '--tokens', '8', '--repeats', '2', '--json'], { env });
+    const doc = JSON.parse(stdout);
+    expect(doc).toMatchObject({ source: 'models', round_trip_ms: 0, method: { prompts: 3, tokens: 8, repeats: 2 } });
+    expect(doc.target.source).toBe(pair.target);
+    for (const model of [doc.target, doc.drafter]) {
+      expect(model.samples).toHaveLength(6);
+      expect(model.ttft_ms.p10).toBeGreaterThan(0);
+      expect(model.ttft_ms.p10).toBeLessThanOrEqual(model.ttft_ms.median);
+      expect(model.ttft_ms.median).toBeLessThanOrEqual(model.ttft_ms.p90);
+      expect(model.tpot_ms.median).toBeGreaterThan(0);
+      expect(model.round_trip_ms).toBe(0);
+    }
+    // The target is the larger model: slower per token than its drafter.
+    expect(doc.target.tpot_ms.median).toBeGreaterThan(doc.drafter.tpot_ms.median);
   });
 });
