@@ -156,7 +156,7 @@ describe('profiles', () => {
   it('round-trips through JSON and becomes planner inputs with the round trip taken out of each forward', () => {
     const parsed = parseProfile(JSON.parse(JSON.stringify(profile)));
     expect(parsed).toEqual(profile);
-    expect(pairFromProfile(parsed)).toEqual({ a: 0.7, targetMs: 20, drafterMs: 2, targetTtftMs: 30, drafterTtftMs: 3, verifyMsPerToken: 0.5, rttMs: 2 });
+    expect(pairFromProfile(parsed)).toEqual({ a: 0.7, targetMs: 20, drafterMs: 2, targetTtftMs: 30, drafterTtftMs: 3, verifyMsPerToken: 0.5, rttMs: 2, drafterRttMs: 2 });
   });
 
   it('names the field that is missing or out of range', () => {

@@ -25,8 +25,10 @@ export interface PlanPair {
   drafterTtftMs?: number;
   /** Extra target latency per extra token of a forward (verifying k drafts costs targetMs + k x this). */
   verifyMsPerToken?: number;
-  /** Per-call overhead (network and services) every Draft and Verify pays once. */
+  /** Per-call overhead (network and services) every Verify (and, unless drafterRttMs is set, every Draft) pays once. */
   rttMs?: number;
+  /** Per-call overhead of a Draft; default rttMs. */
+  drafterRttMs?: number;
 }
 
 export interface PlanOptions {
@@ -100,7 +102,7 @@ export interface PlanRecommendation {
 }
 
 export interface Plan {
-  pair: { a: number; target_ms: number; drafter_ms: number; target_ttft_ms: number; drafter_ttft_ms: number; verify_ms_per_token: number; round_trip_ms: number };
+  pair: { a: number; target_ms: number; drafter_ms: number; target_ttft_ms: number; drafter_ttft_ms: number; verify_ms_per_token: number; round_trip_ms: number; drafter_round_trip_ms: number };
   options: { max_replicas: number; tokens: number; max_lookahead: number; prompts: number; seed: number; concurrency?: number; arrival_rate?: number; requests?: number };
   /** (1 - a) t + a c: no schedule with one sequential drafter does better per token. */
   bound_ms_per_token: number;
@@ -142,15 +144,18 @@ export function lowerBound(pair: Pick<PlanPair, 'a' | 'targetMs' | 'drafterMs'>)
  */
 export function pairFromProfile(profile: PairProfile): PlanPair {
   const rtt = profile.round_trip_ms;
-  const less = (ms: number) => Math.max(0, ms - rtt);
+  const target = profile.target.round_trip_ms ?? rtt;
+  const drafter = profile.drafter.round_trip_ms ?? rtt;
+  const less = (ms: number, roundTrip: number) => Math.max(0, ms - roundTrip);
   return {
     a: profile.acceptance.a,
-    targetMs: less(profile.target.tpot_ms.median),
-    drafterMs: less(profile.drafter.tpot_ms.median),
-    targetTtftMs: less(profile.target.ttft_ms.median),
-    drafterTtftMs: less(profile.drafter.ttft_ms.median),
+    targetMs: less(profile.target.tpot_ms.median, target),
+    drafterMs: less(profile.drafter.tpot_ms.median, drafter),
+    targetTtftMs: less(profile.target.ttft_ms.median, target),
+    drafterTtftMs: less(profile.drafter.ttft_ms.median, drafter),
     verifyMsPerToken: profile.target.verify_ms_per_token ?? 0,
-    rttMs: rtt,
+    rttMs: target,
+    drafterRttMs: drafter,
   };
 }
 
@@ -163,6 +168,7 @@ function checkPair(pair: PlanPair): void {
     ['drafter_ttft_ms', pair.drafterTtftMs],
     ['verify_ms_per_token', pair.verifyMsPerToken],
     ['round_trip_ms', pair.rttMs],
+    ['drafter_round_trip_ms', pair.drafterRttMs],
   ];
   for (const [field, value] of latencies) {
     if (value !== undefined && !(Number.isFinite(value) && value >= 0)) throw new PlanInputError(field, `must be a latency >= 0 ms, got ${value}`);
@@ -186,7 +192,7 @@ function checkOptions(o: PlanOptions): void {
 
 /** SI's expected latency per token at acceptance `a` (blocks of k drafts, the target's extra token). */
 function siPerToken(pair: PlanPair, k: number, a: number): number {
-  const iteration = k * pair.drafterMs + pair.targetMs + k * (pair.verifyMsPerToken ?? 0) + 2 * (pair.rttMs ?? 0);
+  const iteration = k * pair.drafterMs + pair.targetMs + k * (pair.verifyMsPerToken ?? 0) + (pair.rttMs ?? 0) + (pair.drafterRttMs ?? pair.rttMs ?? 0);
   const tokens = a >= 1 ? k + 1 : (1 - a ** (k + 1)) / (1 - a);
   return iteration / tokens;
 }
@@ -237,6 +243,7 @@ export async function planDeployment(pair: PlanPair, options: Partial<PlanOption
     drafterTtft: pair.drafterTtftMs ?? pair.drafterMs,
     verifyPerToken: pair.verifyMsPerToken ?? 0,
     rtt: pair.rttMs ?? 0,
+    drafterRtt: pair.drafterRttMs ?? pair.rttMs ?? 0,
     tokens: o.tokens,
     seed: o.seed,
   };
@@ -293,6 +300,7 @@ export async function planDeployment(pair: PlanPair, options: Partial<PlanOption
       drafter_ttft_ms: base.drafterTtft!,
       verify_ms_per_token: base.verifyPerToken!,
       round_trip_ms: base.rtt!,
+      drafter_round_trip_ms: base.drafterRtt!,
     },
     options: {
       max_replicas: o.maxReplicas,

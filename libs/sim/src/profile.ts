@@ -21,6 +21,8 @@ export interface ModelLatencyProfile {
   tpot_ms: LatencySpread;
   /** Extra latency per extra token in one forward (verifying k drafts costs tpot + k x this); default 0. */
   verify_ms_per_token?: number;
+  /** This model's own per-call round trip, included once in its TTFT and TPOT; default the pair's. */
+  round_trip_ms?: number;
 }
 
 /** Acceptance of draft position j given the drafts before it were accepted. */
@@ -110,6 +112,7 @@ function model(value: unknown, field: string): ModelLatencyProfile {
     tpot_ms: spread(o.tpot_ms, `${field}.tpot_ms`),
   };
   if (o.verify_ms_per_token !== undefined) parsed.verify_ms_per_token = number(o.verify_ms_per_token, `${field}.verify_ms_per_token`, 0);
+  if (o.round_trip_ms !== undefined) parsed.round_trip_ms = number(o.round_trip_ms, `${field}.round_trip_ms`, 0);
   return parsed;
 }
 

@@ -43,6 +43,8 @@ export interface EventParams {
   verifyPerToken?: number;
   /** Network round trip (and service overhead) added to every call. */
   rtt?: number;
+  /** The round trip of a drafter call, when it differs from a target call's; default `rtt`. */
+  drafterRtt?: number;
   /** The oracle's seed (drafter and target share it). */
   seed: number;
   /** The prompt's tokens; default one token, 1 + seed % 200. */
@@ -191,7 +193,7 @@ export function simulatedReplicas(p: EventParams, clock: Clock, counts: { target
     targetModel,
     drafters: Array.from(
       { length: counts.drafters },
-      (_, i) => new SimulatedDrafter(new OracleReplica(drafterModel, drafterLatency, clock, batching(p.c)), clock, rtt, `drafter-${i}`),
+      (_, i) => new SimulatedDrafter(new OracleReplica(drafterModel, drafterLatency, clock, batching(p.c)), clock, p.drafterRtt ?? rtt, `drafter-${i}`),
     ),
     targets: Array.from({ length: counts.targets }, (_, i) => new SimulatedTarget(`server-${i}`, new OracleReplica(targetModel, targetLatency, clock, batching(p.t)), clock, rtt)),
   };

@@ -249,6 +249,7 @@ export function planRequestToWire(pair: PlanPair, options: Partial<PlanInputOpti
       drafterTtftMs: pair.drafterTtftMs,
       verifyMsPerToken: pair.verifyMsPerToken,
       roundTripMs: pair.rttMs,
+      drafterRoundTripMs: pair.drafterRttMs,
     },
     options: {
       maxReplicas: options.maxReplicas,
@@ -283,7 +284,7 @@ export function planRequestFromWire(request: PlanRequest): { pair: PlanPair; opt
     a: required('a', wire?.a),
     targetMs: required('target_ms', wire?.targetMs),
     drafterMs: required('drafter_ms', wire?.drafterMs),
-    ...defined({ targetTtftMs: wire?.targetTtftMs, drafterTtftMs: wire?.drafterTtftMs, verifyMsPerToken: wire?.verifyMsPerToken, rttMs: wire?.roundTripMs }),
+    ...defined({ targetTtftMs: wire?.targetTtftMs, drafterTtftMs: wire?.drafterTtftMs, verifyMsPerToken: wire?.verifyMsPerToken, rttMs: wire?.roundTripMs, drafterRttMs: wire?.drafterRoundTripMs }),
   };
   const o = request.options;
   const options: Partial<PlanInputOptions> = defined({
@@ -357,6 +358,7 @@ export function planToWire(plan: Plan): WirePlan {
       drafterTtftMs: pair.drafter_ttft_ms,
       verifyMsPerToken: pair.verify_ms_per_token,
       roundTripMs: pair.round_trip_ms,
+      drafterRoundTripMs: pair.drafter_round_trip_ms,
     },
     options: {
       maxReplicas: options.max_replicas,
@@ -401,6 +403,7 @@ export function planFromWire(plan: WirePlan): Plan {
       drafter_ttft_ms: pair?.drafterTtftMs ?? drafterMs,
       verify_ms_per_token: pair?.verifyMsPerToken ?? 0,
       round_trip_ms: pair?.roundTripMs ?? 0,
+      drafter_round_trip_ms: pair?.drafterRoundTripMs ?? pair?.roundTripMs ?? 0,
     },
     options: {
       max_replicas: options?.maxReplicas ?? 0,

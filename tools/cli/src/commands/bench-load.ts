@@ -210,7 +210,7 @@ export class LoadBenchInterruptedError extends Error {
 }
 
 /** Stacks of services the benchmark has running, so a signal or a failure stops every one. */
-class Stacks {
+export class Stacks {
   private readonly running = new Set<StackSupervisor>();
 
   constructor(private readonly logDir: string) {}
@@ -235,7 +235,7 @@ class Stacks {
   }
 }
 
-async function orchestratorClient(address: string): Promise<OrchestratorServiceClient> {
+export async function orchestratorClient(address: string): Promise<OrchestratorServiceClient> {
   const { credentials } = await import('@grpc/grpc-js');
   const { OrchestratorServiceClient } = await import('@dsi/proto');
   const { createChannelOptions } = await import('@dsi/rpc');
@@ -243,7 +243,7 @@ async function orchestratorClient(address: string): Promise<OrchestratorServiceC
 }
 
 /** One greedy Generate of `tokens` new tokens after `promptTokens`. */
-async function generateOnce(
+export async function generateOnce(
   client: OrchestratorServiceClient,
   wireMode: string,
   k: number,
@@ -260,7 +260,7 @@ async function generateOnce(
 }
 
 /** A synthetic target's real time per forward, as the target itself measures it (timer lateness included). */
-async function measuredTargetForwardMs(address: string): Promise<number> {
+export async function measuredTargetForwardMs(address: string): Promise<number> {
   const { credentials } = await import('@grpc/grpc-js');
   const { TargetServiceClient, VerifyRequest } = await import('@dsi/proto');
   const { callUnary } = await import('@dsi/rpc');
@@ -280,7 +280,7 @@ async function measuredTargetForwardMs(address: string): Promise<number> {
 }
 
 /** A synthetic drafter's real time per drafted token. */
-async function measuredDraftTokenMs(address: string): Promise<number> {
+export async function measuredDraftTokenMs(address: string): Promise<number> {
   const { credentials } = await import('@grpc/grpc-js');
   const { DraftRequest, DrafterServiceClient } = await import('@dsi/proto');
   const { callUnary } = await import('@dsi/rpc');
@@ -625,7 +625,7 @@ function cellOf(pair: LoadBenchPairResult, mode: Mode, concurrency: number): Loa
  * The per-call overhead at a target-forward cadence, as the online benchmark calibrates it: one non-SI
  * request (after a warm-up one) on its own prompt, wall per token less the forward.
  */
-async function cadenceOverheadMs(client: OrchestratorServiceClient, tokens: number, targetForwardMs: number, signal: AbortSignal): Promise<number> {
+export async function cadenceOverheadMs(client: OrchestratorServiceClient, tokens: number, targetForwardMs: number, signal: AbortSignal): Promise<number> {
   const prompt = [...Buffer.from('calibration', 'utf8')];
   await generateOnce(client, 'MODE_NON_SI', 1, prompt, tokens, signal);
   const calibration = await generateOnce(client, 'MODE_NON_SI', 1, prompt, tokens, signal);

@@ -78,15 +78,15 @@ export function benchCommand(): Command {
   return new Command('bench')
     .description('measure the simulator (heatmap cells per second), the model services (serving overhead, Verify cost, synthetic latency), one request online and many at once (load)')
     .addOption(integerOption('--runs <n>', `runs per figure, at most ${MAX_BENCH_RUNS}; the median is reported`, { min: 1, max: MAX_BENCH_RUNS }).default(3))
-    .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online', 'load']).default('all'))
+    .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online', 'load', 'plan']).default('all'))
     .addOption(integerOption('--tokens <n>', 'online: tokens per generation', { min: 1, max: DEFAULT_MAX_NEW_TOKENS_LIMIT }).default(96))
     .option('--quick', 'load: one request per client (at least 4 per concurrency) instead of two (at least 8)')
     .addOption(integerOption('--max-batch-requests <n>', 'load: replicas batch up to n calls per forward (and concurrency goes to 64)', { min: 1, max: 1024 }).default(1))
     .option('--auto', 'load: DSI runs lookahead auto, SI the best fixed k for each concurrency (event mode)')
     .option('--drift', 'load: also a drifting workload (a 0.9 until token 32, then 0.4): DSI auto against every fixed k, one client')
-    .option('--out <dir>', 'load: folder for the SVGs and the services\' logs (default: a new temporary folder)')
+    .option('--out <dir>', 'load, plan: folder for the SVGs and the services\' logs (default: a new temporary folder)')
     .option('--json', 'print one JSON document on stdout')
-    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load'; tokens: number; quick?: boolean; out?: string; json?: boolean; maxBatchRequests: number; auto?: boolean; drift?: boolean }) => {
+    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load' | 'plan'; tokens: number; quick?: boolean; out?: string; json?: boolean; maxBatchRequests: number; auto?: boolean; drift?: boolean }) => {
       const log = (line: string) => {
         if (!flags.json) process.stderr.write(line + '\n');
       };
@@ -152,6 +152,25 @@ export function benchCommand(): Command {
         const load = await loadBench(config, log);
         doc.load = load;
         lines.push(...loadReport(load));
+      }
+      if (flags.suite === 'all' || flags.suite === 'plan') {
+        const { DEFAULT_PLAN_BENCH, planBench, planBenchReport } = await import('./bench-plan');
+        const { defaultLoadBenchDir } = await import('./bench-load');
+        if (flags.out) checkWritableDir(flags.out, '--out');
+        const outDir = flags.out ? path.resolve(flags.out) : defaultLoadBenchDir();
+        log(`plan benchmark: plan six (a, c) pairs, deploy the plan on synthetic services, measure DSI at the planned k and k = 1..8; files in ${outDir}`);
+        const interrupt = new AbortController();
+        const onSignal = () => interrupt.abort(new Error('interrupted: stopping the services'));
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        try {
+          const plan = await planBench({ ...DEFAULT_PLAN_BENCH, outDir }, log, interrupt.signal);
+          doc.plan = plan;
+          lines.push(...planBenchReport(plan));
+        } finally {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+        }
       }
       process.stdout.write(flags.json ? JSON.stringify(doc) + '\n' : lines.join('\n') + '\n');
     });

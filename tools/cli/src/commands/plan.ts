@@ -17,6 +17,7 @@ interface PlanFlags {
   drafterTtftMs?: number;
   verifyMsPerToken?: number;
   roundTripMs?: number;
+  drafterRoundTripMs?: number;
   maxReplicas: number;
   tokens: number;
   maxLookahead: number;
@@ -83,6 +84,7 @@ async function pairOf(flags: PlanFlags): Promise<{ pair: PlanPair; source: strin
     ...(flags.drafterTtftMs !== undefined ? { drafterTtftMs: flags.drafterTtftMs } : {}),
     ...(flags.verifyMsPerToken !== undefined ? { verifyMsPerToken: flags.verifyMsPerToken } : {}),
     ...(flags.roundTripMs !== undefined ? { rttMs: flags.roundTripMs } : {}),
+    ...(flags.drafterRoundTripMs !== undefined ? { drafterRttMs: flags.drafterRoundTripMs } : {}),
   };
   if (pair.a === undefined) throw new UsageError(`--a is required${flags.preset ? ' with --preset (a preset gives latencies only)' : ' (or --profile)'}`);
   if (pair.targetMs === undefined) throw new UsageError('--target-ms is required (or --profile or --preset)');
@@ -93,15 +95,16 @@ async function pairOf(flags: PlanFlags): Promise<{ pair: PlanPair; source: strin
 /** The profile a plan was made from: the file's, or one written from the preset or flags. */
 function profileOf(pair: PlanPair, source: string, measured: PairProfile | undefined): PairProfile {
   const rtt = pair.rttMs ?? 0;
-  const spread = (ms: number) => ({ median: ms + rtt, p10: ms + rtt, p90: ms + rtt });
+  const drafterRtt = pair.drafterRttMs ?? rtt;
+  const spread = (ms: number, trip = rtt) => ({ median: ms + trip, p10: ms + trip, p90: ms + trip });
   const given = measured ?? {
     version: 1 as const,
     measured_at: '',
     source: source.startsWith('preset') ? 'preset' : 'flags',
     method: { prompts: 0, tokens: 0, ttft: 'given', tpot: 'given', acceptance: 'given' },
     acceptance: { a: pair.a, interval: [pair.a, pair.a] as [number, number], per_position: [] },
-    target: { source, ttft_ms: spread(pair.targetTtftMs ?? pair.targetMs), tpot_ms: spread(pair.targetMs), verify_ms_per_token: pair.verifyMsPerToken ?? 0 },
-    drafter: { source, ttft_ms: spread(pair.drafterTtftMs ?? pair.drafterMs), tpot_ms: spread(pair.drafterMs) },
+    target: { source, ttft_ms: spread(pair.targetTtftMs ?? pair.targetMs), tpot_ms: spread(pair.targetMs), verify_ms_per_token: pair.verifyMsPerToken ?? 0, round_trip_ms: rtt },
+    drafter: { source, ttft_ms: spread(pair.drafterTtftMs ?? pair.drafterMs, drafterRtt), tpot_ms: spread(pair.drafterMs, drafterRtt), round_trip_ms: drafterRtt },
     round_trip_ms: rtt,
   };
   // Flags given beside a profile override it: the profile printed is the one planned.
@@ -115,7 +118,7 @@ export function formatPlan(plan: Plan, source: string): string {
   const load = plan.options.concurrency !== undefined ? `${plan.options.concurrency} clients back to back` : `Poisson arrivals at ${plan.options.arrival_rate} requests/s`;
   const lines = [
     `DSI plan (event mode: the serving scheduler on a virtual clock; ${plan.options.tokens}-token greedy generations, ${underLoad ? `${load}, ${plan.options.requests} requests per figure` : `mean of ${plan.options.prompts} prompts`})`,
-    `  pair (${source}): a=${fixed(p.a, 3)}  target ${fixed(p.target_ms, 3)} ms/token (TTFT ${fixed(p.target_ttft_ms, 2)}, +${fixed(p.verify_ms_per_token, 3)} per verified draft)  drafter ${fixed(p.drafter_ms, 3)} ms/token (TTFT ${fixed(p.drafter_ttft_ms, 2)})  round trip ${fixed(p.round_trip_ms, 3)} ms per call`,
+    `  pair (${source}): a=${fixed(p.a, 3)}  target ${fixed(p.target_ms, 3)} ms/token (TTFT ${fixed(p.target_ttft_ms, 2)}, +${fixed(p.verify_ms_per_token, 3)} per verified draft)  drafter ${fixed(p.drafter_ms, 3)} ms/token (TTFT ${fixed(p.drafter_ttft_ms, 2)})  round trip ${fixed(p.round_trip_ms, 3)} ms per Verify, ${fixed(p.drafter_round_trip_ms, 3)} per Draft`,
     `  lower bound (1 - a) t + a c = ${fixed(plan.bound_ms_per_token, 3)} ms/token`,
     '',
     `  ${'replicas'.padStart(8)} ${'non-SI'.padStart(9)} ${'SI k'.padStart(5)} ${'SI'.padStart(9)} ${'DSI k'.padStart(6)} ${'DSI'.padStart(9)} ${'DSI/SI'.padStart(7)} ${'DSI/nonSI'.padStart(9)} ${'DSI/bound'.padStart(9)}${underLoad ? `  ${'tok/s non-SI'.padStart(12)} ${'SI'.padStart(8)} ${'DSI'.padStart(8)} ${'DSI auto'.padStart(9)}` : ''}`,
@@ -153,6 +156,7 @@ export function planCommand(): Command {
     .addOption(realOption('--drafter-ttft-ms <ms>', 'drafter prefill (default: --drafter-ms)', { min: 0 }))
     .addOption(realOption('--verify-ms-per-token <ms>', 'extra target latency per verified draft (default 0)', { min: 0 }))
     .addOption(realOption('--round-trip-ms <ms>', 'per-call overhead, network and services (default 0; a profile has its own)', { min: 0 }))
+    .addOption(realOption('--drafter-round-trip-ms <ms>', "a Draft call's overhead when it differs (default: --round-trip-ms)", { min: 0 }))
     .addOption(integerOption('--max-replicas <n>', 'plan 1..n target replicas', { min: 1, max: 64 }).default(8))
     .addOption(integerOption('--tokens <n>', 'tokens per generation', { min: 2, max: 100_000 }).default(1000))
     .addOption(integerOption('--max-lookahead <k>', 'largest lookahead tried', { min: 1, max: 64 }).default(12))

@@ -315,8 +315,15 @@ export interface PlanPair {
   verifyMsPerToken?:
     | number
     | undefined;
-  /** Per-call overhead (network and services) every Draft and Verify pays once, ms, >= 0. Default 0. */
-  roundTripMs?: number | undefined;
+  /**
+   * Per-call overhead (network and services) every Verify (and, unless drafter_round_trip_ms is set,
+   * every Draft) pays once, ms, >= 0. Default 0.
+   */
+  roundTripMs?:
+    | number
+    | undefined;
+  /** Per-call overhead of a Draft, ms, >= 0. Default round_trip_ms. */
+  drafterRoundTripMs?: number | undefined;
 }
 
 /**
@@ -2298,6 +2305,7 @@ function createBasePlanPair(): PlanPair {
     drafterTtftMs: undefined,
     verifyMsPerToken: undefined,
     roundTripMs: undefined,
+    drafterRoundTripMs: undefined,
   };
 }
 
@@ -2323,6 +2331,9 @@ export const PlanPair: MessageFns<PlanPair> = {
     }
     if (message.roundTripMs !== undefined) {
       writer.uint32(57).double(message.roundTripMs);
+    }
+    if (message.drafterRoundTripMs !== undefined) {
+      writer.uint32(65).double(message.drafterRoundTripMs);
     }
     return writer;
   },
@@ -2396,6 +2407,14 @@ export const PlanPair: MessageFns<PlanPair> = {
             message.roundTripMs = reader.double();
             continue;
           }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.drafterRoundTripMs = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2441,6 +2460,11 @@ export const PlanPair: MessageFns<PlanPair> = {
         : isSet(object.round_trip_ms)
         ? globalThis.Number(object.round_trip_ms)
         : undefined,
+      drafterRoundTripMs: isSet(object.drafterRoundTripMs)
+        ? globalThis.Number(object.drafterRoundTripMs)
+        : isSet(object.drafter_round_trip_ms)
+        ? globalThis.Number(object.drafter_round_trip_ms)
+        : undefined,
     };
   },
 
@@ -2467,6 +2491,9 @@ export const PlanPair: MessageFns<PlanPair> = {
     if (message.roundTripMs !== undefined) {
       obj.roundTripMs = floatToJson(message.roundTripMs);
     }
+    if (message.drafterRoundTripMs !== undefined) {
+      obj.drafterRoundTripMs = floatToJson(message.drafterRoundTripMs);
+    }
     return obj;
   },
 
@@ -2482,6 +2509,7 @@ export const PlanPair: MessageFns<PlanPair> = {
     message.drafterTtftMs = object.drafterTtftMs ?? undefined;
     message.verifyMsPerToken = object.verifyMsPerToken ?? undefined;
     message.roundTripMs = object.roundTripMs ?? undefined;
+    message.drafterRoundTripMs = object.drafterRoundTripMs ?? undefined;
     return message;
   },
 };
