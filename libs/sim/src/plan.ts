@@ -211,6 +211,30 @@ function slope(f: (a: number) => number, a: number): number {
  * oracle's coin is independent of the target's tokens), so it is a control variate with known mean.
  */
 function agreement(drafter: OracleModel, prompt: readonly number[], tokens: readonly number[]): number {
+  return drafterAgreement(drafter, prompt, tokens);
+}
+
+/**
+ * The synthetic drafter's agreement (see {@link agreement}) over a generation of `tokens` after
+ * `prompt`: for a measurement through services that run the oracle pair of `seed` at acceptance `a`.
+ */
+export function syntheticAgreement(seed: number, a: number, prompt: readonly number[], tokens: readonly number[]): number {
+  return drafterAgreement(new OracleModel({ role: 'drafter', seed, acceptance: a }), prompt, tokens);
+}
+
+/**
+ * The control variate's slope: how a mode's latency per token moves with the acceptance rate (0 for
+ * non-SI, SI's expected cost's derivative, the bound's c - t for DSI). A generation whose drafter
+ * agreed at rate p instead of a is brought to its expectation by subtracting slope x (p - a).
+ */
+export function acceptanceSlope(pair: PlanPair, mode: Mode, k: number): number {
+  if (mode === 'nonsi') return 0;
+  if (mode === 'si') return slope((a) => siPerToken(pair, k, a), pair.a);
+  // DSI: the bound's slope. Exact where DSI reaches the bound; elsewhere only less of the noise goes.
+  return pair.drafterMs - pair.targetMs;
+}
+
+function drafterAgreement(drafter: OracleModel, prompt: readonly number[], tokens: readonly number[]): number {
   if (tokens.length === 0) return drafter.acceptance;
   const sequence = [...prompt, ...tokens];
   const hashes = drafter.hashes(sequence);
@@ -330,12 +354,6 @@ function singleRequest(pair: PlanPair, base: Omit<EventParams, 'k' | 'servers'>,
   const drafter = new OracleModel({ role: 'drafter', seed: o.seed, acceptance: pair.a });
   const prompts = Array.from({ length: o.prompts }, (_, i) => loadPrompt(o.seed, i));
   const agreements: number[] = [];
-  const slopeOf = (mode: Mode, k: number): number => {
-    if (mode === 'nonsi') return 0;
-    if (mode === 'si') return slope((a) => siPerToken(pair, k, a), pair.a);
-    // DSI: the bound's slope. Exact where DSI reaches the bound; elsewhere only less of the noise goes.
-    return pair.drafterMs - pair.targetMs;
-  };
   return {
     async figure(mode: Mode, k: number, servers: number): Promise<PlanFigure> {
       let sum = 0;
@@ -343,7 +361,7 @@ function singleRequest(pair: PlanPair, base: Omit<EventParams, 'k' | 'servers'>,
         o.signal?.throwIfAborted();
         const run = await eventRun(mode, { ...base, k, servers, prompt: prompts[i] });
         agreements[i] ??= agreement(drafter, prompts[i], run.tokens);
-        sum += run.cost / Math.max(1, run.tokens.length) - slopeOf(mode, k) * (agreements[i] - pair.a);
+        sum += run.cost / Math.max(1, run.tokens.length) - acceptanceSlope(pair, mode, k) * (agreements[i] - pair.a);
       }
       return { ms_per_token: ms(sum / prompts.length) };
     },
