@@ -84,6 +84,8 @@ export interface PlanBenchRow {
   drafter_ms: number;
   /** A Draft call's round trip, measured back to back (the target's is the result's round_trip_ms). */
   drafter_round_trip_ms: number;
+  /** A Verify call's overhead at the target's cadence, calibrated again just before this configuration. */
+  verify_round_trip_ms: number;
   replicas: number;
   planned_k: number;
   planned_dsi_ms_per_token: number;
@@ -128,98 +130,104 @@ export async function planBench(options: PlanBenchOptions, log: (line: string) =
       const calibrationDrafter = await supervisor.start('drafter', synthetic(0), 'calibration-drafter');
       const calibration = await supervisor.start('orchestrator', ['--port', '0', '--drafter', calibrationDrafter.address, '--targets', targets[0].address], 'calibration');
       const calibrationClient = await orchestratorClient(calibration.address);
-      const roundTripMs = await cadenceOverheadMs(calibrationClient, options.tokens, targetForwardMs, signal);
-      calibrationClient.close();
-      log(`  target forward ${fixed(targetForwardMs, 3)} ms (asked ${options.targetMs}), per-Verify overhead at this cadence ${fixed(roundTripMs, 3)} ms`);
+      try {
+        const roundTripMs = await cadenceOverheadMs(calibrationClient, options.tokens, targetForwardMs, signal);
+        log(`  target forward ${fixed(targetForwardMs, 3)} ms (asked ${options.targetMs}), per-Verify overhead at this cadence ${fixed(roundTripMs, 3)} ms`);
 
-      const rows: PlanBenchRow[] = [];
-      for (const config of options.configs) {
-        signal.throwIfAborted();
-        const drafterMs = config.c * options.targetMs;
-        // Each configuration's drafter and orchestrator live in their own stack, stopped after it.
-        const row = await stacks.with(`a${config.a}-c${config.c}`, async (configStack) => {
-        const drafter = await configStack.start('drafter', synthetic(drafterMs, ['--a', String(config.a)]), `drafter-a${config.a}-c${config.c}`);
-        const { tokenMs: drafterTokenMs, roundTripMs: drafterRoundTripMs } = await measuredDrafter(drafter.address);
-        const pair: PlanPair = { a: config.a, targetMs: targetForwardMs, drafterMs: drafterTokenMs, drafterTtftMs: drafterMs, rttMs: roundTripMs, drafterRttMs: drafterRoundTripMs };
-        const plan: Plan = await planDeployment(
-          pair,
-          { maxReplicas: options.maxReplicas, tokens: options.tokens, prompts: options.prompts, maxLookahead: Math.max(...options.lookaheads), signal },
-        );
-        const { replicas, lookahead } = plan.recommendation;
-        const chosen = plan.rows[replicas - 1];
-        const orchestrator = await configStack.start(
-          'orchestrator',
-          ['--port', '0', '--drafter', drafter.address, '--targets', targets.slice(0, replicas).map((t) => t.address).join(',')],
-          `orchestrator-a${config.a}-c${config.c}`,
-        );
-        const client = await orchestratorClient(orchestrator.address);
-        // Mean latency per token over the plan's prompts, each corrected as the plan corrects its own
-        // generations: the services run the same oracle, so the tokens (and the drafter's agreement on
-        // them) are the plan's; the correction brings a few hundred tokens' luck to the expectation.
-        const raw: Record<string, number> = {};
-        const perToken = async (wireMode: string, k: number) => {
-          let sum = 0;
-          let rawSum = 0;
-          const mode = wireMode === 'MODE_SI' ? 'si' : 'dsi';
-          for (let i = 0; i < options.prompts; i++) {
-            const prompt = loadPrompt(1, i);
-            const run = await generateOnce(client, wireMode, k, prompt, options.tokens, signal);
-            const p = syntheticAgreement(1, config.a, prompt, run.tokens);
-            rawSum += run.wallMs / run.tokens.length;
-            sum += run.wallMs / run.tokens.length - acceptanceSlope(pair, mode, k) * (p - config.a);
-          }
-          raw[`${mode}${k}`] = rawSum / options.prompts;
-          return sum / options.prompts;
-        };
-        try {
-          // One warm-up generation: a fresh stack's first requests run slower.
-          await generateOnce(client, 'MODE_DSI', lookahead, [...Buffer.from('warm up', 'utf8')], options.tokens, signal);
-          const measured: Record<string, number> = {};
-          for (const k of options.lookaheads) measured[k] = await perToken('MODE_DSI', k);
-          const plannedMeasured = measured[lookahead] ?? (await perToken('MODE_DSI', lookahead));
-          const si = await perToken('MODE_SI', chosen.si.lookahead);
-          const bestK = options.lookaheads.reduce((best, k) => (measured[k] < measured[best] ? k : best), options.lookaheads[0]);
-          const svgFile = path.join(options.outDir, `plan-a${config.a}-c${config.c}.svg`);
-          fs.writeFileSync(svgFile, planSvg(plan));
-          const row: PlanBenchRow = {
-            a: config.a,
-            c: config.c,
-            drafter_ms: drafterTokenMs,
-            drafter_round_trip_ms: drafterRoundTripMs,
-            replicas,
-            planned_k: lookahead,
-            planned_dsi_ms_per_token: plan.recommendation.dsi_ms_per_token,
-            planned_si_ms_per_token: chosen.si.ms_per_token,
-            bound_ms_per_token: plan.bound_ms_per_token,
-            measured_dsi_ms_per_token: measured,
-            measured_si_ms_per_token: si,
-            best_measured_k: bestK,
-            measured_vs_plan: plannedMeasured / plan.recommendation.dsi_ms_per_token,
-            measured_uncorrected_ms_per_token: raw[`dsi${lookahead}`],
-            k_steps_from_best: Math.abs(lookahead - bestK),
-            pass: false,
-            svg: svgFile,
-          };
-          row.pass = Math.abs(row.measured_vs_plan - 1) <= 0.05 && row.k_steps_from_best <= 1;
-          log(
-            `  a=${config.a} c=${config.c} (drafter ${fixed(drafterTokenMs, 3)} ms/token, ${fixed(drafterRoundTripMs, 3)} ms per Draft call): plan ${replicas} replicas k=${lookahead} ${fixed(row.planned_dsi_ms_per_token, 3)} ms/token; measured ${fixed(plannedMeasured, 3)} (${fixed(row.measured_vs_plan, 3)}x), best measured k=${bestK}; ${row.pass ? 'pass' : 'FAIL'}`,
+        const rows: PlanBenchRow[] = [];
+        for (const config of options.configs) {
+          signal.throwIfAborted();
+          const drafterMs = config.c * options.targetMs;
+          // Each configuration's drafter and orchestrator live in their own stack, stopped after it.
+          const row = await stacks.with(`a${config.a}-c${config.c}`, async (configStack) => {
+          const drafter = await configStack.start('drafter', synthetic(drafterMs, ['--a', String(config.a)]), `drafter-a${config.a}-c${config.c}`);
+          const { tokenMs: drafterTokenMs, roundTripMs: drafterRoundTripMs } = await measuredDrafter(drafter.address);
+          // The Verify overhead drifts from run to run on this shared machine: calibrate it again now.
+          const verifyRoundTripMs = await cadenceOverheadMs(calibrationClient, options.tokens, targetForwardMs, signal);
+          const pair: PlanPair = { a: config.a, targetMs: targetForwardMs, drafterMs: drafterTokenMs, drafterTtftMs: drafterMs, rttMs: verifyRoundTripMs, drafterRttMs: drafterRoundTripMs };
+          const plan: Plan = await planDeployment(
+            pair,
+            { maxReplicas: options.maxReplicas, tokens: options.tokens, prompts: options.prompts, maxLookahead: Math.max(...options.lookaheads), signal },
           );
-          return row;
-        } finally {
-          client.close();
+          const { replicas, lookahead } = plan.recommendation;
+          const chosen = plan.rows[replicas - 1];
+          const orchestrator = await configStack.start(
+            'orchestrator',
+            ['--port', '0', '--drafter', drafter.address, '--targets', targets.slice(0, replicas).map((t) => t.address).join(',')],
+            `orchestrator-a${config.a}-c${config.c}`,
+          );
+          const client = await orchestratorClient(orchestrator.address);
+          // Mean latency per token over the plan's prompts, each corrected as the plan corrects its own
+          // generations: the services run the same oracle, so the tokens (and the drafter's agreement on
+          // them) are the plan's; the correction brings a few hundred tokens' luck to the expectation.
+          const raw: Record<string, number> = {};
+          const perToken = async (wireMode: string, k: number) => {
+            let sum = 0;
+            let rawSum = 0;
+            const mode = wireMode === 'MODE_SI' ? 'si' : 'dsi';
+            for (let i = 0; i < options.prompts; i++) {
+              const prompt = loadPrompt(1, i);
+              const run = await generateOnce(client, wireMode, k, prompt, options.tokens, signal);
+              const p = syntheticAgreement(1, config.a, prompt, run.tokens);
+              rawSum += run.wallMs / run.tokens.length;
+              sum += run.wallMs / run.tokens.length - acceptanceSlope(pair, mode, k) * (p - config.a);
+            }
+            raw[`${mode}${k}`] = rawSum / options.prompts;
+            return sum / options.prompts;
+          };
+          try {
+            // One warm-up generation: a fresh stack's first requests run slower.
+            await generateOnce(client, 'MODE_DSI', lookahead, [...Buffer.from('warm up', 'utf8')], options.tokens, signal);
+            const measured: Record<string, number> = {};
+            for (const k of options.lookaheads) measured[k] = await perToken('MODE_DSI', k);
+            const plannedMeasured = measured[lookahead] ?? (await perToken('MODE_DSI', lookahead));
+            const si = await perToken('MODE_SI', chosen.si.lookahead);
+            const bestK = options.lookaheads.reduce((best, k) => (measured[k] < measured[best] ? k : best), options.lookaheads[0]);
+            const svgFile = path.join(options.outDir, `plan-a${config.a}-c${config.c}.svg`);
+            fs.writeFileSync(svgFile, planSvg(plan));
+            const row: PlanBenchRow = {
+              a: config.a,
+              c: config.c,
+              drafter_ms: drafterTokenMs,
+              drafter_round_trip_ms: drafterRoundTripMs,
+              verify_round_trip_ms: verifyRoundTripMs,
+              replicas,
+              planned_k: lookahead,
+              planned_dsi_ms_per_token: plan.recommendation.dsi_ms_per_token,
+              planned_si_ms_per_token: chosen.si.ms_per_token,
+              bound_ms_per_token: plan.bound_ms_per_token,
+              measured_dsi_ms_per_token: measured,
+              measured_si_ms_per_token: si,
+              best_measured_k: bestK,
+              measured_vs_plan: plannedMeasured / plan.recommendation.dsi_ms_per_token,
+              measured_uncorrected_ms_per_token: raw[`dsi${lookahead}`],
+              k_steps_from_best: Math.abs(lookahead - bestK),
+              pass: false,
+              svg: svgFile,
+            };
+            row.pass = Math.abs(row.measured_vs_plan - 1) <= 0.05 && row.k_steps_from_best <= 1;
+            log(
+              `  a=${config.a} c=${config.c} (drafter ${fixed(drafterTokenMs, 3)} ms/token, ${fixed(drafterRoundTripMs, 3)} ms per Draft call, ${fixed(verifyRoundTripMs, 3)} per Verify): plan ${replicas} replicas k=${lookahead} ${fixed(row.planned_dsi_ms_per_token, 3)} ms/token; measured ${fixed(plannedMeasured, 3)} (${fixed(row.measured_vs_plan, 3)}x), best measured k=${bestK}; ${row.pass ? 'pass' : 'FAIL'}`,
+            );
+            return row;
+          } finally {
+            client.close();
+          }
+          });
+          rows.push(row);
         }
-        });
-        rows.push(row);
+        return {
+          target_ms: options.targetMs,
+          target_forward_ms: targetForwardMs,
+          round_trip_ms: roundTripMs,
+          tokens: options.tokens,
+          prompts: options.prompts,
+          rows,
+          passed: rows.filter((r) => r.pass).length,
+        };
+      } finally {
+        calibrationClient.close();
       }
-      return {
-        target_ms: options.targetMs,
-        target_forward_ms: targetForwardMs,
-        round_trip_ms: roundTripMs,
-        tokens: options.tokens,
-        prompts: options.prompts,
-        rows,
-        passed: rows.filter((r) => r.pass).length,
-      };
     });
   } finally {
     await stacks.stopAll(2_000);
