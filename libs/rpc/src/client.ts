@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
+import { clientCredentials } from './tls';
 import { deadlineExceeded, DsiError, notFound, statusCodeName, unavailable } from './errors';
 import { DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from './limits';
 import { healthCheckMethod } from './protos';
@@ -79,7 +80,7 @@ export class HealthProbe {
   private readonly client: grpc.Client;
 
   constructor(readonly address: string) {
-    this.client = new grpc.Client(address, grpc.credentials.createInsecure(), createChannelOptions());
+    this.client = new grpc.Client(address, clientCredentials(), createChannelOptions());
   }
 
   /** The server's health for `serviceName` (`''`: the whole server); rejects like {@link checkHealth}. */
@@ -220,7 +221,7 @@ export async function waitForServing(
   const { timeoutMs = 10_000, signal, pollIntervalMs = 100 } = options;
   const what = serviceName === '' ? 'the server' : `service '${serviceName}'`;
   const giveUpAt = Date.now() + timeoutMs;
-  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+  const client = new grpc.Client(address, clientCredentials(), {
     ...createChannelOptions(),
     // Reconnect quickly: the server is expected to come up during the wait.
     'grpc.initial_reconnect_backoff_ms': Math.min(pollIntervalMs, 1_000),

@@ -53,3 +53,4 @@ export {
 } from './limits';
 export { LoadingSlot } from './slot';
 export type { ServiceContext, ServiceProcessConfig, ServiceStartup } from './lifecycle';
+export { type TlsSettings, configureTls, tlsSettings, clientCredentials, serverCredentials } from './tls';

@@ -9,6 +9,7 @@ import {
   DEFAULT_MAX_RESPONSE_BYTES,
 } from './limits';
 import { HEALTH_SERVICE_NAME, isServiceEntry, REFLECTION_SERVICE_NAMES, reflectedPackageDefinition } from './protos';
+import { serverCredentials } from './tls';
 
 /**
  * Lifecycle of a {@link DsiServer}; health reporting follows it. Only SERVING answers SERVING:
@@ -303,7 +304,7 @@ export class DsiServer {
     if (this.stopping !== undefined) return Promise.reject(new Error('start() called after shutdown()'));
     const target = `${formatHost(this.host)}:${this.requestedPort}`;
     return new Promise<number>((resolve, reject) => {
-      this.grpcServer.bindAsync(target, grpc.ServerCredentials.createInsecure(), (error, port) => {
+      this.grpcServer.bindAsync(target, serverCredentials(), (error, port) => {
         if (error !== null) {
           this.setState('FAILED');
           reject(unavailable(`cannot bind the gRPC server to ${target}: ${error.message}`, { cause: error }));

@@ -1,6 +1,5 @@
-import { credentials } from '@grpc/grpc-js';
 import { TargetServiceClient } from '@dsi/proto';
-import { callUnary, createChannelOptions } from '@dsi/rpc';
+import { callUnary, clientCredentials, createChannelOptions } from '@dsi/rpc';
 
 /**
  * What the target model accepts. The orchestrator checks every request against it before any replica
@@ -16,7 +15,7 @@ export interface TargetLimits {
 
 /** Asks one target replica for its model's limits (TargetService/GetModelInfo); rejects with its DsiError. */
 export async function askTargetLimits(address: string, deadlineMs = 1000): Promise<TargetLimits> {
-  const client = new TargetServiceClient(address, credentials.createInsecure(), createChannelOptions());
+  const client = new TargetServiceClient(address, clientCredentials(), createChannelOptions());
   try {
     const { model } = await callUnary(client, 'getModelInfo', {}, { deadlineMs });
     if (!model || !(model.vocabSize >= 1) || !(model.contextLength >= 1)) throw new Error(`target ${address} described no model`);

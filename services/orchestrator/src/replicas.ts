@@ -1,9 +1,9 @@
 import dns from 'node:dns';
-import { credentials, type ChannelOptions } from '@grpc/grpc-js';
+import type { ChannelOptions } from '@grpc/grpc-js';
 import { DrafterServiceClient, TargetServiceClient, VerifyRequest } from '@dsi/proto';
 import type { DraftCall, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from '@dsi/core';
 import { samplingToWire } from '@dsi/wire';
-import { callUnary, createChannelOptions, HealthWatch, unavailable } from '@dsi/rpc';
+import { callUnary, clientCredentials, createChannelOptions, HealthWatch, unavailable } from '@dsi/rpc';
 
 /**
  * Channel options of the orchestrator's clients: the default limits, and a reconnect backoff capped
@@ -42,7 +42,7 @@ export class GrpcDrafter implements Drafter, ReplicaClient {
     readonly id: string,
     private readonly health?: HealthWatch,
   ) {
-    this.client = new DrafterServiceClient(id, credentials.createInsecure(), replicaChannelOptions());
+    this.client = new DrafterServiceClient(id, clientCredentials(), replicaChannelOptions());
   }
 
   /**
@@ -70,7 +70,7 @@ export class GrpcDrafter implements Drafter, ReplicaClient {
 
   reconnect(): void {
     const previous = this.client;
-    this.client = new DrafterServiceClient(this.id, credentials.createInsecure(), replicaChannelOptions());
+    this.client = new DrafterServiceClient(this.id, clientCredentials(), replicaChannelOptions());
     previous.close();
   }
 
@@ -88,12 +88,12 @@ export class GrpcTargetReplica implements TargetReplica, ReplicaClient {
   private client: TargetServiceClient;
 
   constructor(readonly id: string) {
-    this.client = new TargetServiceClient(id, credentials.createInsecure(), replicaChannelOptions());
+    this.client = new TargetServiceClient(id, clientCredentials(), replicaChannelOptions());
   }
 
   reconnect(): void {
     const previous = this.client;
-    this.client = new TargetServiceClient(this.id, credentials.createInsecure(), replicaChannelOptions());
+    this.client = new TargetServiceClient(this.id, clientCredentials(), replicaChannelOptions());
     previous.close();
   }
 
