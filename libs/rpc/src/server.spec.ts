@@ -216,7 +216,7 @@ describe('reflection', () => {
     const speedups = files.flatMap((file) => file.messageType).find((message) => message.name === 'Speedups');
     expect(speedups?.field.map((field) => field.name)).toEqual(['si_vs_nonsi', 'dsi_vs_si', 'dsi_vs_nonsi']);
     const simulator = files.find((file) => file.name === 'dsi/v1/simulator.proto');
-    expect(simulator?.service[0]?.method.map((method) => method.name)).toEqual(['Simulate', 'Heatmap']);
+    expect(simulator?.service[0]?.method.map((method) => method.name)).toEqual(['Simulate', 'Heatmap', 'Plan']);
     const comments = simulator?.sourceCodeInfo?.location.map((location) => location.leadingComments).join('\n');
     expect(comments).toContain('SimulatorService predicts the cost');
   });
