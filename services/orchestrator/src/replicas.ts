@@ -25,7 +25,35 @@ export interface ReplicaClient {
   reconnect(): void;
   /** Drops a request's KV cache on the replica; failures are ignored (the cache times out). */
   release(requestId: string): void;
+  /**
+   * Fails every call on the wire at once with `reason`: its health watch gave up on the replica (a
+   * black hole answers nothing, so without this a call would wait for its deadline).
+   */
+  failInFlight(reason: Error): void;
   close(): void;
+}
+
+/** The calls a replica client has on the wire, so they can all be failed when the replica stops answering. */
+class InFlightCalls {
+  private readonly calls = new Set<AbortController>();
+
+  /** Runs `call` with a signal that also aborts on {@link failAll}; then rejects with that reason. */
+  async run<T>(signal: AbortSignal, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const own = new AbortController();
+    this.calls.add(own);
+    try {
+      return await call(AbortSignal.any([signal, own.signal]));
+    } catch (error) {
+      if (own.signal.aborted && !signal.aborted) throw own.signal.reason;
+      throw error;
+    } finally {
+      this.calls.delete(own);
+    }
+  }
+
+  failAll(reason: Error): void {
+    for (const call of this.calls) call.abort(reason);
+  }
 }
 
 /**
@@ -37,6 +65,7 @@ export interface ReplicaClient {
  */
 export class GrpcDrafter implements Drafter, ReplicaClient {
   private client: DrafterServiceClient;
+  private readonly inFlight = new InFlightCalls();
 
   constructor(
     readonly id: string,
@@ -55,12 +84,8 @@ export class GrpcDrafter implements Drafter, ReplicaClient {
 
   async draft(call: DraftCall, signal: AbortSignal): Promise<DraftResult> {
     if (!this.serving) throw unavailable(`drafter ${this.id} is not serving (${this.health?.status}): drafting is skipped until it is back`);
-    const response = await callUnary(
-      this.client,
-      'draft',
-      { requestId: call.requestId, prefix: [...call.prefix], maxTokens: call.maxTokens, sampling: samplingToWire(call.sampling), returnProbs: call.returnProbs },
-      { signal },
-    );
+    const request = { requestId: call.requestId, prefix: [...call.prefix], maxTokens: call.maxTokens, sampling: samplingToWire(call.sampling), returnProbs: call.returnProbs };
+    const response = await this.inFlight.run(signal, (both) => callUnary(this.client, 'draft', request, { signal: both }));
     return { tokens: response.tokens, probs: call.returnProbs ? Float32Array.from(response.probs) : undefined };
   }
 
@@ -72,6 +97,10 @@ export class GrpcDrafter implements Drafter, ReplicaClient {
     const previous = this.client;
     this.client = new DrafterServiceClient(this.id, clientCredentials(), replicaChannelOptions());
     previous.close();
+  }
+
+  failInFlight(reason: Error): void {
+    this.inFlight.failAll(reason);
   }
 
   close(): void {
@@ -86,6 +115,7 @@ export class GrpcDrafter implements Drafter, ReplicaClient {
  */
 export class GrpcTargetReplica implements TargetReplica, ReplicaClient {
   private client: TargetServiceClient;
+  private readonly inFlight = new InFlightCalls();
 
   constructor(readonly id: string) {
     this.client = new TargetServiceClient(id, clientCredentials(), replicaChannelOptions());
@@ -105,12 +135,16 @@ export class GrpcTargetReplica implements TargetReplica, ReplicaClient {
       sampling: samplingToWire(call.sampling),
       draftProbs: call.draftProbs ? Array.from(call.draftProbs) : [],
     };
-    const response = await callUnary(this.client, 'verify', request, { signal });
+    const response = await this.inFlight.run(signal, (both) => callUnary(this.client, 'verify', request, { signal: both }));
     return { accepted: response.accepted, tokens: response.tokens };
   }
 
   release(requestId: string): void {
     this.client.release({ requestId }, () => undefined);
+  }
+
+  failInFlight(reason: Error): void {
+    this.inFlight.failAll(reason);
   }
 
   close(): void {
@@ -273,7 +307,10 @@ export class ReplicaPool<C extends ReplicaClient> {
           serviceName: this.kind.serviceName,
           onChange: (serving, status) => {
             // Back from an outage: dial afresh rather than wait out the channel's reconnect backoff.
-            if (serving) this.replicas.get(address)?.client.reconnect();
+            // Gone (killed, or answering nothing): fail its calls now so their blocks go elsewhere.
+            const client = this.replicas.get(address)?.client;
+            if (serving) client?.reconnect();
+            else client?.failInFlight(unavailable(`${role} ${address} stopped answering its health checks (${status})`));
             this.log(`${role} ${address} is ${serving ? 'SERVING' : `not serving (${status})`}`);
             this.update();
           },
