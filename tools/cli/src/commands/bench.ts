@@ -78,15 +78,15 @@ export function benchCommand(): Command {
   return new Command('bench')
     .description('measure the simulator (heatmap cells per second), the model services (serving overhead, Verify cost, synthetic latency), one request online and many at once (load)')
     .addOption(integerOption('--runs <n>', `runs per figure, at most ${MAX_BENCH_RUNS}; the median is reported`, { min: 1, max: MAX_BENCH_RUNS }).default(3))
-    .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online', 'load', 'plan']).default('all'))
+    .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online', 'load', 'plan', 'soak']).default('all'))
     .addOption(integerOption('--tokens <n>', 'online: tokens per generation', { min: 1, max: DEFAULT_MAX_NEW_TOKENS_LIMIT }).default(96))
-    .option('--quick', 'load: one request per client (at least 4 per concurrency) instead of two (at least 8)')
+    .option('--quick', 'load: one request per client (at least 4 per concurrency) instead of two (at least 8); soak: 60 s instead of 10 minutes')
     .addOption(integerOption('--max-batch-requests <n>', 'load: replicas batch up to n calls per forward (and concurrency goes to 64)', { min: 1, max: 1024 }).default(1))
     .option('--auto', 'load: DSI runs lookahead auto, SI the best fixed k for each concurrency (event mode)')
     .option('--drift', 'load: also a drifting workload (a 0.9 until token 32, then 0.4): DSI auto against every fixed k, one client')
     .option('--out <dir>', 'load, plan: folder for the SVGs and the services\' logs (default: a new temporary folder)')
     .option('--json', 'print one JSON document on stdout')
-    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load' | 'plan'; tokens: number; quick?: boolean; out?: string; json?: boolean; maxBatchRequests: number; auto?: boolean; drift?: boolean }) => {
+    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load' | 'plan' | 'soak'; tokens: number; quick?: boolean; out?: string; json?: boolean; maxBatchRequests: number; auto?: boolean; drift?: boolean }) => {
       const log = (line: string) => {
         if (!flags.json) process.stderr.write(line + '\n');
       };
@@ -167,6 +167,25 @@ export function benchCommand(): Command {
           const plan = await planBench({ ...DEFAULT_PLAN_BENCH, outDir }, log, interrupt.signal);
           doc.plan = plan;
           lines.push(...planBenchReport(plan));
+        } finally {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+        }
+      }
+      if (flags.suite === 'soak') {
+        const { DEFAULT_SOAK, QUICK_SOAK, soakBench, soakReport } = await import('./bench-soak');
+        const { defaultLoadBenchDir } = await import('./bench-load');
+        if (flags.out) checkWritableDir(flags.out, '--out');
+        const config = { ...(flags.quick ? QUICK_SOAK : DEFAULT_SOAK), outDir: flags.out ? path.resolve(flags.out) : defaultLoadBenchDir() };
+        log(`soak (not in --suite all): ${config.clients} streaming clients for ${config.durationMs / 1000} s on a local synthetic stack (4 targets, 1 drafter); files in ${config.outDir}`);
+        const interrupt = new AbortController();
+        const onSignal = () => interrupt.abort(new Error('interrupted: stopping the services'));
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        try {
+          const soak = await soakBench(config, log, interrupt.signal);
+          doc.soak = soak;
+          lines.push(...soakReport(soak));
         } finally {
           process.off('SIGINT', onSignal);
           process.off('SIGTERM', onSignal);
