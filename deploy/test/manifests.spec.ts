@@ -3,6 +3,7 @@
 // and the properties an operator relies on are asserted on what would actually be applied.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { parse, parseAllDocuments } from 'yaml';
@@ -13,6 +14,8 @@ import { PersistentVolumeClaim, type IPersistentVolumeClaim } from 'kubernetes-m
 import { Service, type IService } from 'kubernetes-models/v1/Service';
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
+import { Certificate, type ICertificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate';
+import { Issuer, type IIssuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer';
 
 const deployDir = path.resolve(__dirname, '..');
 const repoRoot = path.resolve(deployDir, '..');
@@ -38,7 +41,7 @@ function protoServices(): Set<string> {
   return names;
 }
 
-type KubeObject = IDeployment | IStatefulSet | IService | IConfigMap | IPersistentVolumeClaim;
+type KubeObject = IDeployment | IStatefulSet | IService | IConfigMap | IPersistentVolumeClaim | ICertificate | IIssuer;
 type Workload = IDeployment | IStatefulSet;
 
 /** Schema validation per apiVersion/kind; a kind missing here fails the test rather than passing unchecked. */
@@ -48,10 +51,42 @@ const VALIDATORS: Record<string, (object: unknown) => void> = {
   'v1/Service': (o) => new Service(o as IService).validate(),
   'v1/ConfigMap': (o) => new ConfigMap(o as IConfigMap).validate(),
   'v1/PersistentVolumeClaim': (o) => new PersistentVolumeClaim(o as IPersistentVolumeClaim).validate(),
+  // The tls component's example issuance (cert-manager's CRDs).
+  'cert-manager.io/v1/Certificate': (o) => new Certificate(o as ICertificate).validate(),
+  'cert-manager.io/v1/Issuer': (o) => new Issuer(o as IIssuer).validate(),
+};
+
+/**
+ * Renderings that no folder holds: an overlay built here, in a temporary folder, from folders under
+ * deploy/ (an overlay as a resource, components on top), as a user's own overlay would.
+ */
+const COMPOSED: Record<string, { resources: string[]; components: string[] }> = {
+  'kubernetes/overlays/local + components/tls': { resources: ['kubernetes/overlays/local'], components: ['kubernetes/components/tls'] },
 };
 
 function render(dir: string): KubeObject[] {
-  const text = execFileSync('kubectl', ['kustomize', path.join(deployDir, dir)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  let root = path.join(deployDir, dir);
+  const composed = COMPOSED[dir];
+  if (composed) {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'dsi-kustomize-'));
+    // kustomize takes only relative paths to other kustomizations.
+    const relative = (folder: string) => path.relative(root, path.join(deployDir, folder));
+    const lines = [
+      'apiVersion: kustomize.config.k8s.io/v1beta1',
+      'kind: Kustomization',
+      'resources:',
+      ...composed.resources.map((folder) => `  - ${relative(folder)}`),
+      'components:',
+      ...composed.components.map((folder) => `  - ${relative(folder)}`),
+    ];
+    fs.writeFileSync(path.join(root, 'kustomization.yaml'), lines.join('\n') + '\n');
+  }
+  let text: string;
+  try {
+    text = execFileSync('kubectl', ['kustomize', root], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } finally {
+    if (composed) fs.rmSync(root, { recursive: true, force: true });
+  }
   return parseAllDocuments(text).map((doc) => {
     if (doc.errors.length > 0) throw new Error(`${dir}: ${doc.errors[0].message}`);
     return doc.toJS() as KubeObject;
@@ -60,14 +95,17 @@ function render(dir: string): KubeObject[] {
 
 interface Expectation {
   observability: boolean;
+  /** The tls component: DSI_TLS_* from the Secret dsi-tls, probes on the plaintext health port. */
+  tls: boolean;
   backend: 'onnx' | 'synthetic';
   targets: number;
   gpu: boolean;
 }
 const RENDERINGS: Record<string, Expectation> = {
-  'kubernetes/base': { observability: false, backend: 'onnx', targets: 4, gpu: false },
-  'kubernetes/overlays/local': { observability: true, backend: 'synthetic', targets: 4, gpu: false },
-  'kubernetes/overlays/gpu': { observability: true, backend: 'onnx', targets: 7, gpu: true },
+  'kubernetes/base': { observability: false, tls: false, backend: 'onnx', targets: 4, gpu: false },
+  'kubernetes/overlays/local': { observability: true, tls: false, backend: 'synthetic', targets: 4, gpu: false },
+  'kubernetes/overlays/gpu': { observability: true, tls: false, backend: 'onnx', targets: 7, gpu: true },
+  'kubernetes/overlays/local + components/tls': { observability: true, tls: true, backend: 'synthetic', targets: 4, gpu: false },
 };
 const rendered = Object.fromEntries(Object.keys(RENDERINGS).map((dir) => [dir, render(dir)]));
 
@@ -179,12 +217,19 @@ describe.each(Object.entries(RENDERINGS))('%s', (dir, expected) => {
     }
   });
 
-  it('makes every DSI container listen on 0.0.0.0 with gRPC startup, readiness and liveness probes', () => {
+  it(`makes every DSI container listen on 0.0.0.0 with gRPC startup, readiness and liveness probes${expected.tls ? ' on its plaintext health port' : ''}`, () => {
     const declared = protoServices();
     for (const w of workloads) {
       const container = server(w);
-      const port = grpcPort(container);
       const env = effectiveEnv(objects, container);
+      // The kubelet's gRPC probes speak plaintext only: with TLS on, they go to DSI_HEALTH_PORT.
+      const healthPort = env.get('DSI_HEALTH_PORT');
+      expect({ workload: name(w), healthPort: healthPort !== undefined }).toEqual({ workload: name(w), healthPort: expected.tls });
+      const port = healthPort === undefined ? grpcPort(container) : Number(healthPort);
+      if (healthPort !== undefined) {
+        expect(port).not.toBe(grpcPort(container));
+        expect(container.ports?.find((p) => p.name === 'health')?.containerPort).toBe(port);
+      }
       expect({ workload: name(w), host: env.get('DSI_HOST'), metricsHost: env.get('DSI_METRICS_HOST') }).toEqual({
         workload: name(w),
         host: '0.0.0.0',
@@ -389,6 +434,61 @@ describe.each(Object.entries(RENDERINGS))('%s', (dir, expected) => {
         }
       }
     }
+  });
+});
+
+describe('tls component', () => {
+  const objects = rendered['kubernetes/overlays/local + components/tls'];
+  const workloads = dsiWorkloads(objects);
+  const certificates = objects.filter((o): o is ICertificate => o.kind === 'Certificate');
+  const issuers = objects.filter((o): o is IIssuer => o.kind === 'Issuer');
+
+  it('gives every DSI container its certificate, key and CA from the Secret dsi-tls, mounted read-only', () => {
+    for (const w of workloads) {
+      const container = server(w);
+      const env = effectiveEnv(objects, container);
+      for (const variable of ['DSI_TLS_CERT', 'DSI_TLS_KEY', 'DSI_TLS_CA']) {
+        const file = env.get(variable) ?? `(${variable} unset)`;
+        const { mount, volume } = mountFor(w, container, file);
+        expect({ workload: name(w), variable, secret: volume?.secret?.secretName, readOnly: mount?.readOnly, key: path.basename(file) }).toEqual({
+          workload: name(w),
+          variable,
+          secret: 'dsi-tls',
+          readOnly: true,
+          // The keys cert-manager (and kubectl create secret tls) write.
+          key: { DSI_TLS_CERT: 'tls.crt', DSI_TLS_KEY: 'tls.key', DSI_TLS_CA: 'ca.crt' }[variable],
+        });
+      }
+    }
+  });
+
+  it('makes the drafter and the targets demand client certificates (mutual TLS), not the orchestrator and the simulator', () => {
+    const clientAuth = Object.fromEntries(workloads.map((w) => [component(w), effectiveEnv(objects, server(w)).get('DSI_TLS_CLIENT_AUTH') ?? 'none']));
+    expect(clientAuth).toEqual({ orchestrator: 'none', drafter: 'require', target: 'require', simulator: 'none' });
+  });
+
+  it('issues one certificate for every DSI Service, usable as server and client certificate, into dsi-tls, from an Issuer here', () => {
+    const tls = certificates.find((c) => c.spec.secretName === 'dsi-tls');
+    expect(tls).toBeDefined();
+    const orchestratorEnv = effectiveEnv(objects, server(workload(objects, 'orchestrator')));
+    const dialed = [orchestratorEnv.get('DSI_DRAFTER'), orchestratorEnv.get('DSI_TARGETS_DNS')].map((address) => (address ?? '').split(':')[0]);
+    const names = [...new Set([...workloads.flatMap((w) => services(objects).filter((s) => selects(s.spec?.selector, w.spec!.template.metadata!.labels)).map((s) => s.metadata!.name!)), ...dialed])];
+    for (const serviceName of names) expect({ serviceName, named: tls!.spec.dnsNames?.includes(serviceName) }).toEqual({ serviceName, named: true });
+    // The orchestrator checks the replicas it dials by IP against a name the certificate has.
+    expect(tls!.spec.dnsNames).toContain(orchestratorEnv.get('DSI_TLS_SERVER_NAME'));
+    expect(tls!.spec.usages).toEqual(expect.arrayContaining(['server auth', 'client auth']));
+    for (const certificate of certificates) {
+      const issuer = issuers.find((i) => i.metadata?.name === certificate.spec.issuerRef.name);
+      expect({ certificate: certificate.metadata?.name, issuer: issuer?.metadata?.name, kind: certificate.spec.issuerRef.kind }).toEqual({
+        certificate: certificate.metadata?.name,
+        issuer: certificate.spec.issuerRef.name,
+        kind: 'Issuer',
+      });
+    }
+    // The CA Issuer signs with the CA certificate's Secret.
+    const caIssuer = issuers.find((i) => i.metadata?.name === tls!.spec.issuerRef.name);
+    const caSecret = caIssuer?.spec.ca?.secretName;
+    expect(certificates.find((c) => c.spec.secretName === caSecret)?.spec.isCA).toBe(true);
   });
 });
 

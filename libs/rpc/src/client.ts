@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { clientCredentials } from './tls';
+import { clientCredentials, explainConnectionFailure } from './tls';
 import { deadlineExceeded, DsiError, notFound, statusCodeName, unavailable } from './errors';
 import { DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from './limits';
 import { healthCheckMethod } from './protos';
@@ -57,7 +57,8 @@ export type UnaryMethodName<Client> = {
 /**
  * Calls a unary method of a generated client as a promise, the way DSI code calls services: the
  * call is cancelled when `signal` aborts, and every failure rejects with a {@link DsiError}
- * (the server's status and details, or CANCELLED / DEADLINE_EXCEEDED from the signal).
+ * (the server's status and details, or CANCELLED / DEADLINE_EXCEEDED from the signal). A
+ * connection that failed for a TLS reason is UNAVAILABLE naming it (see `explainConnectionFailure`).
  */
 export function callUnary<Client extends grpc.Client, Method extends UnaryMethodName<Client>>(
   client: Client,
@@ -66,7 +67,19 @@ export function callUnary<Client extends grpc.Client, Method extends UnaryMethod
   options: CallOptions = {},
 ): Promise<UnaryResponse<Client[Method]>> {
   const invoke = client[method] as UnaryMethod<UnaryRequest<Client[Method]>, UnaryResponse<Client[Method]>>;
-  return startUnary((metadata, callOptions, callback) => invoke.call(client, request, metadata, callOptions, callback), options);
+  return startUnary<UnaryResponse<Client[Method]>>((metadata, callOptions, callback) => invoke.call(client, request, metadata, callOptions, callback), options).catch(
+    async (reason: unknown): Promise<never> => {
+      throw await explainConnectionFailure(channelAddress(client), reason);
+    },
+  );
+}
+
+/** `host:port` a client's channel dials, from its target URI (`dns:127.0.0.1:50051`). */
+export function channelAddress(client: grpc.Client): string {
+  return client
+    .getChannel()
+    .getTarget()
+    .replace(/^[a-z][a-z0-9+.-]*:(\/\/[^/]*\/)?/i, '');
 }
 
 /** Serving status as reported by `grpc.health.v1.Health/Check`. */
@@ -277,7 +290,7 @@ async function checkWith(
     );
     return isHealthStatus(reply.status) ? reply.status : 'UNKNOWN';
   } catch (reason) {
-    const error = DsiError.from(reason);
+    const error = await explainConnectionFailure(address, reason);
     if (error.code === grpc.status.NOT_FOUND) {
       throw notFound(`${address} has no health status for service '${serviceName}'`, { cause: error });
     }

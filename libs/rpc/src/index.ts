@@ -34,6 +34,7 @@ export {
   type ChannelLimits,
   type CallOptions,
   callUnary,
+  channelAddress,
   type UnaryMethodName,
   type UnaryRequest,
   type UnaryResponse,
@@ -53,4 +54,43 @@ export {
 } from './limits';
 export { LoadingSlot } from './slot';
 export type { ServiceContext, ServiceProcessConfig, ServiceStartup } from './lifecycle';
-export { type TlsSettings, configureTls, tlsSettings, clientCredentials, serverCredentials } from './tls';
+export {
+  type ConfigureTlsOptions,
+  configureTls,
+  tlsSettings,
+  clientCredentials,
+  serverCredentials,
+  createClientCredentials,
+  createServerCredentials,
+  explainConnectionFailure,
+} from './tls';
+export {
+  type TlsSettings,
+  type TlsSetting,
+  type TlsMaterial,
+  type CertificateSummary,
+  type ProbeOptions,
+  type ProbeResult,
+  TlsConfigError,
+  TlsFileWatcher,
+  DEFAULT_TLS_RELOAD_INTERVAL_MS,
+  loadTlsMaterial,
+  tlsEnabled,
+  describeTlsFailure,
+  probeTls,
+} from './tls-files';
+export { AuthConfigError, BearerTokens, type TokenVerdict, parseTokens, readTokenFile, unauthenticatedMessage } from './auth';
+export {
+  type PemPair,
+  type CertificateUse,
+  type CaOptions,
+  type IssueOptions,
+  type LocalCertificates,
+  type EnsureOptions,
+  createCertificateAuthority,
+  issueCertificate,
+  ensureLocalCertificates,
+  LOCAL_DNS_NAMES,
+  LOCAL_IP_ADDRESSES,
+} from './certs';
+export { rejectingUndecodableRequests, type BeforeDecode } from './request-decoding';

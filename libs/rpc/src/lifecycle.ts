@@ -5,13 +5,23 @@
  */
 import type { Environment, Telemetry } from '@dsi/telemetry';
 import type { DsiServer, ServerOptions, ServiceRegistration } from './server';
+import type { TlsSettings } from './tls-files';
+
+// What a command checks before anything starts, without loading gRPC: TLS files and token files.
+export { type TlsSettings, type TlsSetting, TlsConfigError, loadTlsMaterial, tlsEnabled } from './tls-files';
+export { AuthConfigError, readTokenFile, parseTokens } from './auth';
 
 /** How one service process runs: its name, where it listens and how it reports; parsed at the edge. */
 export interface ServiceProcessConfig {
   /** Short service name, e.g. `drafter`: prefixes the log lines, names the spans (`dsi-NAME`) and the ready line. */
   name: string;
   /** Where the gRPC server listens and the limits it enforces (its `log` is the process's). */
-  server: Omit<ServerOptions, 'log'>;
+  server: Omit<ServerOptions, 'log' | 'tls'>;
+  /**
+   * TLS of the whole process: its server, and its channels to other services (see `configureTls`).
+   * Configured after telemetry starts, before the service's `start`. Default plaintext.
+   */
+  tls?: TlsSettings;
   /** Where spans and metrics go. */
   telemetry: {
     /** The environment the OpenTelemetry variables are read from (the edge passes `process.env`). */
@@ -84,6 +94,7 @@ export async function runService(
   try {
     // Loaded here, after telemetry: this is where @grpc/grpc-js is first required.
     const { DsiServer } = await import('./server');
+    if (config.tls) (await import('./tls')).configureTls(config.tls, { log });
     startup = await start({ tracer: telemetry.tracer, log });
     server = new DsiServer(startup.registrations, { ...config.server, log });
     disposeSignals = server.handleSignals(config.signals);

@@ -8,8 +8,10 @@ import {
   DEFAULT_MAX_REQUEST_BYTES,
   DEFAULT_MAX_RESPONSE_BYTES,
 } from './limits';
+import { BearerTokens, unauthenticatedMessage } from './auth';
 import { HEALTH_SERVICE_NAME, isServiceEntry, REFLECTION_SERVICE_NAMES, reflectedPackageDefinition } from './protos';
-import { serverCredentials } from './tls';
+import { createServerCredentials, serverCredentials, tlsSettings } from './tls';
+import type { TlsSettings } from './tls-files';
 
 /**
  * Lifecycle of a {@link DsiServer}; health reporting follows it. Only SERVING answers SERVING:
@@ -47,6 +49,26 @@ export interface ServerOptions {
   drainGraceMs?: number;
   /** Receives one line per lifecycle event and per internal handler error. Default: silent. */
   log?: (line: string) => void;
+  /**
+   * TLS of this server alone (a certificate, mutual TLS with `clientAuth: 'require'`). Default: the
+   * process's, see `configureTls` (plaintext unless configured).
+   */
+  tls?: TlsSettings;
+  /**
+   * Callers must send `authorization: Bearer <token>` with a token of this file (one per line, `#`
+   * comments; re-read when it changes), or get UNAUTHENTICATED. Health stays open (probes).
+   */
+  authTokenFile?: string;
+  /** How often `authTokenFile` is checked for a change. Default 1000 ms. */
+  authReloadIntervalMs?: number;
+  /** Serve server reflection (v1 and v1alpha). Default true; turn it off where the API is public. */
+  reflection?: boolean;
+  /**
+   * Also answer `grpc.health.v1.Health` alone, in plaintext, on this port of `host` (0: a free one):
+   * for probes that cannot speak TLS or present a client certificate (the kubelet's gRPC probes).
+   * Default: none.
+   */
+  healthPort?: number;
 }
 
 /**
@@ -153,6 +175,11 @@ export class DsiServer {
   private readonly requestedPort: number;
   private readonly drainGraceMs: number;
   private readonly log: (line: string) => void;
+  private readonly tls: TlsSettings | undefined;
+  private readonly tokens: BearerTokens | undefined;
+  private readonly healthPort: number | undefined;
+  private healthServer: grpc.Server | undefined;
+  private boundHealthPort: number | undefined;
   private readonly inFlight = new Set<InFlightCall>();
   private currentState: ServerState = 'STARTING';
   private boundPort: number | undefined;
@@ -186,6 +213,8 @@ export class DsiServer {
     requireInteger('maxSendMessageBytes', maxSend, 1);
     requireInteger('maxConcurrentStreams', maxStreams, 1);
     requireInteger('drainGraceMs', this.drainGraceMs, 0);
+    this.healthPort = options.healthPort;
+    if (this.healthPort !== undefined) requireInteger('healthPort', this.healthPort, 0, 65_535);
 
     const descriptors = reflectedPackageDefinition();
     const names = new Set<string>();
@@ -202,11 +231,15 @@ export class DsiServer {
       }
     }
     this.serviceNames = [...names];
+    this.tls = options.tls;
+    // Read now, so a missing or empty token file fails the construction, before anything listens.
+    this.tokens = options.authTokenFile === undefined ? undefined : new BearerTokens(options.authTokenFile, { reloadIntervalMs: options.authReloadIntervalMs, log: this.log });
 
     this.grpcServer = new grpc.Server({
       'grpc.max_receive_message_length': maxReceive,
       'grpc.max_send_message_length': maxSend,
       'grpc.max_concurrent_streams': maxStreams,
+      interceptors: this.tokens ? [bearerTokenInterceptor(this.tokens)] : [],
     });
     for (const service of services) {
       this.grpcServer.addService(service.definition, this.tracked(service));
@@ -215,9 +248,11 @@ export class DsiServer {
       Object.fromEntries(['', ...this.serviceNames].map((name): [string, ServingStatus] => [name, 'NOT_SERVING'])),
     );
     this.health.addToServer(this.grpcServer);
-    new ReflectionService(descriptors, {
-      services: [...this.serviceNames, HEALTH_SERVICE_NAME, ...REFLECTION_SERVICE_NAMES],
-    }).addToServer(this.grpcServer);
+    if (options.reflection ?? true) {
+      new ReflectionService(descriptors, {
+        services: [...this.serviceNames, HEALTH_SERVICE_NAME, ...REFLECTION_SERVICE_NAMES],
+      }).addToServer(this.grpcServer);
+    }
   }
 
   /** Where the lifecycle is; health answers follow it. */
@@ -234,6 +269,11 @@ export class DsiServer {
   /** `host:port` to dial, e.g. `127.0.0.1:50051`. Throws before {@link start} resolves. */
   get address(): string {
     return `${formatHost(this.host)}:${this.port}`;
+  }
+
+  /** The plaintext health-only port (see {@link ServerOptions.healthPort}), once bound; undefined without one. */
+  get healthAddress(): string | undefined {
+    return this.boundHealthPort === undefined ? undefined : `${formatHost(this.host)}:${this.boundHealthPort}`;
   }
 
   /** Calls being handled right now (health and reflection calls excluded). */
@@ -273,6 +313,7 @@ export class DsiServer {
    * return the first call's promise.
    */
   shutdown(): Promise<void> {
+    this.tokens?.stop();
     this.stopping ??= this.drainAndStop().finally(() => this.markStopped());
     return this.stopping;
   }
@@ -300,19 +341,56 @@ export class DsiServer {
     };
   }
 
-  private bind(): Promise<number> {
-    if (this.stopping !== undefined) return Promise.reject(new Error('start() called after shutdown()'));
+  private async bind(): Promise<number> {
+    if (this.stopping !== undefined) throw new Error('start() called after shutdown()');
     const target = `${formatHost(this.host)}:${this.requestedPort}`;
-    return new Promise<number>((resolve, reject) => {
-      this.grpcServer.bindAsync(target, serverCredentials(), (error, port) => {
+    let credentials: grpc.ServerCredentials;
+    try {
+      credentials = this.tls ? createServerCredentials(this.tls, this.log) : serverCredentials();
+    } catch (error) {
+      this.setState('FAILED');
+      throw error;
+    }
+    const port = await new Promise<number>((resolve, reject) => {
+      this.grpcServer.bindAsync(target, credentials, (error, bound) => {
         if (error !== null) {
           this.setState('FAILED');
           reject(unavailable(`cannot bind the gRPC server to ${target}: ${error.message}`, { cause: error }));
           return;
         }
-        this.boundPort = port;
-        this.log(`listening on ${this.address} (NOT_SERVING until ready)`);
-        resolve(port);
+        this.boundPort = bound;
+        resolve(bound);
+      });
+    });
+    if (this.healthPort !== undefined) {
+      try {
+        await this.bindHealth(this.healthPort);
+      } catch (error) {
+        this.setState('FAILED');
+        this.grpcServer.forceShutdown();
+        throw unavailable(`cannot bind the health port ${formatHost(this.host)}:${this.healthPort}: ${(error as Error).message}`, { cause: error });
+      }
+    }
+    this.tokens?.watch();
+    const security = credentials._isSecure() ? `TLS${(this.tls ?? tlsSettings())?.clientAuth === 'require' ? ', client certificates required' : ''}` : 'plaintext';
+    const extras = [security, ...(this.tokens ? [`bearer tokens from ${this.tokens.file}`] : []), ...(this.healthAddress ? [`plaintext health on ${this.healthAddress}`] : [])];
+    this.log(`listening on ${this.address} (${extras.join(', ')}; NOT_SERVING until ready)`);
+    return port;
+  }
+
+  /** Binds the plaintext health-only server (the same health answers as the main one). */
+  private bindHealth(port: number): Promise<void> {
+    const server = new grpc.Server();
+    this.health.addToServer(server);
+    this.healthServer = server;
+    return new Promise<void>((resolve, reject) => {
+      server.bindAsync(`${formatHost(this.host)}:${port}`, grpc.ServerCredentials.createInsecure(), (error, bound) => {
+        if (error !== null) {
+          reject(error);
+          return;
+        }
+        this.boundHealthPort = bound;
+        resolve();
       });
     });
   }
@@ -321,6 +399,7 @@ export class DsiServer {
     // Settle a bind in progress first; when already bound, DRAINING is set before shutdown() returns.
     if (this.boundPort === undefined) await this.starting?.catch(() => undefined);
     if (this.currentState === 'FAILED' || this.boundPort === undefined) {
+      this.healthServer?.forceShutdown();
       this.grpcServer.forceShutdown();
       if (this.currentState !== 'FAILED') this.setState('STOPPED');
       return;
@@ -356,6 +435,7 @@ export class DsiServer {
       // aborts the handlers' signals. Wait for that so callers see the signals fired.
       await Promise.all(left.map((c) => c.finished));
     }
+    this.healthServer?.forceShutdown();
     this.setState('STOPPED');
   }
 
@@ -442,6 +522,31 @@ export class DsiServer {
   private setHealth(status: ServingStatus): void {
     for (const name of ['', ...this.serviceNames]) this.health.setStatus(name, status);
   }
+}
+
+/** Methods callers reach without a token: health, which probes (kubelet, load balancers) call bare. */
+function openWithoutToken(path: string): boolean {
+  return path.startsWith(`/${HEALTH_SERVICE_NAME}/`);
+}
+
+/**
+ * A server interceptor that answers UNAUTHENTICATED, before any handler runs, a call whose
+ * `authorization` metadata is not `Bearer <token>` with a token of `tokens` (health excepted).
+ */
+function bearerTokenInterceptor(tokens: BearerTokens): grpc.ServerInterceptor {
+  return (method, call) => {
+    if (openWithoutToken(method.path)) return new grpc.ServerInterceptingCall(call);
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (metadata, pass) => {
+            const verdict = tokens.check(metadata.get('authorization'));
+            if (verdict === 'ok') pass(metadata);
+            else call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: unauthenticatedMessage(verdict), metadata: new grpc.Metadata() });
+          },
+        }),
+    });
+  };
 }
 
 interface InFlightCall {

@@ -9,6 +9,8 @@ export interface DrafterConfig {
   model: ModelSource;
   /** Most tokens one Draft may ask for. */
   maxTokensPerCall: number;
+  /** Longest request_id accepted; default `DSI_MAX_REQUEST_ID_LENGTH`, else 256 (docs/limits.md). */
+  maxRequestIdLength?: number;
 }
 
 /**
@@ -16,5 +18,5 @@ export interface DrafterConfig {
  * over an empty slot, then the model loaded and warmed while health reports NOT_SERVING.
  */
 export function drafterStartup(config: DrafterConfig, context: ServiceContext): ServiceStartup {
-  return replicaStartup(config.model, context, (slot) => drafterService(slot, { maxTokens: config.maxTokensPerCall }));
+  return replicaStartup(config.model, context, (slot) => drafterService(slot, { maxTokens: config.maxTokensPerCall, maxRequestIdLength: config.maxRequestIdLength }));
 }

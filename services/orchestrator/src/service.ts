@@ -32,6 +32,8 @@ import { finishReasonToWire, generationMetricsToWire, modeFromWire, modeToWire, 
 import { Admission, DEFAULT_MAX_QUEUED_REQUESTS, defaultMaxActiveRequests } from './admission';
 import { TargetLimitsSource, type TargetLimits } from './limits';
 import type { GrpcDrafter, GrpcTargetReplica, ReplicaPool } from './replicas';
+import { rejectingUndecodableRequests } from '@dsi/rpc';
+import { countStopSequencesOnWire, REQUEST_LIMIT_ENV, resolveRequestLimits } from './request-limits';
 
 /** What the orchestrator needs and its limits. */
 export interface OrchestratorOptions {
@@ -68,10 +70,19 @@ export interface OrchestratorOptions {
   targetLimits?: TargetLimits | TargetLimitsSource;
   /**
    * Most characters of prompt text (and of all stop texts together) the orchestrator tokenizes; longer
-   * ones get RESOURCE_EXHAUSTED before any work. Default {@link PROMPT_CHARS_PER_TOKEN} x the target's
-   * context length.
+   * ones get RESOURCE_EXHAUSTED before any work. Default `DSI_MAX_PROMPT_CHARS`, else
+   * {@link PROMPT_CHARS_PER_TOKEN} x the target's context length.
    */
   maxPromptChars?: number;
+  /**
+   * Most prompt tokens (given, or tokenized from the text), whatever the target's context; more get
+   * RESOURCE_EXHAUSTED. Default `DSI_MAX_PROMPT_TOKENS`, else 131072 (see ./request-limits).
+   */
+  maxPromptTokens?: number;
+  /** Most entries in `stop`; more get RESOURCE_EXHAUSTED. Default `DSI_MAX_STOP_SEQUENCES`, else 32. */
+  maxStopSequences?: number;
+  /** Most characters of one stop sequence; more get RESOURCE_EXHAUSTED. Default `DSI_MAX_STOP_SEQUENCE_CHARS`, else 512. */
+  maxStopSequenceChars?: number;
   /** Tracer for the dsi.generate / dsi.draft / dsi.verify spans; default: the global provider's. */
   tracer?: Tracer;
   /** Counters and histograms; default: instruments on the global meter provider's meter. */
@@ -305,9 +316,13 @@ class TextStream {
  */
 export function orchestratorService(options: OrchestratorOptions): ServiceRegistration {
   const limit = options.maxNewTokensLimit ?? 4096;
+  const requestLimits = resolveRequestLimits(options);
   const instruments = options.instruments ?? generationInstruments(metrics.getMeter('dsi-orchestrator'));
 
   const limitsSource = options.targetLimits instanceof TargetLimitsSource ? options.targetLimits : new TargetLimitsSource(options.targetLimits);
+
+  const tooManyStops = (count: number) =>
+    resourceExhausted(`stop has ${count} sequences; at most ${requestLimits.maxStopSequences} are accepted (${REQUEST_LIMIT_ENV.maxStopSequences})`);
 
   /** Checks the request against the wire's rules and the target's limits, in the wire's names, and builds the scheduler's config. */
   function configOf(params: GenerationParams | undefined, requestId: string, limits: TargetLimits | undefined): GenerateConfig {
@@ -316,8 +331,21 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
     if (!mode) throw invalidArgument(`mode=${params.mode} is not one of MODE_NON_SI, MODE_SI, MODE_DSI`);
     const maxNewTokens = params.maxNewTokens ?? 64;
     if (maxNewTokens > limit) throw invalidArgument(`max_new_tokens=${maxNewTokens} is above the limit ${limit}`);
-    const maxChars = options.maxPromptChars ?? PROMPT_CHARS_PER_TOKEN * (limits?.contextLength ?? ASSUMED_CONTEXT_LENGTH);
-    const why = options.maxPromptChars !== undefined || !limits ? '' : ` (${PROMPT_CHARS_PER_TOKEN} per token of the target's context length ${limits.contextLength})`;
+    const maxChars = requestLimits.maxPromptChars ?? PROMPT_CHARS_PER_TOKEN * (limits?.contextLength ?? ASSUMED_CONTEXT_LENGTH);
+    const why =
+      requestLimits.maxPromptChars !== undefined
+        ? ` (${REQUEST_LIMIT_ENV.maxPromptChars})`
+        : limits
+          ? ` (${PROMPT_CHARS_PER_TOKEN} per token of the target's context length ${limits.contextLength})`
+          : '';
+    const { maxStopSequences, maxStopSequenceChars, maxPromptTokens } = requestLimits;
+    if (params.stop.length > maxStopSequences) throw tooManyStops(params.stop.length);
+    const longStop = params.stop.findIndex((s) => s.length > maxStopSequenceChars);
+    if (longStop >= 0) {
+      throw resourceExhausted(
+        `stop[${longStop}] has ${params.stop[longStop].length} characters; at most ${maxStopSequenceChars} are accepted (${REQUEST_LIMIT_ENV.maxStopSequenceChars})`,
+      );
+    }
     const stops = params.stop.filter((s) => s.length > 0);
     const stopChars = stops.reduce((sum, s) => sum + s.length, 0);
     if (stopChars > maxChars) throw resourceExhausted(`stop has ${stopChars} characters; the orchestrator tokenizes at most ${maxChars}${why}`);
@@ -339,7 +367,11 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
         throw invalidArgument(`prompt has ${prompt.length} tokens and max_new_tokens=${maxNewTokens}; the target's context length is ${context} ${fit}`);
       }
     }
-    requireTokenIds(params.promptTokens.length > 0 ? 'prompt_tokens' : 'prompt', prompt, limits?.vocabSize);
+    const promptField = params.promptTokens.length > 0 ? 'prompt_tokens' : 'prompt';
+    if (prompt.length > maxPromptTokens) {
+      throw resourceExhausted(`${promptField} has ${prompt.length} tokens; at most ${maxPromptTokens} are accepted (${REQUEST_LIMIT_ENV.maxPromptTokens})`);
+    }
+    requireTokenIds(promptField, prompt, limits?.vocabSize);
     const config: GenerateConfig = {
       requestId,
       mode,
@@ -421,7 +453,12 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
     }
   }
 
-  return {
+  // Too many stop sequences are refused before decoding: decoding them would cost more than the answer.
+  const beforeDecode = (_method: string, bytes: Buffer) => {
+    const stops = countStopSequencesOnWire(bytes);
+    return stops > requestLimits.maxStopSequences ? tooManyStops(stops) : undefined;
+  };
+  return rejectingUndecodableRequests({
     name: 'dsi.v1.OrchestratorService',
     definition: OrchestratorServiceService,
     implementation: {
@@ -440,5 +477,5 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
         await send({ done });
       }),
     },
-  };
+  }, beforeDecode);
 }

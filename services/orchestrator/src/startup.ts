@@ -3,6 +3,7 @@ import type { ServiceContext, ServiceStartup } from '@dsi/rpc';
 import { ReplicaPool, type ReplicaSource } from './replicas';
 import { TargetLimitsSource, type TargetLimits } from './limits';
 import { orchestratorService } from './service';
+import type { RequestLimits } from './request-limits';
 
 /** Where the orchestrator's drafter, targets and tokenizer are, and its limits; the edge parses it from flags. */
 export interface OrchestratorConfig {
@@ -24,6 +25,8 @@ export interface OrchestratorConfig {
   maxNewTokensLimit: number;
   /** The target's vocabulary and context length; default: asked of the replicas (GetModelInfo). */
   targetLimits?: TargetLimits;
+  /** Limits on a request's prompt and stop sequences (`--max-prompt-chars`...); unset: DSI_* variables, then defaults (docs/limits.md). */
+  requestLimits?: Partial<RequestLimits>;
 }
 
 /** The drafter replicas of a configuration: exactly one of `drafter` and `drafters`. */
@@ -78,6 +81,7 @@ export async function orchestratorStartup(config: OrchestratorConfig, context: S
         maxActiveRequests: config.maxActiveRequests,
         maxQueuedRequests: config.maxQueuedRequests,
         slotsPerReplica: config.slotsPerReplica,
+        ...config.requestLimits,
         targetLimits,
         tracer: context.tracer,
       }),

@@ -35,6 +35,7 @@ import {
   rowToWire,
   type PlanInputOptions,
 } from '@dsi/wire';
+import { rejectingUndecodableRequests } from '@dsi/rpc';
 
 /** How the simulator service spends the machine. */
 export interface SimulatorServiceOptions {
@@ -129,7 +130,7 @@ function configAttributes(config: SimulationConfig | HeatmapSpec) {
  */
 export function simulatorService(options: SimulatorServiceOptions = {}): ServiceRegistration {
   const tracer = () => options.tracer ?? trace.getTracer('dsi-simulator');
-  return {
+  return rejectingUndecodableRequests({
     name: 'dsi.v1.SimulatorService',
     definition: SimulatorServiceService,
     implementation: {
@@ -172,6 +173,9 @@ export function simulatorService(options: SimulatorServiceOptions = {}): Service
           throw planError(error);
         }
         const { pair, options: inputs } = input;
+        // The planner runs on the event loop; a drafter of no latency never sleeps on the virtual clock,
+        // so a plan would hold the loop (health, every other call) for as long as it runs, uncancellable.
+        if (pair.drafterMs === 0) throw invalidArgument('drafter_ms: must be > 0 ms on the simulator service, got 0 (give the smallest latency you mean, e.g. 0.001)');
         await withSpan(tracer(), PLAN_SPAN, planAttributes(pair, inputs), async (span) => {
           // Progress arrives faster than a slow client may read: chain the sends so flow control holds.
           let sending = Promise.resolve();
@@ -192,5 +196,5 @@ export function simulatorService(options: SimulatorServiceOptions = {}): Service
         });
       }),
     },
-  };
+  });
 }

@@ -9,6 +9,8 @@ export interface TargetConfig {
   model: ModelSource;
   /** Largest block of drafts one Verify may carry. */
   maxTokensPerCall: number;
+  /** Longest request_id accepted; default `DSI_MAX_REQUEST_ID_LENGTH`, else 256 (docs/limits.md). */
+  maxRequestIdLength?: number;
 }
 
 /**
@@ -16,5 +18,5 @@ export interface TargetConfig {
  * over an empty slot, then the model loaded and warmed while health reports NOT_SERVING.
  */
 export function targetStartup(config: TargetConfig, context: ServiceContext): ServiceStartup {
-  return replicaStartup(config.model, context, (slot) => targetService(slot, { maxBlock: config.maxTokensPerCall }));
+  return replicaStartup(config.model, context, (slot) => targetService(slot, { maxBlock: config.maxTokensPerCall, maxRequestIdLength: config.maxRequestIdLength }));
 }

@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+// The gRPC-free entry: TLS and token files are checked here, before anything (telemetry, gRPC) loads.
+import { AuthConfigError, loadTlsMaterial, parseTokens, readTokenFile, TlsConfigError, type TlsSetting, type TlsSettings, tlsEnabled } from '@dsi/rpc/lifecycle';
 import { UsageError } from './errors';
 
 // Every flag value is checked here, at the edge, by one of these parsers, so a mistake exits 2 with one
@@ -223,4 +225,181 @@ export function checkWritableDir(dir: string, flag: string): void {
 /** Formats a number for humans: fixed decimals, no trailing noise. */
 export function fixed(value: number, digits = 2): string {
   return Number.isFinite(value) ? value.toFixed(digits) : String(value);
+}
+
+/** Where a flag's value came from, as commander's `Command.getOptionValueSource` tells (`cli`, `env`, `default`). */
+export interface ValueSources {
+  getOptionValueSource(key: string): string | undefined;
+}
+
+/** The TLS flags' values as commander parses them (`--tls-cert` is `tlsCert`). */
+export interface TlsFlagValues {
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  tlsClientAuth?: 'none' | 'require';
+  tlsServerName?: string;
+}
+
+/** Per TLS setting: its flag, its key in the parsed flags, its environment variable. */
+const TLS_FLAGS: Record<TlsSetting | 'serverName', readonly [flag: string, key: keyof TlsFlagValues, env: string]> = {
+  certFile: ['--tls-cert', 'tlsCert', 'DSI_TLS_CERT'],
+  keyFile: ['--tls-key', 'tlsKey', 'DSI_TLS_KEY'],
+  caFile: ['--tls-ca', 'tlsCa', 'DSI_TLS_CA'],
+  clientAuth: ['--tls-client-auth', 'tlsClientAuth', 'DSI_TLS_CLIENT_AUTH'],
+  serverName: ['--tls-server-name', 'tlsServerName', 'DSI_TLS_SERVER_NAME'],
+};
+
+/**
+ * The TLS flags of `dsi serve`: the certificate it serves (and presents to the services it calls), the
+ * CA it checks peers against, whether its server demands client certificates, the server name.
+ */
+export function tlsServerOptions(): Option[] {
+  return [
+    textOption('--tls-cert <file>', 'serve TLS with this PEM certificate (chain); also the client certificate of this process\'s channels to other services', 'DSI_TLS_CERT'),
+    textOption('--tls-key <file>', 'the PEM private key of --tls-cert', 'DSI_TLS_KEY'),
+    textOption('--tls-ca <file>', 'PEM CA bundle: the services this process calls must have certificates from it (default: the system\'s roots), and so must callers with --tls-client-auth require', 'DSI_TLS_CA'),
+    choiceOption('--tls-client-auth <mode>', 'require: callers must present a certificate signed by --tls-ca (mutual TLS)', ['none', 'require'], 'DSI_TLS_CLIENT_AUTH'),
+    textOption('--tls-server-name <name>', 'check the certificates of the services this process calls against this name instead of the address dialed (replicas found by IP)', 'DSI_TLS_SERVER_NAME'),
+  ];
+}
+
+/** The TLS flags of a command that calls services: the CA to trust, a client certificate for mutual TLS. */
+export function tlsClientOptions(): Option[] {
+  return [
+    textOption('--tls-ca <file>', 'connect with TLS and trust this PEM CA bundle (the one that signed the servers\' certificates)', 'DSI_TLS_CA'),
+    textOption('--tls-cert <file>', 'connect with TLS and present this PEM client certificate (servers with --tls-client-auth require)', 'DSI_TLS_CERT'),
+    textOption('--tls-key <file>', 'the PEM private key of --tls-cert', 'DSI_TLS_KEY'),
+    textOption('--tls-server-name <name>', 'check the server\'s certificate against this name instead of the address dialed', 'DSI_TLS_SERVER_NAME'),
+  ];
+}
+
+/**
+ * Checks the TLS flags before anything starts (the files readable, PEM, the key matching the
+ * certificate, a CA for client authentication) and returns the settings, or undefined when TLS is
+ * off. A problem is a UsageError (exit 2) naming the flag, or the DSI_TLS_* variable it came from.
+ */
+export function tlsSettingsFromFlags(flags: TlsFlagValues, sources?: ValueSources): TlsSettings | undefined {
+  const settings: TlsSettings = {
+    certFile: flags.tlsCert,
+    keyFile: flags.tlsKey,
+    caFile: flags.tlsCa,
+    clientAuth: flags.tlsClientAuth,
+    serverName: flags.tlsServerName,
+  };
+  if (!tlsEnabled(settings).client && settings.clientAuth !== 'require') {
+    if (settings.serverName !== undefined) {
+      throw new UsageError(`${TLS_FLAGS.serverName[0]} applies only to TLS connections: add --tls-ca FILE (the CA that signed the servers' certificates)`);
+    }
+    return undefined;
+  }
+  try {
+    loadTlsMaterial(settings);
+  } catch (error) {
+    if (!(error instanceof TlsConfigError)) throw error;
+    const [flag, key, env] = TLS_FLAGS[error.setting];
+    const value = flags[key];
+    if (value === undefined) throw new UsageError(`${flag} is required: ${error.reason}`);
+    const fromEnv = sources?.getOptionValueSource(key) === 'env' ? env : undefined;
+    throw new UsageError(invalidValueMessage(flag, value, error.reason, fromEnv));
+  }
+  return settings;
+}
+
+/** The TLS flags as they would be from the DSI_TLS_* variables alone (for a command that has no TLS flags). */
+function tlsFlagsFromEnv(env: NodeJS.ProcessEnv): { flags: TlsFlagValues; sources: ValueSources } {
+  const flags: TlsFlagValues = {};
+  for (const [, key, variable] of Object.values(TLS_FLAGS)) {
+    const value = env[variable];
+    if (value !== undefined && value !== '') (flags as Record<string, string>)[key] = value;
+  }
+  if (flags.tlsClientAuth !== undefined && flags.tlsClientAuth !== 'none' && flags.tlsClientAuth !== 'require') {
+    throw new UsageError(invalidValueMessage('--tls-client-auth', flags.tlsClientAuth, 'expected none or require', 'DSI_TLS_CLIENT_AUTH'));
+  }
+  return { flags, sources: { getOptionValueSource: () => 'env' } };
+}
+
+/** What a command that calls services sends: TLS settings and a bearer token. */
+export interface ClientSecurity {
+  tls?: TlsSettings;
+  /** Sent as `authorization: Bearer <token>`. */
+  token?: string;
+}
+
+/** The flags of {@link addClientSecurityOptions}, as commander parses them. */
+export interface ClientSecurityFlags extends TlsFlagValues {
+  authTokenFile?: string;
+}
+
+let chosenClientSecurity: ClientSecurity | undefined;
+
+/**
+ * The bearer token a client sends: the first token of `--auth-token-file`, else `DSI_AUTH_TOKEN`.
+ * A problem is a UsageError naming the flag or the variable.
+ */
+export function clientToken(file: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (file !== undefined) {
+    try {
+      return readTokenFile(file)[0];
+    } catch (error) {
+      if (error instanceof AuthConfigError) throw new UsageError(invalidValueMessage('--auth-token-file', file, error.message));
+      throw error;
+    }
+  }
+  const value = env.DSI_AUTH_TOKEN;
+  if (value === undefined || value.trim() === '') return undefined;
+  let tokens: string[];
+  try {
+    tokens = parseTokens(value, 'DSI_AUTH_TOKEN');
+  } catch (error) {
+    throw new UsageError(`DSI_AUTH_TOKEN is invalid: ${(error as Error).message.replace(/^DSI_AUTH_TOKEN line 1: /, '')}`);
+  }
+  return tokens[0];
+}
+
+/**
+ * Adds the flags of a command that calls services (TLS: --tls-ca, --tls-cert, --tls-key,
+ * --tls-server-name; --auth-token-file), checked before the action starts (exit 2 naming the flag);
+ * {@link clientSecurity} then returns what they say.
+ */
+export function addClientSecurityOptions(command: Command): Command {
+  for (const option of tlsClientOptions()) command.addOption(option);
+  command.addOption(textOption('--auth-token-file <file>', 'send the first token of this file as `authorization: Bearer <token>` (or set DSI_AUTH_TOKEN)'));
+  // With globals: on a parent (dsi estimate), the flags apply to its subcommands' actions too.
+  return command.hook('preAction', (_command, action) => {
+    const flags = action.optsWithGlobals<ClientSecurityFlags>();
+    const sources: ValueSources = { getOptionValueSource: (key) => action.getOptionValueSourceWithGlobals(key) };
+    chosenClientSecurity = { tls: tlsSettingsFromFlags(flags, sources), token: clientToken(flags.authTokenFile) };
+  });
+}
+
+/**
+ * The TLS settings and bearer token of this command's calls: from its flags (see
+ * {@link addClientSecurityOptions}), or, for a command without them, from DSI_TLS_* and
+ * DSI_AUTH_TOKEN (checked alike, naming the variable).
+ */
+export function clientSecurity(env: NodeJS.ProcessEnv = process.env): ClientSecurity {
+  if (chosenClientSecurity === undefined) {
+    const { flags, sources } = tlsFlagsFromEnv(env);
+    chosenClientSecurity = { tls: tlsSettingsFromFlags({ ...flags, tlsClientAuth: undefined }, sources), token: clientToken(undefined, env) };
+  }
+  return chosenClientSecurity;
+}
+
+/** Sets what {@link clientSecurity} returns (`dsi up` calls its stack with its own client certificate). */
+export function setClientSecurity(security: ClientSecurity | undefined): void {
+  chosenClientSecurity = security;
+}
+
+/** Checks `--auth-token-file` of a server (readable, at least one token), naming the flag or DSI_AUTH_TOKEN_FILE. */
+export function checkServerTokenFile(file: string | undefined, sources?: ValueSources): string | undefined {
+  if (file === undefined) return undefined;
+  try {
+    readTokenFile(file);
+  } catch (error) {
+    if (!(error instanceof AuthConfigError)) throw error;
+    const fromEnv = sources?.getOptionValueSource('authTokenFile') === 'env' ? 'DSI_AUTH_TOKEN_FILE' : undefined;
+    throw new UsageError(invalidValueMessage('--auth-token-file', file, error.message, fromEnv));
+  }
+  return file;
 }

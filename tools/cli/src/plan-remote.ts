@@ -3,12 +3,12 @@
  * (`dsi.v1.SimulatorService/Plan`). Loaded lazily: importing it loads @grpc/grpc-js, which must happen
  * after telemetry starts in processes that trace.
  */
-import { credentials, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { SimulatorServiceClient, type PlanResponse } from '@dsi/proto';
 import { createChannelOptions, DsiError } from '@dsi/rpc';
 import { PlanInputError, type Plan, type PlanOptions, type PlanPair } from '@dsi/sim';
 import { planFromWire, planRequestToWire } from '@dsi/wire';
-import { explainService } from './remote';
+import { callMetadata, channelCredentials, explainRemote } from './remote';
 
 /** The service's INVALID_ARGUMENT for a planner input reads `field: reason`, as PlanInputError's message. */
 const PLAN_INPUT_ERROR = /^([a-z_]+): ([\s\S]*)$/;
@@ -31,9 +31,9 @@ export async function planRemote(
   const abort = signal ?? optionsSignal;
   const progress = onProgress ?? optionsProgress;
   abort?.throwIfAborted();
-  const simulator = new SimulatorServiceClient(address, credentials.createInsecure(), createChannelOptions());
+  const simulator = new SimulatorServiceClient(address, channelCredentials(), createChannelOptions());
   // No deadline: a large plan takes minutes; the caller stops it with the signal.
-  const stream = simulator.plan(planRequestToWire(pair, inputs));
+  const stream = simulator.plan(planRequestToWire(pair, inputs), callMetadata());
   const cancel = () => stream.cancel();
   abort?.addEventListener('abort', cancel, { once: true });
   let plan: Plan | undefined;
@@ -47,7 +47,7 @@ export async function planRemote(
     const failure = DsiError.from(error);
     const input = failure.code === status.INVALID_ARGUMENT ? PLAN_INPUT_ERROR.exec(failure.rawMessage) : null;
     if (input) throw new PlanInputError(input[1], input[2]);
-    throw explainService('simulator', address, failure);
+    throw await explainRemote('simulator', address, failure);
   } finally {
     abort?.removeEventListener('abort', cancel);
     simulator.close();

@@ -115,6 +115,7 @@ describe('dsi plan', () => {
       ['--a -0.1', () => ['--a', '-0.1', '--target-ms', '20', '--drafter-ms', '2'], /--a/],
       ['--target-ms -5', () => ['--a', '0.5', '--target-ms', '-5', '--drafter-ms', '2'], /--target-ms/],
       ['--drafter-ms -1', () => ['--a', '0.5', '--target-ms', '5', '--drafter-ms', '-1'], /--drafter-ms/],
+      ['--drafter-ms 0', () => ['--a', '0.5', '--target-ms', '5', '--drafter-ms', '0'], /--drafter-ms/],
       ['--round-trip-ms -1', () => ['--a', '0.5', '--target-ms', '5', '--drafter-ms', '1', '--round-trip-ms', '-1'], /--round-trip-ms/],
       ['no --a', () => ['--target-ms', '5', '--drafter-ms', '1'], /--a/],
       ['--preset unknown', () => ['--preset', 'h200/gpt-5/vicuna-68m', '--a', '0.8'], /--preset/],

@@ -8,7 +8,6 @@
  * Every generation runs under its own request id, released afterwards.
  */
 import { randomUUID } from 'node:crypto';
-import { credentials } from '@grpc/grpc-js';
 import type { AcceptancePrediction, GreedyStepper, StepResult } from '@dsi/models';
 import {
   DrafterServiceClient,
@@ -20,7 +19,7 @@ import {
   VerifyRequest,
 } from '@dsi/proto';
 import { callUnary, createChannelOptions } from '@dsi/rpc';
-import { explainService } from '../remote';
+import { callMetadata, channelCredentials, explainRemote } from '../remote';
 
 /** A deadline per call: a forward of a large model on a slow host, far from a hung service. */
 const CALL_DEADLINE_MS = 120_000;
@@ -41,7 +40,7 @@ function requestPrefix(role: string): string {
 
 /** The target service at `address`: Verify(prefix = sequence, drafts) per step. */
 export function targetStepper(address: string): RemoteStepper {
-  const client = new TargetServiceClient(address, credentials.createInsecure(), createChannelOptions());
+  const client = new TargetServiceClient(address, channelCredentials(), createChannelOptions());
   return {
     role: 'target',
     address,
@@ -49,18 +48,18 @@ export function targetStepper(address: string): RemoteStepper {
     async step(requestId, sequence, drafts = []): Promise<StepResult> {
       try {
         const request = VerifyRequest.fromPartial({ requestId, prefix: [...sequence], drafts: [...drafts], sampling: GREEDY });
-        const response = await callUnary(client, 'verify', request, { deadlineMs: CALL_DEADLINE_MS });
+        const response = await callUnary(client, 'verify', request, { deadlineMs: CALL_DEADLINE_MS, metadata: callMetadata() });
         if (response.tokens.length === 0) throw new Error('Verify returned no token');
         return { token: response.tokens[0], modelMs: response.stats?.modelMs, computedTokens: response.stats?.computedTokens };
       } catch (error) {
-        throw explainService('target', address, error);
+        throw await explainRemote('target', address, error);
       }
     },
     async release(requestId) {
       try {
-        await callUnary(client, 'release', TargetServiceReleaseRequest.fromPartial({ requestId }), { deadlineMs: CALL_DEADLINE_MS });
+        await callUnary(client, 'release', TargetServiceReleaseRequest.fromPartial({ requestId }), { deadlineMs: CALL_DEADLINE_MS, metadata: callMetadata() });
       } catch (error) {
-        throw explainService('target', address, error);
+        throw await explainRemote('target', address, error);
       }
     },
     close: () => client.close(),
@@ -72,7 +71,7 @@ export function targetStepper(address: string): RemoteStepper {
  * drafts are more prefix to a drafter: one forward computes them all, as a Verify block does).
  */
 export function drafterStepper(address: string): RemoteStepper {
-  const client = new DrafterServiceClient(address, credentials.createInsecure(), createChannelOptions());
+  const client = new DrafterServiceClient(address, channelCredentials(), createChannelOptions());
   return {
     role: 'drafter',
     address,
@@ -80,18 +79,18 @@ export function drafterStepper(address: string): RemoteStepper {
     async step(requestId, sequence, drafts = []): Promise<StepResult> {
       try {
         const request = DraftRequest.fromPartial({ requestId, prefix: [...sequence, ...drafts], maxTokens: 1, sampling: GREEDY });
-        const response = await callUnary(client, 'draft', request, { deadlineMs: CALL_DEADLINE_MS });
+        const response = await callUnary(client, 'draft', request, { deadlineMs: CALL_DEADLINE_MS, metadata: callMetadata() });
         if (response.tokens.length === 0) throw new Error('Draft returned no token (end of context?)');
         return { token: response.tokens[0], modelMs: response.stats?.modelMs, computedTokens: response.stats?.computedTokens };
       } catch (error) {
-        throw explainService('drafter', address, error);
+        throw await explainRemote('drafter', address, error);
       }
     },
     async release(requestId) {
       try {
-        await callUnary(client, 'release', DrafterServiceReleaseRequest.fromPartial({ requestId }), { deadlineMs: CALL_DEADLINE_MS });
+        await callUnary(client, 'release', DrafterServiceReleaseRequest.fromPartial({ requestId }), { deadlineMs: CALL_DEADLINE_MS, metadata: callMetadata() });
       } catch (error) {
-        throw explainService('drafter', address, error);
+        throw await explainRemote('drafter', address, error);
       }
     },
     close: () => client.close(),

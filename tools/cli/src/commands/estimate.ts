@@ -25,7 +25,7 @@ import type { AcceptanceReport, GreedyStepper, LatencyReport, LatencySpread } fr
 import type { PairProfile } from '@dsi/sim';
 import { UsageError } from '../errors';
 import { defaultModelsDir } from '../models-dir';
-import { checkWritableDir, fixed, integerOption, invalidValueMessage, parseAddress, textOption } from '../options';
+import { addClientSecurityOptions, checkWritableDir, fixed, integerOption, invalidValueMessage, parseAddress, textOption } from '../options';
 import { progressBar } from '../progress';
 
 /** The most tokens `dsi estimate` generates per prompt. */
@@ -431,5 +431,6 @@ export function estimateCommand(): Command {
         process.stdout.write(acceptanceText(report));
       });
     });
-  return estimate;
+  // --target/--drafter channels: TLS and a bearer token like every client command's (its subcommands too).
+  return addClientSecurityOptions(estimate);
 }

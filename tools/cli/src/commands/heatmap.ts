@@ -13,7 +13,7 @@ import {
   type HeatmapSpec,
 } from '@dsi/sim';
 import { UsageError } from '../errors';
-import { addressListOption, checkWritableDir, choiceOption, fixed, integerOption, MAX_THREADS, numberOption, textOption } from '../options';
+import { addClientSecurityOptions, addressListOption, checkWritableDir, choiceOption, fixed, integerOption, MAX_THREADS, numberOption, textOption } from '../options';
 import { progressBar } from '../progress';
 
 interface HeatmapFlags {
@@ -90,7 +90,7 @@ export async function writeHeatmap(flags: HeatmapFlags, signal?: AbortSignal): P
 
 /** `dsi heatmap`: the paper's Figure 1 sweep. */
 export function heatmapCommand(): Command {
-  return new Command('heatmap')
+  const command = new Command('heatmap')
     .description('sweep the study grid of (c, a, k) and write heatmap.csv, heatmap.json and four SVG panels')
     .addOption(numberOption('--ndim <n>', 'grid resolution: c and a on linspace(0, 1, ndim+1), k in 1..ndim (default 20)'))
     .addOption(numberOption('--servers <n>', 'target servers; cells needing more are skipped (default 7)'))
@@ -103,16 +103,16 @@ export function heatmapCommand(): Command {
     .addOption(textOption('--out <dir>', 'output folder (checked writable before the sweep)').default('heatmap'))
     .addOption(addressListOption('--simulator <addresses>', 'stream the cells from simulator services (host:port, comma-separated: the sweep is sharded across them)'))
     .option('--no-progress', 'no progress bar on stderr')
-    .option('--json', 'print one JSON document on stdout')
-    .action(async (flags: HeatmapFlags) => {
-      const report = await writeHeatmap(flags);
-      if (flags.json) {
-        process.stdout.write(JSON.stringify(report) + '\n');
-        return;
-      }
-      process.stdout.write(
-        `${report.cells} cells in ${fixed(report.seconds, 3)} s (${Math.round(report.cells_per_second)} cells/s)\n` +
-          report.files.map((f) => `  wrote ${f}\n`).join(''),
-      );
-    });
+    .option('--json', 'print one JSON document on stdout');
+  // --tls-ca, --tls-cert, --tls-key, --tls-server-name and --auth-token-file, for --simulator.
+  return addClientSecurityOptions(command).action(async (flags: HeatmapFlags) => {
+    const report = await writeHeatmap(flags);
+    if (flags.json) {
+      process.stdout.write(JSON.stringify(report) + '\n');
+      return;
+    }
+    process.stdout.write(
+      `${report.cells} cells in ${fixed(report.seconds, 3)} s (${Math.round(report.cells_per_second)} cells/s)\n` + report.files.map((f) => `  wrote ${f}\n`).join(''),
+    );
+  });
 }

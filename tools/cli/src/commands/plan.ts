@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import type { PairProfile, Plan, PlanOptions, PlanPair } from '@dsi/sim';
 import { UsageError } from '../errors';
-import { addressOption, fixed, integerOption, invalidValueMessage, realOption, textOption } from '../options';
+import { addClientSecurityOptions, addressOption, fixed, integerOption, invalidValueMessage, realOption, textOption } from '../options';
 import { progressBar } from '../progress';
 
 interface PlanFlags {
@@ -144,14 +144,15 @@ export function formatPlan(plan: Plan, source: string): string {
 
 /** `dsi plan`: the best lookahead and replica count for a pair, with predicted speedups and the bound. */
 export function planCommand(): Command {
-  return new Command('plan')
+  // --simulator's channel: TLS and a bearer token like every client command's.
+  return addClientSecurityOptions(new Command('plan'))
     .description('plan a deployment: for 1..N target replicas, the best lookahead and the predicted latency per token of non-SI, SI and DSI (event mode), the lower bound, and the fewest replicas within 2% of the best')
     .addOption(textOption('--profile <file>', 'a measured pair (dsi estimate --out)'))
     .addOption(textOption('--preset <name>', 'GPU latencies from measured H200 figures, e.g. h200/llama3.1-70b/llama3.2-1b (needs --a); see --list-presets'))
     .option('--list-presets', 'print the preset names and exit')
     .addOption(realOption('--a <rate>', 'acceptance rate', { min: 0, max: 1 }))
     .addOption(realOption('--target-ms <ms>', 'target forward per token (TPOT)', { min: 0, minExclusive: true }))
-    .addOption(realOption('--drafter-ms <ms>', 'drafter forward per token (TPOT)', { min: 0 }))
+    .addOption(realOption('--drafter-ms <ms>', 'drafter forward per token (TPOT)', { min: 0, minExclusive: true }))
     .addOption(realOption('--target-ttft-ms <ms>', 'target prefill (default: --target-ms)', { min: 0 }))
     .addOption(realOption('--drafter-ttft-ms <ms>', 'drafter prefill (default: --drafter-ms)', { min: 0 }))
     .addOption(realOption('--verify-ms-per-token <ms>', 'extra target latency per verified draft (default 0)', { min: 0 }))

@@ -1,9 +1,25 @@
 import { Command } from 'commander';
 import type { ModelSource } from '@dsi/models';
 import type { ReplicaSource } from '@dsi/orchestrator-service';
-import type { ServiceContext, ServiceProcessConfig, ServiceStartup } from '@dsi/rpc';
+import type { ServiceContext, ServiceProcessConfig, ServiceStartup, TlsSettings } from '@dsi/rpc';
 import { UsageError } from '../errors';
-import { addressListOption, addressOption, choiceOption, integerOption, MAX_INT32, MAX_THREADS, portOption, realOption, SEED_RANGE, textOption } from '../options';
+import {
+  addressListOption,
+  addressOption,
+  checkServerTokenFile,
+  choiceOption,
+  integerOption,
+  MAX_INT32,
+  MAX_THREADS,
+  portOption,
+  realOption,
+  SEED_RANGE,
+  textOption,
+  type TlsFlagValues,
+  tlsServerOptions,
+  tlsSettingsFromFlags,
+  type ValueSources,
+} from '../options';
 import { defaultModelsDir } from '../models-dir';
 
 /** Services `dsi serve` can start, with their default ports. */
@@ -21,7 +37,15 @@ export const MAX_TOKENS_PER_CALL = 4096;
 const MAX_LATENCY_MS = 60_000;
 
 /** Flags of `dsi serve` (every one also read from a `DSI_*` variable). */
-export interface ServeFlags {
+export interface ServeFlags extends TlsFlagValues {
+  authTokenFile?: string;
+  maxPromptChars?: number;
+  maxPromptTokens?: number;
+  maxStopSequences?: number;
+  maxStopSequenceChars?: number;
+  maxRequestIdLength?: number;
+  reflection: 'on' | 'off';
+  healthPort?: number;
   host: string;
   port?: number;
   threads?: number;
@@ -63,11 +87,23 @@ export interface ServeFlags {
 /** How one service starts once telemetry runs: what `dsi serve` hands `runService`. */
 type ServiceStart = (context: ServiceContext) => Promise<ServiceStartup>;
 
-/** The process settings every service shares (listening, limits, telemetry), from the flags. */
-export function processConfig(name: ServiceName, flags: ServeFlags): ServiceProcessConfig {
+/**
+ * The process settings every service shares (listening, limits, TLS, caller authentication,
+ * telemetry), from the flags; `tls` is what {@link tlsSettingsFromFlags} made of them.
+ */
+export function processConfig(name: ServiceName, flags: ServeFlags, tls?: TlsSettings): ServiceProcessConfig {
   return {
     name,
-    server: { host: flags.host, port: flags.port ?? SERVICES[name], drainGraceMs: flags.drainGraceMs, maxReceiveMessageBytes: flags.maxMessageBytes },
+    server: {
+      host: flags.host,
+      port: flags.port ?? SERVICES[name],
+      drainGraceMs: flags.drainGraceMs,
+      maxReceiveMessageBytes: flags.maxMessageBytes,
+      authTokenFile: flags.authTokenFile,
+      reflection: flags.reflection !== 'off',
+      healthPort: flags.healthPort,
+    },
+    tls,
     telemetry: { env: process.env, traceFile: flags.traceFile, metricsPort: flags.metricsPort, metricsHost: flags.metricsHost },
   };
 }
@@ -138,17 +174,18 @@ export function serviceStart(name: ServiceName, flags: ServeFlags): ServiceStart
       return async (context) => (await import('@dsi/simulator-service')).simulatorStartup({ threads: flags.threads }, context);
     case 'orchestrator': {
       const { drafters, targets } = orchestratorEndpoints(flags);
-      const { maxActiveRequests, maxQueuedRequests, maxNewTokensLimit, maxBatchRequests } = flags;
+      const { maxActiveRequests, maxQueuedRequests, maxNewTokensLimit, maxBatchRequests, maxPromptChars, maxPromptTokens, maxStopSequences, maxStopSequenceChars } = flags;
+      const requestLimits = Object.fromEntries(Object.entries({ maxPromptChars, maxPromptTokens, maxStopSequences, maxStopSequenceChars }).filter(([, v]) => v !== undefined));
       return async (context) => {
         const tokenizerDir = flags.tokenizer || (await builtInModels(flags)).target;
         const { orchestratorStartup } = await import('@dsi/orchestrator-service');
-        return orchestratorStartup({ drafters, targets, tokenizerDir, maxNewTokensLimit, maxActiveRequests, maxQueuedRequests, slotsPerReplica: maxBatchRequests }, context);
+        return orchestratorStartup({ drafters, targets, tokenizerDir, maxNewTokensLimit, maxActiveRequests, maxQueuedRequests, slotsPerReplica: maxBatchRequests, requestLimits }, context);
       };
     }
     case 'drafter':
     case 'target':
       return async (context) => {
-        const config = { model: await modelSource(name, flags), maxTokensPerCall: flags.maxTokensPerCall };
+        const config = { model: await modelSource(name, flags), maxTokensPerCall: flags.maxTokensPerCall, maxRequestIdLength: flags.maxRequestIdLength };
         if (name === 'drafter') return (await import('@dsi/drafter-service')).drafterStartup(config, context);
         return (await import('@dsi/target-service')).targetStartup(config, context);
       };
@@ -160,15 +197,21 @@ export function serviceStart(name: ServiceName, flags: ServeFlags): ServiceStart
  * the server NOT_SERVING while the service loads, then SERVING and `NAME serving on HOST:PORT` on
  * stdout; a graceful drain on SIGTERM or SIGINT. Resolves when the server has stopped.
  */
-export async function serve(name: ServiceName, flags: ServeFlags): Promise<void> {
+export async function serve(name: ServiceName, flags: ServeFlags, sources?: ValueSources): Promise<void> {
+  // TLS and token files are checked before anything starts: a mistake exits 2 naming the flag.
+  const tls = tlsSettingsFromFlags(flags, sources);
+  checkServerTokenFile(flags.authTokenFile, sources);
+  if (flags.healthPort !== undefined && flags.healthPort !== 0 && flags.healthPort === (flags.port ?? SERVICES[name])) {
+    throw new UsageError(`--health-port ${flags.healthPort} is the service's own port; pick another (or 0 for a free one)`);
+  }
   const start = serviceStart(name, flags);
   const { runService } = await import('@dsi/rpc/lifecycle');
-  await runService(processConfig(name, flags), start);
+  await runService(processConfig(name, flags, tls), start);
 }
 
 /** `dsi serve NAME`: run one DSI service in the foreground. */
 export function serveCommand(): Command {
-  return new Command('serve')
+  const command = new Command('serve')
     .description('run one DSI service (health, reflection, tracing; drains on SIGTERM)')
     .argument('<service>', `service to run: ${Object.keys(SERVICES).join(', ')}`)
     .addOption(textOption('--host <address>', 'address to listen on (0.0.0.0 in a container)', 'DSI_HOST').default('127.0.0.1'))
@@ -200,6 +243,11 @@ export function serveCommand(): Command {
     .addOption(
       integerOption('--max-queued-requests <n>', 'orchestrator: requests waiting for a turn, more get RESOURCE_EXHAUSTED (default: 256)', { min: 0, max: 1_000_000 }, 'DSI_MAX_QUEUED_REQUESTS'),
     )
+    .addOption(integerOption('--max-prompt-chars <n>', 'orchestrator: most characters of prompt text tokenized (default: 16 per token of the target\'s context)', { min: 1, max: MAX_INT32 }, 'DSI_MAX_PROMPT_CHARS'))
+    .addOption(integerOption('--max-prompt-tokens <n>', 'orchestrator: most prompt tokens (default: 131072)', { min: 1, max: MAX_INT32 }, 'DSI_MAX_PROMPT_TOKENS'))
+    .addOption(integerOption('--max-stop-sequences <n>', 'orchestrator: most stop sequences per request (default: 32)', { min: 1, max: MAX_INT32 }, 'DSI_MAX_STOP_SEQUENCES'))
+    .addOption(integerOption('--max-stop-sequence-chars <n>', 'orchestrator: most characters of one stop sequence (default: 512)', { min: 1, max: MAX_INT32 }, 'DSI_MAX_STOP_SEQUENCE_CHARS'))
+    .addOption(integerOption('--max-request-id-length <n>', 'drafter, target: longest request_id accepted (default: 256)', { min: 1, max: MAX_INT32 }, 'DSI_MAX_REQUEST_ID_LENGTH'))
     .addOption(integerOption('--synthetic-seed <n>', 'synthetic backend: the oracle seed (drafter and target must agree)', SEED_RANGE, 'DSI_SYNTHETIC_SEED').default(1))
     .addOption(realOption('--a <rate>', 'synthetic drafter: probability it agrees with the target per position, in [0, 1]', { min: 0, max: 1 }, 'DSI_A').default(0.8))
     .addOption(realOption('--a-after <rate>', 'synthetic drafter: a drifting workload: the agreement probability from --a-switch-token on', { min: 0, max: 1 }, 'DSI_A_AFTER'))
@@ -221,9 +269,14 @@ export function serveCommand(): Command {
     .addOption(
       realOption('--batch-ms-per-token <ms>', 'synthetic: latency of each token a batched forward computes beyond its slowest call (default: 0.0099 x --tpot-ms, H200 llama3.1-70b)', { min: 0, max: MAX_LATENCY_MS }, 'DSI_BATCH_MS_PER_TOKEN'),
     )
-    .addOption(realOption('--synthetic-spin-ms <ms>', 'synthetic: the last ms of each latency spent polling for sub-ms precision (0: one timer, no CPU, up to ~1 ms late)', { min: 0, max: 10 }, 'DSI_SYNTHETIC_SPIN_MS').default(2))
-    .action(async (service: string, flags: ServeFlags) => {
+    .addOption(realOption('--synthetic-spin-ms <ms>', 'synthetic: the last ms of each latency spent polling for sub-ms precision (0: one timer, no CPU, up to ~1 ms late)', { min: 0, max: 10 }, 'DSI_SYNTHETIC_SPIN_MS').default(2));
+  for (const option of tlsServerOptions()) command.addOption(option);
+  return command
+    .addOption(textOption('--auth-token-file <file>', 'callers must send `authorization: Bearer <token>` with a token of this file (one per line, # comments; re-read when it changes); health stays open', 'DSI_AUTH_TOKEN_FILE'))
+    .addOption(choiceOption('--reflection <on|off>', 'server reflection (grpcurl, buf curl without .proto files); off where the API is public', ['on', 'off'], 'DSI_REFLECTION').default('on'))
+    .addOption(portOption('--health-port <port>', 'also answer gRPC health alone, in plaintext, on this port (kubelet gRPC probes cannot speak TLS; 0: a free one)', true, 'DSI_HEALTH_PORT'))
+    .action(async (service: string, flags: ServeFlags, command: Command) => {
       if (!(service in SERVICES)) throw new UsageError(`unknown service ${service}; one of: ${Object.keys(SERVICES).join(', ')}`);
-      await serve(service as ServiceName, flags);
+      await serve(service as ServiceName, flags, command);
     });
 }

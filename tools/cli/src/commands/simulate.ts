@@ -1,17 +1,19 @@
 import { Command } from 'commander';
 import { LIMITS, simulate, simulateEvent, SimulationConfigError, type SimulationConfig, type SimulationResult } from '@dsi/sim';
 import { UsageError } from '../errors';
-import { addressOption, choiceOption, fixed, integerOption, lookaheadOption, numberOption, realOption } from '../options';
+import { addClientSecurityOptions, addressOption, type ClientSecurityFlags, choiceOption, fixed, integerOption, lookaheadOption, numberOption, realOption } from '../options';
 
 /** The flags: the simulation's own fields (commander keys them by the same names), and where to print. */
-type SimulateFlags = Partial<SimulationConfig> & {
-  json?: boolean;
-  simulator?: string;
-};
+type SimulateFlags = Partial<SimulationConfig> &
+  ClientSecurityFlags & {
+    json?: boolean;
+    simulator?: string;
+  };
 
 /** Runs a simulation locally, or through a simulator service when `--simulator` names one. */
 async function run(flags: SimulateFlags): Promise<SimulationResult> {
-  const { json: _json, simulator, ...partial } = flags;
+  // The TLS and token flags are for --simulator (see addClientSecurityOptions), not simulation fields.
+  const { json: _json, simulator, tlsCa: _ca, tlsCert: _cert, tlsKey: _key, tlsClientAuth: _auth, tlsServerName: _name, authTokenFile: _token, ...partial } = flags;
   if (simulator) {
     const { simulateRemote } = await import('../remote');
     return simulateRemote(simulator, partial);
@@ -89,7 +91,7 @@ export function simulationJson(result: SimulationResult): unknown {
 
 /** `dsi simulate`: one configuration, the study's rules. */
 export function simulateCommand(): Command {
-  return new Command('simulate')
+  const command = new Command('simulate')
     .description('predict non-SI, SI and DSI costs (target-forward units) with the reference study rules')
     .addOption(numberOption('--a <rate>', 'acceptance rate in [0, 1] (default 0.9)'))
     .addOption(numberOption('--c <ratio>', 'drafter latency as a fraction of the target, in (0, t] (default 0.1)'))
@@ -108,9 +110,10 @@ export function simulateCommand(): Command {
     .addOption(integerOption('--requests <n>', 'event under load: requests per mode (default 8 per client, or 100 with --arrival-rate)', { min: 1, max: 100_000 }))
     .addOption(integerOption('--drafters <n>', 'event under load: drafter replicas shared by the requests (default 1)', { min: 1, max: 1024 }))
     .addOption(addressOption('--simulator <address>', 'ask a running simulator service (host:port) instead of computing locally'))
-    .option('--json', 'print one JSON document on stdout')
-    .action(async (flags: SimulateFlags) => {
-      const result = await run(flags);
-      process.stdout.write(flags.json ? JSON.stringify(simulationJson(result)) + '\n' : formatSimulation(result) + '\n');
-    });
+    .option('--json', 'print one JSON document on stdout');
+  // --tls-ca, --tls-cert, --tls-key, --tls-server-name and --auth-token-file, for --simulator.
+  return addClientSecurityOptions(command).action(async (flags: SimulateFlags) => {
+    const result = await run(flags);
+    process.stdout.write(flags.json ? JSON.stringify(simulationJson(result)) + '\n' : formatSimulation(result) + '\n');
+  });
 }

@@ -1,6 +1,6 @@
 import { MAX_LOOKAHEAD } from '@dsi/core';
 import { UsageError } from '../errors';
-import { checkInteger, checkReal, checkText, invalidValueMessage, PORT_RANGE } from '../options';
+import { checkInteger, checkReal, checkText, checkWritableDir, invalidValueMessage, PORT_RANGE } from '../options';
 import { DEFAULT_MAX_NEW_TOKENS_LIMIT } from './serve';
 
 /** The flags of `dsi up` that `checkUpFlags` checks, as commander parsed them. */
@@ -15,6 +15,8 @@ export interface UpFlagValues {
   maxNewTokens: number;
   prompt: string;
   basePort: number;
+  /** `--tls DIR`: the folder of the stack's CA and certificates. */
+  tls?: string;
 }
 
 /** Where a flag's value came from, as commander's `Command.getOptionValueSource` tells. */
@@ -56,6 +58,10 @@ export function checkUpFlags(flags: UpFlagValues, sources?: OptionSources): void
   if (flags.lookahead !== 'auto') checkInteger('--lookahead', flags.lookahead, { min: 1, max: MAX_LOOKAHEAD });
   checkInteger('--max-new-tokens', flags.maxNewTokens, { min: 1, max: DEFAULT_MAX_NEW_TOKENS_LIMIT });
   checkText('--prompt', flags.prompt);
+  if (flags.tls !== undefined) {
+    checkText('--tls', flags.tls);
+    checkWritableDir(flags.tls, '--tls');
+  }
   if (flags.backend === 'synthetic') {
     checkReal('--a', flags.a, { min: 0, max: 1 });
     checkReal('--c', flags.c, { min: 0, max: 1, minExclusive: true });

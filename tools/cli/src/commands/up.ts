@@ -4,10 +4,12 @@ import { Command } from 'commander';
 import type { GenerateResponse } from '@dsi/proto';
 import { ExitCode } from '../errors';
 import { checkUpFlags, type UpFlagValues } from './up-flags';
+import { callerTls, serveTlsArgs, stackCertificates, type StackServiceName, tlsCallLines } from '../certs';
 import { MAX_LOOKAHEAD } from '@dsi/core';
 import { defaultModelsDir } from '../models-dir';
-import { choiceOption, fixed, integerOption, lookaheadOption, numberOption } from '../options';
+import { choiceOption, fixed, integerOption, lookaheadOption, numberOption, setClientSecurity } from '../options';
 import { StackSupervisor, type SupervisedService } from '../supervisor';
+import type { LocalCertificates } from '@dsi/rpc';
 
 interface UpFlags extends UpFlagValues {
   once?: boolean;
@@ -131,6 +133,15 @@ export async function up(flags: UpFlags): Promise<void> {
   let stopGraceMs = STOP_AFTER_FAILURE_MS;
   try {
     log('starting the local DSI stack...');
+    let certificates: LocalCertificates | undefined;
+    const tls = (name: StackServiceName): string[] => (certificates ? serveTlsArgs(certificates, name) : []);
+    if (flags.tls !== undefined) {
+      certificates = await signals.race(stackCertificates(flags.tls));
+      const made = certificates.written.length === 0 ? 'reused' : `wrote ${certificates.written.map((file) => path.basename(file)).join(', ')}`;
+      log(`tls           ${certificates.dir} (${made}); mutual TLS between the orchestrator and its replicas`);
+      // This process calls the orchestrator for the demonstration: as a client of the stack.
+      setClientSecurity({ tls: callerTls(certificates) });
+    }
     const model: string[] = [];
     if (flags.backend === 'onnx') {
       // The first start writes the built-in model pair (once); later starts find it.
@@ -147,11 +158,11 @@ export async function up(flags: UpFlags): Promise<void> {
     // Each child is tracked from the moment it is spawned: if one fails, all are stopped.
     const [simulator, ...replicas] = await signals.race(
       Promise.all([
-        supervisor.start('simulator', ['--port', port(flags.basePort, 4)]),
+        supervisor.start('simulator', ['--port', port(flags.basePort, 4), ...tls('simulator')]),
         ...Array.from({ length: flags.drafters }, (_, i) =>
-          supervisor.start('drafter', ['--port', port(flags.basePort, DRAFTER_PORT_OFFSETS[i]), ...drafterModel], drafterLabel(flags, i)),
+          supervisor.start('drafter', ['--port', port(flags.basePort, DRAFTER_PORT_OFFSETS[i]), ...drafterModel, ...tls('drafter')], drafterLabel(flags, i)),
         ),
-        ...Array.from({ length: flags.targets }, (_, i) => supervisor.start('target', ['--port', port(flags.basePort, 10 + i), ...model], `target-${i}`)),
+        ...Array.from({ length: flags.targets }, (_, i) => supervisor.start('target', ['--port', port(flags.basePort, 10 + i), ...model, ...tls('target')], `target-${i}`)),
       ]),
     );
     const drafters = replicas.slice(0, flags.drafters);
@@ -165,6 +176,7 @@ export async function up(flags: UpFlags): Promise<void> {
         '--targets',
         targets.map((t) => t.address).join(','),
         ...(flags.backend === 'onnx' ? model : ['--max-batch-requests', String(flags.maxBatchRequests)]),
+        ...tls('orchestrator'),
       ]),
     );
     const row = (label: string, service: SupervisedService, note = '') => log(`${label.padEnd(13)} ${service.address}  pid ${service.pid}  log ${service.logFile}${note}`);
@@ -190,8 +202,16 @@ export async function up(flags: UpFlags): Promise<void> {
     if (flags.json) {
       const modes = Object.fromEntries(DEMO_MODES.map(([key]) => [key, { tokens: results[key].tokens, text: results[key].text, wall_ms: results[key].metrics?.wallMs ?? 0, metrics: results[key].metrics }]));
       const logs = Object.fromEntries(supervisor.services.map((service) => [service.name, service.logFile]));
+      const caller = certificates ? callerTls(certificates) : undefined;
+      const tlsJson = certificates ? { tls: { dir: certificates.dir, ca: caller!.caFile, client_cert: caller!.certFile, client_key: caller!.keyFile } } : {};
       process.stdout.write(
-        JSON.stringify({ services: { orchestrator: orchestrator.address, drafter: drafter.address, drafters: drafters.map((d) => d.address), targets: targets.map((t) => t.address), simulator: simulator.address }, logs, modes, identical }) + '\n',
+        JSON.stringify({
+          services: { orchestrator: orchestrator.address, drafter: drafter.address, drafters: drafters.map((d) => d.address), targets: targets.map((t) => t.address), simulator: simulator.address },
+          logs,
+          modes,
+          identical,
+          ...tlsJson,
+        }) + '\n',
       );
     } else {
       const base = results.non_si.metrics?.wallMs ?? 0;
@@ -215,14 +235,17 @@ export async function up(flags: UpFlags): Promise<void> {
             ]
           : []),
         '',
+        ...(certificates ? [`Every channel ran TLS (certificates in ${certificates.dir}); drafters and targets required the orchestrator's client certificate.`] : []),
         ...(flags.once
           ? ['The stack stops now (--once); run `dsi up` without --once to keep it serving and call it yourself.']
-          : [
-              'Call it yourself:',
-              `  npx dsi generate --orchestrator ${orchestrator.address} --mode dsi --prompt "Once upon a time"`,
-              `  grpcurl -plaintext -d '{"params":{"prompt":"Hello","mode":"MODE_DSI"}}' ${orchestrator.address} dsi.v1.OrchestratorService/Generate`,
-              `  npx buf curl --protocol grpc --http2-prior-knowledge -d '{"params":{"prompt":"Hello","mode":"MODE_DSI"}}' http://${orchestrator.address}/dsi.v1.OrchestratorService/Generate`,
-            ]),
+          : certificates
+            ? [`Call it yourself, over TLS (the CA ${certificates.caFile}, the client certificate ${certificates.files.client.certFile}):`, ...tlsCallLines(certificates, orchestrator.address)]
+            : [
+                'Call it yourself:',
+                `  npx dsi generate --orchestrator ${orchestrator.address} --mode dsi --prompt "Once upon a time"`,
+                `  grpcurl -plaintext -d '{"params":{"prompt":"Hello","mode":"MODE_DSI"}}' ${orchestrator.address} dsi.v1.OrchestratorService/Generate`,
+                `  npx buf curl --protocol grpc --http2-prior-knowledge -d '{"params":{"prompt":"Hello","mode":"MODE_DSI"}}' http://${orchestrator.address}/dsi.v1.OrchestratorService/Generate`,
+              ]),
       ];
       process.stdout.write(lines.join('\n') + '\n');
     }
@@ -268,5 +291,6 @@ export function upCommand(): Command {
     .option('--logs', 'also echo the services\' logs to the terminal')
     .option('--log-dir <dir>', 'where each service writes NAME.log (default: a logs folder in the models directory)')
     .option('--restart', 'start a service that dies again, on the same address')
+    .option('--tls <dir>', 'run every channel over TLS (mutual between the orchestrator and its replicas) with a local CA and per-service certificates kept in DIR (made once, reused)')
     .action(async (flags: UpFlags) => up(flags));
 }
