@@ -91,6 +91,7 @@ describe('planDeployment', () => {
     expect(await field({ a: -0.1 })).toBe('a');
     expect(await field({ targetMs: -1 })).toBe('target_ms');
     expect(await field({ drafterMs: Number.NaN })).toBe('drafter_ms');
+    expect(await field({ drafterMs: 0 })).toBe('drafter_ms');
     expect(await field({ rttMs: -2 })).toBe('round_trip_ms');
     expect(await field({}, { maxReplicas: 0 })).toBe('max_replicas');
     expect(await field({}, { concurrency: 2, arrivalRate: 1 })).toBe('arrival_rate');

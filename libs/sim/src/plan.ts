@@ -146,7 +146,9 @@ export function pairFromProfile(profile: PairProfile): PlanPair {
   const rtt = profile.round_trip_ms;
   const target = profile.target.round_trip_ms ?? rtt;
   const drafter = profile.drafter.round_trip_ms ?? rtt;
-  const less = (ms: number, roundTrip: number) => Math.max(0, ms - roundTrip);
+  // A forward is what is left of a figure without its round trip, and at least 1% of the figure (a
+  // round trip measured as long as the whole call still leaves the model some time).
+  const less = (ms: number, roundTrip: number) => Math.max(0.01 * ms, ms - roundTrip);
   return {
     a: profile.acceptance.a,
     targetMs: less(profile.target.tpot_ms.median, target),
@@ -174,6 +176,8 @@ function checkPair(pair: PlanPair): void {
     if (value !== undefined && !(Number.isFinite(value) && value >= 0)) throw new PlanInputError(field, `must be a latency >= 0 ms, got ${value}`);
   }
   if (!(pair.targetMs > 0)) throw new PlanInputError('target_ms', 'must be > 0');
+  // A drafter that takes no time drafts without end on a virtual clock (nothing ever makes it wait).
+  if (!(pair.drafterMs > 0)) throw new PlanInputError('drafter_ms', `must be > 0 (give the smallest latency you mean, e.g. 0.001), got ${pair.drafterMs}`);
 }
 
 function checkOptions(o: PlanOptions): void {
