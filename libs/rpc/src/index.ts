@@ -94,3 +94,4 @@ export {
   LOCAL_IP_ADDRESSES,
 } from './certs';
 export { rejectingUndecodableRequests, type BeforeDecode } from './request-decoding';
+export { DEFAULT_MAX_REQUEST_ID_LENGTH, MAX_REQUEST_ID_LENGTH_ENV, limitFromEnv, requireRequestIdLength, requestIdLimited } from './request-id';

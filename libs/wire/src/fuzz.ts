@@ -475,3 +475,17 @@ export function transportCases(address: string, path: string, valid: Uint8Array)
     }),
   );
 }
+
+/** What grpc-js answers a broken frame with (UNIMPLEMENTED for no message or two; OK for a compressed flag it ignores). */
+export const TRANSPORT_STATUSES: readonly number[] = [Code.OK, Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED, Code.UNIMPLEMENTED, Code.CANCELLED];
+
+/**
+ * Prints a fuzz run's tally (cases and status counts per method, then the transport cases'); with
+ * FUZZ_VERBOSE set, also every named (not random, mutated or cancelled) case's status and details.
+ */
+export function reportFuzz(results: Record<string, FuzzResult[]>, transport: readonly FuzzResult[]): void {
+  if (process.env.FUZZ_VERBOSE) {
+    for (const r of Object.values(results).flat().filter((r) => !/ (random|mutated|cancelled) /.test(r.name))) console.log(r.name, r.outcome.code, r.outcome.details.slice(0, 200));
+  }
+  console.log(Object.fromEntries(Object.entries(results).map(([method, list]) => [method, { cases: list.length, ...tally(list) }])), tally(transport));
+}

@@ -10,7 +10,7 @@ import {
   VerificationRule,
 } from '@dsi/proto';
 import { checkHealth, DsiServer, LoadingSlot } from '@dsi/rpc';
-import { Code, FuzzRandom, fuzzService, heapAfterGc, INVALID_UTF8, pb, tally, transportCases, unexpected, type FuzzResult } from '@dsi/wire/fuzz';
+import { Code, FuzzRandom, fuzzService, heapAfterGc, INVALID_UTF8, pb, reportFuzz, TRANSPORT_STATUSES, transportCases, type FuzzResult, unexpected } from '@dsi/wire/fuzz';
 import { drafterService } from './service';
 
 /**
@@ -98,8 +98,6 @@ const extremes = {
   getModelInfo: [['an unknown field', pb.message(pb.bytes(99, 'x'), pb.int(1, -1))]],
 } as const;
 
-/** What grpc-js answers a broken frame with (UNIMPLEMENTED for no message or two; OK for a compressed flag it ignores). */
-const TRANSPORT_STATUSES = [Code.OK, Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED, Code.UNIMPLEMENTED, Code.CANCELLED];
 
 describe('DrafterService under hostile input', () => {
   let before: DraftResponse;
@@ -113,10 +111,7 @@ describe('DrafterService under hostile input', () => {
     const random = new FuzzRandom(SEED);
     results = await fuzzService(raw, DrafterServiceService, random, { valid, extremes, randomCases: 150, mutatedCases: 300, cancelledCases: 40, cancelWithinMs: 5 });
     transport = await transportCases(server.address, DrafterServiceService.draft.path, valid.draft[0]);
-    if (process.env.FUZZ_VERBOSE) {
-      for (const r of Object.values(results).flat().filter((r) => !/ (random|mutated|cancelled) /.test(r.name))) console.log(r.name, r.outcome.code, r.outcome.details.slice(0, 200));
-    }
-    console.log(Object.fromEntries(Object.entries(results).map(([method, list]) => [method, { cases: list.length, ...tally(list) }])), tally(transport));
+    reportFuzz(results, transport);
   }, 60_000);
 
   it('fuzzes every method of the service', () => {

@@ -3,7 +3,7 @@ import { draftWithModel } from '@dsi/models';
 import { DrafterServiceService, type DraftRequest, type DraftResponse } from '@dsi/proto';
 import { unary, type ServiceRegistration } from '@dsi/rpc';
 import { asInvalidArgument, replicaHandlers, requireCount, requireTokens, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/wire';
-import { DEFAULT_MAX_REQUEST_ID_LENGTH, limitFromEnv, MAX_REQUEST_ID_LENGTH_ENV, requestIdLimited, requireRequestIdLength } from './limits';
+import { DEFAULT_MAX_REQUEST_ID_LENGTH, limitFromEnv, MAX_REQUEST_ID_LENGTH_ENV, requestIdLimited, requireRequestIdLength } from '@dsi/rpc';
 import { rejectingUndecodableRequests } from '@dsi/rpc';
 
 /** Limits of one drafter replica. */

@@ -14,7 +14,7 @@ import {
   type GenerationParams,
 } from '@dsi/proto';
 import { checkHealth, DsiServer, LoadingSlot, type ServiceRegistration } from '@dsi/rpc';
-import { callRaw, Code, FuzzRandom, fuzzService, heapAfterGc, INVALID_UTF8, pb, tally, transportCases, unexpected, type FuzzResult, type RawOutcome } from '@dsi/wire/fuzz';
+import { callRaw, Code, FuzzRandom, fuzzService, heapAfterGc, INVALID_UTF8, pb, reportFuzz, TRANSPORT_STATUSES, transportCases, type FuzzResult, type RawOutcome, unexpected } from '@dsi/wire/fuzz';
 import { ReplicaPool, type ReplicaClient } from './replicas';
 import { countStopSequencesOnWire, DEFAULT_REQUEST_LIMITS, requestLimitsFromEnv, resolveRequestLimits } from './request-limits';
 import { orchestratorService } from './service';
@@ -126,8 +126,6 @@ const extremes = [
   ['a prompt filling the context with max_new_tokens', request(pb.bytes(2, Buffer.alloc(CONTEXT - 4, 65)), few)],
 ] as const;
 
-/** What grpc-js answers a broken frame with (UNIMPLEMENTED for no message or two; OK for a compressed flag it ignores). */
-const TRANSPORT_STATUSES = [Code.OK, Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED, Code.UNIMPLEMENTED, Code.CANCELLED];
 
 /** The tokens of a successful raw call: the response of Generate, the `done` message (the last) of GenerateStream. */
 function tokensOf(method: 'generate' | 'generateStream', outcome: RawOutcome): number[] {
@@ -159,11 +157,7 @@ describe('OrchestratorService under hostile input', () => {
       ...(await transportCases(orchestrator.address, OrchestratorServiceService.generate.path, reference)),
       ...(await transportCases(orchestrator.address, OrchestratorServiceService.generateStream.path, reference)),
     ];
-    if (process.env.FUZZ_VERBOSE) {
-      for (const r of Object.values(results).flat().filter((r) => !/ (random|mutated|cancelled) /.test(r.name))) console.log(r.name, r.outcome.code, r.outcome.details.slice(0, 200));
-      for (const r of transport) console.log(r.name, r.outcome.code, r.outcome.details.slice(0, 200));
-    }
-    console.log(Object.fromEntries(Object.entries(results).map(([method, list]) => [method, { cases: list.length, ...tally(list) }])), tally(transport));
+    reportFuzz(results, transport);
   }, 120_000);
 
   it('fuzzes every method of the service', () => {

@@ -1,7 +1,7 @@
 import { Client, credentials } from '@grpc/grpc-js';
 import { HeatmapRequest, PlanRequest, SimulateRequest, SimulateResponse, SimulationMethod, SimulatorServiceService } from '@dsi/proto';
 import { checkHealth, DsiServer } from '@dsi/rpc';
-import { callRaw, Code, FuzzRandom, fuzzService, heapAfterGc, INVALID_UTF8, pb, tally, transportCases, unexpected, type FuzzResult } from '@dsi/wire/fuzz';
+import { callRaw, Code, FuzzRandom, fuzzService, heapAfterGc, INVALID_UTF8, pb, reportFuzz, TRANSPORT_STATUSES, transportCases, type FuzzResult, unexpected } from '@dsi/wire/fuzz';
 import { simulatorService } from './service';
 
 /**
@@ -102,8 +102,6 @@ const extremes = {
   ],
 } as const;
 
-/** What grpc-js answers a broken frame with (UNIMPLEMENTED for no message or two; OK for a compressed flag it ignores). */
-const TRANSPORT_STATUSES = [Code.OK, Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED, Code.UNIMPLEMENTED, Code.CANCELLED];
 
 describe('SimulatorService under hostile input', () => {
   let before: SimulateResponse;
@@ -129,10 +127,7 @@ describe('SimulatorService under hostile input', () => {
       ...(await transportCases(server.address, SimulatorServiceService.simulate.path, reference)),
       ...(await transportCases(server.address, SimulatorServiceService.heatmap.path, valid.heatmap[0])),
     ];
-    if (process.env.FUZZ_VERBOSE) {
-      for (const r of Object.values(results).flat().filter((r) => !/ (random|cancelled) /.test(r.name))) console.log(r.name, r.outcome.code, r.outcome.details.slice(0, 200), r.bytes?.toString('hex'));
-    }
-    console.log(Object.fromEntries(Object.entries(results).map(([method, list]) => [method, { cases: list.length, ...tally(list) }])), tally(transport));
+    reportFuzz(results, transport);
   }, 120_000);
 
   it('fuzzes every method of the service', () => {

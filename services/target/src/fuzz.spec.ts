@@ -10,7 +10,7 @@ import {
   type VerifyResponse,
 } from '@dsi/proto';
 import { checkHealth, DsiServer, LoadingSlot } from '@dsi/rpc';
-import { Code, FuzzRandom, fuzzService, heapAfterGc, INVALID_UTF8, pb, tally, transportCases, unexpected, type FuzzResult } from '@dsi/wire/fuzz';
+import { Code, FuzzRandom, fuzzService, heapAfterGc, INVALID_UTF8, pb, reportFuzz, TRANSPORT_STATUSES, transportCases, type FuzzResult, unexpected } from '@dsi/wire/fuzz';
 import { targetService } from './service';
 
 /**
@@ -109,8 +109,6 @@ const extremes = {
   getModelInfo: [['an unknown field', pb.message(pb.bytes(99, 'x'), pb.int(1, -1))]],
 } as const;
 
-/** What grpc-js answers a broken frame with (UNIMPLEMENTED for no message or two; OK for a compressed flag it ignores). */
-const TRANSPORT_STATUSES = [Code.OK, Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED, Code.UNIMPLEMENTED, Code.CANCELLED];
 
 describe('TargetService under hostile input', () => {
   let before: VerifyResponse;
@@ -124,10 +122,7 @@ describe('TargetService under hostile input', () => {
     const random = new FuzzRandom(SEED);
     results = await fuzzService(raw, TargetServiceService, random, { valid, extremes, randomCases: 150, mutatedCases: 300, cancelledCases: 40, cancelWithinMs: 5 });
     transport = await transportCases(server.address, TargetServiceService.verify.path, valid.verify[0]);
-    if (process.env.FUZZ_VERBOSE) {
-      for (const r of Object.values(results).flat().filter((r) => !/ (random|mutated|cancelled) /.test(r.name))) console.log(r.name, r.outcome.code, r.outcome.details.slice(0, 200));
-    }
-    console.log(Object.fromEntries(Object.entries(results).map(([method, list]) => [method, { cases: list.length, ...tally(list) }])), tally(transport));
+    reportFuzz(results, transport);
   }, 60_000);
 
   it('fuzzes every method of the service', () => {

@@ -2,7 +2,7 @@ import { verifyWithModel } from '@dsi/models';
 import { TargetServiceService, type VerifyRequest, type VerifyResponse } from '@dsi/proto';
 import { invalidArgument, unary, type ServiceRegistration } from '@dsi/rpc';
 import { asInvalidArgument, replicaHandlers, requireTokens, requireValidSampling, samplingFromWire, statsToWire, type ModelSlot } from '@dsi/wire';
-import { DEFAULT_MAX_REQUEST_ID_LENGTH, limitFromEnv, MAX_REQUEST_ID_LENGTH_ENV, requestIdLimited, requireRequestIdLength } from './limits';
+import { DEFAULT_MAX_REQUEST_ID_LENGTH, limitFromEnv, MAX_REQUEST_ID_LENGTH_ENV, requestIdLimited, requireRequestIdLength } from '@dsi/rpc';
 import { rejectingUndecodableRequests } from '@dsi/rpc';
 
 /** Limits of one target replica. */

@@ -1,5 +1,5 @@
 import type { handleUnaryCall } from '@grpc/grpc-js';
-import { invalidArgument, toServiceError } from '@dsi/rpc';
+import { invalidArgument, toServiceError } from './errors';
 
 /** Longest request_id a replica accepts by default: far above the orchestrator's own ids (`gen-` and a UUID, 40 characters). */
 export const DEFAULT_MAX_REQUEST_ID_LENGTH = 256;
