@@ -359,6 +359,18 @@ describe.each(Object.entries(RENDERINGS))('%s', (dir, expected) => {
     }
   });
 
+  it('names every DSI process in traces by its pod (service.instance.id, k8s.pod.name, k8s.namespace.name, k8s.node.name)', () => {
+    for (const w of objects.filter(isWorkload)) {
+      for (const c of podSpec(w).containers.filter((container) => (container.env ?? []).some((e) => e.name === 'OTEL_RESOURCE_ATTRIBUTES'))) {
+        const attributes = (c.env ?? []).find((e) => e.name === 'OTEL_RESOURCE_ATTRIBUTES')!.value ?? '';
+        expect(attributes).toContain('service.instance.id=$(POD_NAME)');
+        for (const key of ['k8s.pod.name', 'k8s.namespace.name', 'k8s.node.name']) expect(attributes).toContain(`${key}=`);
+        const node = (c.env ?? []).find((e) => e.name === 'NODE_NAME');
+        expect(node?.valueFrom?.fieldRef?.fieldPath).toBe('spec.nodeName');
+      }
+    }
+  });
+
   it('defines every $(VAR) an env value refers to earlier in the same list', () => {
     for (const w of objects.filter(isWorkload)) {
       for (const c of podSpec(w).containers) {

@@ -3,6 +3,7 @@
  * `@dsi/rpc/lifecycle`: unlike `@dsi/rpc`, this entry loads nothing at import time, so a process can
  * start telemetry before `@grpc/grpc-js` is loaded (the instrumentation can only patch it then).
  */
+import os from 'node:os';
 import type { Environment, Telemetry } from '@dsi/telemetry';
 import type { DsiServer, ServerOptions, ServiceRegistration } from './server';
 import type { TlsSettings } from './tls-files';
@@ -63,6 +64,17 @@ export interface ServiceStartup {
 }
 
 /**
+ * This process's `service.instance.id` (replicas of one service told apart in traces): `host:port`
+ * when the port is given (as `dsi up` gives every replica its own), else `hostname/pid` (the port is
+ * only known once bound, after telemetry has started). In a cluster OTEL_RESOURCE_ATTRIBUTES names
+ * the pod instead.
+ */
+function instanceIdOf(server: { host?: string; port?: number } | undefined): string {
+  if (server?.port) return `${server.host ?? '127.0.0.1'}:${server.port}`;
+  return `${os.hostname()}/${process.pid}`;
+}
+
+/**
  * Runs one service process from start to exit: telemetry and metrics first, then (only then) gRPC and
  * the service's `start`, the server bound with health NOT_SERVING, the warm-up, SERVING and the ready
  * line. The first signal drains the server, a second cancels the calls still in flight; then the
@@ -77,8 +89,8 @@ export async function runService(
   const onServing = config.onServing ?? ((address: string) => void process.stdout.write(`${config.name} serving on ${address}\n`));
   const serviceName = `dsi-${config.name}`;
   const { env, traceFile, metricsPort, metricsHost } = config.telemetry;
-  const { startMetrics, startTelemetry } = await import('@dsi/telemetry');
-  const telemetry = startTelemetry({ serviceName, env, traceFile });
+  const { setServerAddress, startMetrics, startTelemetry } = await import('@dsi/telemetry');
+  const telemetry = startTelemetry({ serviceName, env, traceFile, instanceId: instanceIdOf(config.server) });
   const metrics = startMetrics({ serviceName, env, prometheusPort: metricsPort, prometheusHost: metricsHost });
   if (metrics.prometheusUrl) log(`metrics on ${metrics.prometheusUrl}`);
 
@@ -105,6 +117,7 @@ export async function runService(
     await cleanup();
     throw error;
   }
+  setServerAddress(server.address);
   server.markServing();
   // A signal during the warm-up has begun the drain already: then the service never served.
   if (server.state === 'SERVING') onServing(server.address);

@@ -21,5 +21,5 @@ export {
   toSpanRecord,
 } from './span-file';
 export { errorType, grpcStatusName, type GrpcStatusName, recordSpanError, withSpan } from './spans';
-export { startTelemetry, type Telemetry, type TelemetryOptions } from './telemetry';
+export { ATTR_SERVICE_INSTANCE_ID, setServerAddress, startTelemetry, type Telemetry, type TelemetryOptions } from './telemetry';
 export { generationInstruments, startMetrics, type DsiMetricsPipeline, type GenerationInstruments, type MetricsOptions } from './metrics';

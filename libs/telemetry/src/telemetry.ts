@@ -4,6 +4,7 @@ import {
   diag,
   propagation,
   ProxyTracerProvider,
+  SpanKind,
   trace,
   type Tracer,
 } from '@opentelemetry/api';
@@ -19,6 +20,7 @@ import {
   ConsoleSpanExporter,
   NodeTracerProvider,
   SimpleSpanProcessor,
+  type Span,
   type SpanProcessor,
 } from '@opentelemetry/sdk-trace-node';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
@@ -31,6 +33,11 @@ export interface TelemetryOptions {
   serviceName: string;
   /** `service.version`, e.g. the package version. */
   serviceVersion?: string;
+  /**
+   * `service.instance.id`: which process of the service this is (host:port locally; in a cluster
+   * OTEL_RESOURCE_ATTRIBUTES names the pod and wins).
+   */
+  instanceId?: string;
   /** The process environment, passed from the edge (`process.env`); unset means no variables at all. */
   env?: Environment;
   /** Span file to append to; overrides `DSI_TRACE_FILE` (the CLI's `--trace-file`). */
@@ -84,6 +91,38 @@ function disabledTelemetry(serviceName: string): Telemetry {
     forceFlush: async () => {},
     shutdown: async () => {},
   };
+}
+
+/** `service.instance.id`: which process of a service (the pod, or host:port), so replicas are told apart. */
+export const ATTR_SERVICE_INSTANCE_ID = 'service.instance.id';
+
+let serverAddress: { host: string; port: number } | undefined;
+
+/**
+ * Tells telemetry where this process's gRPC server listens (`host:port`, as bound): its server spans
+ * then carry `server.address` and `server.port`. Undefined forgets it.
+ */
+export function setServerAddress(address: string | undefined): void {
+  if (address === undefined) {
+    serverAddress = undefined;
+    return;
+  }
+  const at = address.lastIndexOf(':');
+  serverAddress = { host: address.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(address.slice(at + 1)) };
+}
+
+/** Adds `server.address` and `server.port` to server spans (the gRPC instrumentation's) as they start. */
+class ServerAddressProcessor implements SpanProcessor {
+  onStart(span: Span): void {
+    if (span.kind === SpanKind.SERVER && serverAddress) span.setAttributes({ 'server.address': serverAddress.host, 'server.port': serverAddress.port });
+  }
+  onEnd(): void {}
+  forceFlush(): Promise<void> {
+    return Promise.resolve();
+  }
+  shutdown(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
 /**
@@ -142,6 +181,8 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   const config = parseTelemetryConfig(options.env ?? {}, options.traceFile);
   const attributes: Record<string, string> = { [ATTR_SERVICE_NAME]: options.serviceName };
   if (options.serviceVersion) attributes[ATTR_SERVICE_VERSION] = options.serviceVersion;
+  if (options.instanceId) attributes[ATTR_SERVICE_INSTANCE_ID] = options.instanceId;
+  // OTEL_RESOURCE_ATTRIBUTES wins (in a cluster it names the pod).
   Object.assign(attributes, config.resourceAttributes);
   const serviceName = attributes[ATTR_SERVICE_NAME];
 
@@ -151,7 +192,9 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   }
 
   // Exporters first: if one cannot be created (an unwritable span file), no global state has changed yet.
-  const spanProcessors = [...config.exporters.map(createSpanProcessor), ...(options.extraSpanProcessors ?? [])];
+  const exporting = [...config.exporters.map(createSpanProcessor), ...(options.extraSpanProcessors ?? [])];
+  // First, so every exporter sees the attributes it adds when a span starts.
+  const spanProcessors = exporting.length ? [new ServerAddressProcessor(), ...exporting] : [];
   diag.setLogger(new DiagConsoleLogger(), { logLevel: config.logLevel, suppressOverrideMessage: true });
   if (spanProcessors.length === 0) return passThroughTelemetry(options, serviceName);
   const provider = new NodeTracerProvider({

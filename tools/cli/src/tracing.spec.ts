@@ -197,6 +197,16 @@ describe('dsi trace on a recorded run', () => {
     expect(report.verifications).toMatchObject({ committed: count('committed'), rejected: count('rejected'), cancelled: count('cancelled') });
     expect(report.drafts.total).toBe(drafts.length);
     expect(report.lanes).toHaveLength(replicas.size + 1);
+    // Every process its own service.instance.id: 1 orchestrator, 1 drafter, each of the 3 targets.
+    const instances = (service: string) => new Set(spans.filter((s) => s.resource['service.name'] === service).map((s) => s.resource['service.instance.id']));
+    expect(instances('dsi-orchestrator').size).toBe(1);
+    expect(instances('dsi-drafter').size).toBe(1);
+    expect(instances('dsi-target').size).toBe(3);
+    expect([...instances('dsi-target')].every((id) => typeof id === 'string' && id.length > 0)).toBe(true);
+    // Server spans say where they were served: the target's server spans carry its address and port.
+    const served = spans.filter((s) => s.traceId === report.trace_id && s.kind === 'SERVER' && s.resource['service.name'] === 'dsi-target');
+    expect(served.length).toBeGreaterThan(0);
+    for (const span of served) expect(typeof span.attributes['server.port']).toBe('number');
     fs.rmSync(dir, { recursive: true });
   });
 });
