@@ -265,14 +265,16 @@ describe('measureLatency', () => {
     expect(progress).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]); // a warm-up per prompt, then 3 prompts x 2 repeats
   });
 
-  it('recovers them within 5% on the wall clock, and releases every request', async () => {
-    // Latencies large enough that 5% (1 ms and more) is beyond a busy 2-core machine's timer jitter.
+  it('recovers them on the wall clock (never below; above only by timer lateness), and releases every request', async () => {
+    // Exact recovery is the virtual-clock test above. On the wall clock a timer fires late, never early,
+    // and by how much depends on what else the two cores run (CI runs two test projects at once: up to
+    // 2 ms on a 20 ms sleep seen there), so only the lower bound is tight.
     const model = createSyntheticModel({ role: 'drafter', seed: 3, ttftMs: 60, tpotMs: 20, verifyMsPerToken: 2 });
     const report = await measureLatency(model, prompts.slice(0, 2), 6, { repeats: 2 });
     expect(report.ttftMs.median).toBeGreaterThanOrEqual(60 * 0.95);
-    expect(report.ttftMs.median).toBeLessThanOrEqual(60 * 1.05);
+    expect(report.ttftMs.median).toBeLessThanOrEqual(60 * 1.25);
     expect(report.tpotMs.median).toBeGreaterThanOrEqual(20 * 0.95);
-    expect(report.tpotMs.median).toBeLessThanOrEqual(20 * 1.05);
+    expect(report.tpotMs.median).toBeLessThanOrEqual(20 * 1.25);
     expect(report.verifyMsPerToken).toBeGreaterThan(2 * 0.8);
     expect(report.verifyMsPerToken).toBeLessThan(2 * 1.2);
     expect(report.roundTripMs).toBe(0);

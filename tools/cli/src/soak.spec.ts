@@ -14,7 +14,8 @@ it('32 streaming clients for 60 s: no error, identical answers, RSS and descript
     const report = soakReport(result).join('\n');
     if (process.env.DSI_SOAK_REPORT) fs.writeFileSync(process.env.DSI_SOAK_REPORT, report + '\n');
     expect(result.requests).toBeGreaterThan(100);
-    for (const criterion of result.criteria) expect({ criterion: criterion.name, pass: criterion.pass, detail: criterion.detail }).toMatchObject({ pass: true });
+    // Every criterion holds; a failure prints which, with its figures.
+    expect(result.criteria.filter((c) => !c.pass)).toEqual([]);
   } finally {
     fs.rmSync(outDir, { recursive: true, force: true });
   }

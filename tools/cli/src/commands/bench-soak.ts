@@ -24,17 +24,20 @@ export interface SoakOptions {
   warmupMs: number;
   /** How far RSS may move from its value after warm-up (a fraction). */
   rssTolerance: number;
+  /** How much higher the last window's p99 latency may be than the first's (a factor). */
+  p99Tolerance: number;
   outDir: string;
 }
 
 /** The issue's soak: 32 streaming clients for 10 minutes (warm-up: the first minute). */
-export const DEFAULT_SOAK: Omit<SoakOptions, 'outDir'> = { clients: 32, durationMs: 600_000, tokens: 64, prompts: 16, warmupMs: 60_000, rssTolerance: 0.1 };
+export const DEFAULT_SOAK: Omit<SoakOptions, 'outDir'> = { clients: 32, durationMs: 600_000, tokens: 64, prompts: 16, warmupMs: 60_000, rssTolerance: 0.1, p99Tolerance: 1.25 };
 /**
  * The CI version: 60 seconds, the first 15 as warm-up. RSS may move 25% there: in the first minute V8's
  * heaps are still growing to their working size (+12-14% from 15 s to 60 s measured here), which the
- * 10-minute run shows settling (-6% to +7% from 1 to 10 minutes, 2026-12-02).
+ * 10-minute run shows settling (-6% to +7% from 1 to 10 minutes, 2026-12-02). Its p99 may double: in CI
+ * the other projects' tests share the two cores with it, so a window's tail follows their load.
  */
-export const QUICK_SOAK: Omit<SoakOptions, 'outDir'> = { ...DEFAULT_SOAK, durationMs: 60_000, warmupMs: 15_000, rssTolerance: 0.25 };
+export const QUICK_SOAK: Omit<SoakOptions, 'outDir'> = { ...DEFAULT_SOAK, durationMs: 60_000, warmupMs: 15_000, rssTolerance: 0.25, p99Tolerance: 2 };
 
 export interface SoakProcess {
   name: string;
@@ -184,7 +187,11 @@ async function run(options: SoakOptions, supervisor: StackSupervisor, log: (line
       pass: processes.every((p) => p.fds_end <= p.fds_warm + 4),
       detail: processes.map((p) => `${p.name} ${p.fds_warm} -> ${p.fds_end}`).join(', '),
     },
-    { name: 'p99 latency stable (last window within 1.25x the first)', pass: p99Last <= 1.25 * p99First, detail: `${fixed(p99First, 0)} -> ${fixed(p99Last, 0)} ms` },
+    {
+      name: `p99 latency stable (last window within ${options.p99Tolerance}x the first)`,
+      pass: p99Last <= options.p99Tolerance * p99First,
+      detail: `${fixed(p99First, 0)} -> ${fixed(p99Last, 0)} ms`,
+    },
   ];
   return {
     clients: options.clients,
