@@ -107,7 +107,10 @@ describe('StackSupervisor', () => {
     expect(death).toContain('  | simulator serving on');
     await next(/goes on without simulator.*--restart/, 1000);
     expect(lines.filter((line) => line.includes('restarting'))).toEqual([]);
-    expect(fs.readFileSync(simulator.logFile, 'utf8')).toContain(`simulator serving on ${simulator.address}`);
+    // The log file is written through a stream: its last lines may reach the disk a moment later.
+    const ready = `simulator serving on ${simulator.address}`;
+    for (const until = Date.now() + 2000; !fs.readFileSync(simulator.logFile, 'utf8').includes(ready) && Date.now() < until; ) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(fs.readFileSync(simulator.logFile, 'utf8')).toContain(ready);
   });
 
   it('with restart, brings a killed child back on the same address', async () => {
