@@ -456,11 +456,17 @@ export class ReplicaScheduler<R extends object> {
    * and the list holds another replica: the tenant waits for a different one. Under load a replica
    * that fails fast is free again long before the healthy ones, and would take every retry of the
    * tenant until its failure budget is gone. A tenant alone in the pool retries at once anywhere
-   * (the other replicas are busy with its own work, and waiting would only slow it down).
+   * (the other replicas are busy with its own work, and waiting would only slow it down) unless that
+   * replica failed twice in a row while another has not failed: then it waits for that one.
    */
   private avoidedBy(tenant: ReplicaTenant<R>, replicas: readonly R[]): R | undefined {
-    if (this.tenants.size < 2 || replicas.length < 2) return undefined;
-    return this.lastFailedOn.get(tenant);
+    if (replicas.length < 2) return undefined;
+    const failed = this.lastFailedOn.get(tenant);
+    if (failed === undefined) return undefined;
+    if (this.tenants.size >= 2) return failed;
+    // Alone: a replica that failed twice in a row (a dead one refuses at once) waits while another has
+    // not failed, or it would take every retry until the health checks drop it and end the generation.
+    return this.failuresOf(failed) >= 2 && replicas.some((r) => r !== failed && this.failuresOf(r) === 0) ? failed : undefined;
   }
 
   private grant(choice: Candidate<R>, replica: R, declined: Set<ReplicaTenant<R>>): void {

@@ -3,7 +3,8 @@ import type { ChannelOptions } from '@grpc/grpc-js';
 import { DrafterServiceClient, TargetServiceClient, VerifyRequest } from '@dsi/proto';
 import type { DraftCall, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from '@dsi/core';
 import { samplingToWire } from '@dsi/wire';
-import { callUnary, clientCredentials, createChannelOptions, HealthWatch, unavailable } from '@dsi/rpc';
+import { status } from '@grpc/grpc-js';
+import { callUnary, clientCredentials, createChannelOptions, DsiError, HealthWatch, unavailable } from '@dsi/rpc';
 
 /**
  * Channel options of the orchestrator's clients: the default limits, and a reconnect backoff capped
@@ -33,9 +34,16 @@ export interface ReplicaClient {
   close(): void;
 }
 
-/** The calls a replica client has on the wire, so they can all be failed when the replica stops answering. */
+/**
+ * The calls a replica client has on the wire, so they can all be failed when the replica stops
+ * answering; a call refused as UNAVAILABLE (a dead replica refuses connections at once) has the
+ * replica's health checked at once (`suspect`), so it leaves the healthy list within milliseconds
+ * instead of taking every retry until the next periodic check.
+ */
 class InFlightCalls {
   private readonly calls = new Set<AbortController>();
+
+  constructor(private readonly suspect?: () => void) {}
 
   /** Runs `call` with a signal that also aborts on {@link failAll}; then rejects with that reason. */
   async run<T>(signal: AbortSignal, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
@@ -45,6 +53,7 @@ class InFlightCalls {
       return await call(AbortSignal.any([signal, own.signal]));
     } catch (error) {
       if (own.signal.aborted && !signal.aborted) throw own.signal.reason;
+      if (!signal.aborted && DsiError.from(error).code === status.UNAVAILABLE) this.suspect?.();
       throw error;
     } finally {
       this.calls.delete(own);
@@ -65,13 +74,14 @@ class InFlightCalls {
  */
 export class GrpcDrafter implements Drafter, ReplicaClient {
   private client: DrafterServiceClient;
-  private readonly inFlight = new InFlightCalls();
+  private readonly inFlight: InFlightCalls;
 
   constructor(
     readonly id: string,
     private readonly health?: HealthWatch,
   ) {
     this.client = new DrafterServiceClient(id, clientCredentials(), replicaChannelOptions());
+    this.inFlight = new InFlightCalls(health ? () => void health.check() : undefined);
   }
 
   /**
@@ -115,10 +125,14 @@ export class GrpcDrafter implements Drafter, ReplicaClient {
  */
 export class GrpcTargetReplica implements TargetReplica, ReplicaClient {
   private client: TargetServiceClient;
-  private readonly inFlight = new InFlightCalls();
+  private readonly inFlight: InFlightCalls;
 
-  constructor(readonly id: string) {
+  constructor(
+    readonly id: string,
+    health?: HealthWatch,
+  ) {
     this.client = new TargetServiceClient(id, clientCredentials(), replicaChannelOptions());
+    this.inFlight = new InFlightCalls(health ? () => void health.check() : undefined);
   }
 
   reconnect(): void {
@@ -165,7 +179,7 @@ export interface ReplicaKind<C extends ReplicaClient> {
 export const TARGET_REPLICAS: ReplicaKind<GrpcTargetReplica> = {
   role: 'target',
   serviceName: 'dsi.v1.TargetService',
-  create: (address) => new GrpcTargetReplica(address),
+  create: (address, health) => new GrpcTargetReplica(address, health),
 };
 
 /** Drafter replicas: health of `dsi.v1.DrafterService`; a drafter skips calls while it is not SERVING. */
