@@ -84,6 +84,26 @@ describe('startTelemetry', () => {
     expect(() => startTelemetry({ serviceName: 'dsi-drafter', env: { OTEL_TRACES_EXPORTER: 'jaeger' } })).toThrow(TelemetryError);
   });
 
+  it('shuts down cleanly when the collector cannot be reached (the spans are reported lost, not the process failed)', async () => {
+    const written: string[] = [];
+    const write = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      written.push(String(chunk));
+      return true;
+    });
+    try {
+      telemetry = startTelemetry({
+        serviceName: 'dsi-target',
+        instrumentGrpc: false,
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_TIMEOUT: '2000' },
+      });
+      telemetry.tracer.startSpan('lost').end();
+      await expect(telemetry.shutdown()).resolves.toBeUndefined();
+    } finally {
+      write.mockRestore();
+    }
+    expect(written.join('')).toMatch(/telemetry: spans not delivered at shutdown/);
+  }, 20_000);
+
   it('allows one pipeline at a time, and a new one after shutdown (which is idempotent)', async () => {
     const memory = new InMemorySpanExporter();
     const first = startTelemetry({

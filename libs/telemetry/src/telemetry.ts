@@ -227,6 +227,10 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
         try {
           await provider.forceFlush();
           await provider.shutdown();
+        } catch (error) {
+          // Spans that cannot be delivered (the collector is down) are lost, but the process stopped
+          // as asked: say so, and do not turn a clean shutdown into a failed exit.
+          process.stderr.write(`telemetry: spans not delivered at shutdown: ${error instanceof Error ? error.message : String(error)}\n`);
         } finally {
           unregisterInstrumentations();
           trace.disable();
