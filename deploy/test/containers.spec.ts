@@ -488,7 +488,10 @@ describe(`the image and the ${OVERLAY} overlay as podman containers`, () => {
       .filter((l) => l.startsWith('{'))
       .flatMap((l) => (JSON.parse(l) as { instances: string[] }).instances);
     report.exportedInstances = [...new Set(exported)].sort();
-    expect(exported).toContain(orchestrator.plan.pod);
+    // One instance per process, named by its pod: the orchestrator, the drafter and every target replica.
+    const served = started.filter((s) => s.plan.workload !== 'dsi-simulator').map((s) => s.plan.pod);
+    expect(served.filter((pod) => !exported.includes(pod))).toEqual([]);
+    expect(started.filter((s) => s.plan.workload === 'dsi-target').length).toBeGreaterThan(1);
   }, 3 * 60_000);
 });
 
