@@ -145,18 +145,22 @@ function passThroughTelemetry(options: TelemetryOptions, serviceName: string): T
     exporters: [],
     forceFlush: async () => {},
     shutdown: () => {
-      stopping ??= (async () => {
-        unregisterInstrumentations();
-        context.disable();
-        propagation.disable();
-        diag.disable();
-        active = undefined;
-      })();
+      stopping ??= (async () => releaseGlobals(unregisterInstrumentations))();
       return stopping;
     },
   };
   active = telemetry;
   return telemetry;
+}
+
+/** Undoes what a pipeline registered globally (instrumentations, tracer, context, propagation, logging). */
+function releaseGlobals(unregisterInstrumentations: () => void): void {
+  unregisterInstrumentations();
+  trace.disable();
+  context.disable();
+  propagation.disable();
+  diag.disable();
+  active = undefined;
 }
 
 /**
@@ -232,12 +236,7 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
           // as asked: say so, and do not turn a clean shutdown into a failed exit.
           process.stderr.write(`telemetry: spans not delivered at shutdown: ${error instanceof Error ? error.message : String(error)}\n`);
         } finally {
-          unregisterInstrumentations();
-          trace.disable();
-          context.disable();
-          propagation.disable();
-          diag.disable();
-          active = undefined;
+          releaseGlobals(unregisterInstrumentations);
         }
       })();
       return stopping;
