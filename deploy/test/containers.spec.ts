@@ -289,8 +289,8 @@ interface Started {
   startedAt: number;
 }
 
-function generate(orchestrator: string, mode: string): Promise<{ stdout: string }> {
-  return run('node', [path.join(repoRoot, 'tools/cli/bin/dsi.js'), 'generate', '--orchestrator', orchestrator, '--mode', mode, '--prompt', PROMPT, '--max-new-tokens', String(MAX_NEW_TOKENS), '--json'], {
+function generate(orchestrator: string, mode: string, maxNewTokens = MAX_NEW_TOKENS): Promise<{ stdout: string }> {
+  return run('node', [path.join(repoRoot, 'tools/cli/bin/dsi.js'), 'generate', '--orchestrator', orchestrator, '--mode', mode, '--prompt', PROMPT, '--max-new-tokens', String(maxNewTokens), '--json'], {
     cwd: repoRoot,
   });
 }
@@ -437,6 +437,8 @@ describe(`the image and the ${OVERLAY} overlay as podman containers`, () => {
     const log = await logs(orchestrator.name);
     const targets = started.filter((s) => s.plan.workload === 'dsi-target');
     for (const t of targets) expect(log).toContain(`${t.ip}:${t.plan.grpcPort} is SERVING`);
+    // One longer DSI request, whose trace the last test looks for: long enough to use every replica.
+    await generate(address, 'dsi', 256);
   }, 3 * 60_000);
 
   it('writes nothing outside its volumes (read-only root filesystem)', async () => {
@@ -483,15 +485,23 @@ describe(`the image and the ${OVERLAY} overlay as podman containers`, () => {
     }
     for (const s of started) expect(tails[s.plan.pod]).toContain('SIGTERM received');
     // Spans reached the collector's stand-in from the services that served the generations.
-    const exported = (await logs(`${sinkName}-server`))
+    const exports = (await logs(`${sinkName}-server`))
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .flatMap((l) => (JSON.parse(l) as { instances: string[] }).instances);
+      .map((l) => JSON.parse(l) as { instances: string[]; traces?: Record<string, string[]> });
+    const exported = exports.flatMap((e) => e.instances);
     report.exportedInstances = [...new Set(exported)].sort();
     // One instance per process, named by its pod: the orchestrator, the drafter and every target replica.
     const served = started.filter((s) => s.plan.workload !== 'dsi-simulator').map((s) => s.plan.pod);
     expect(served.filter((pod) => !exported.includes(pod))).toEqual([]);
     expect(started.filter((s) => s.plan.workload === 'dsi-target').length).toBeGreaterThan(1);
+    // And one request's trace arrived whole: spans from the orchestrator, the drafter and every target,
+    // each process with its own service.instance.id.
+    const byTrace = new Map<string, Set<string>>();
+    for (const e of exports) for (const [id, instances] of Object.entries(e.traces ?? {})) for (const i of instances) byTrace.set(id, (byTrace.get(id) ?? new Set()).add(i));
+    const widest = [...byTrace.values()].sort((x, y) => y.size - x.size)[0] ?? new Set<string>();
+    report.widestTrace = [...widest].sort();
+    expect(served.filter((pod) => !widest.has(pod))).toEqual([]);
   }, 3 * 60_000);
 });
 
