@@ -2,7 +2,7 @@
 // runs on this machine kind), so the manifests' commands, env, ports, users, probes, read-only root
 // filesystems, volumes and grace periods are exercised, not only parsed (manifests.spec.ts parses).
 //
-//   npm run test:containers          # needs root, podman, runc and mmdebstrap (.ci/run installs them)
+//   npm run test:containers          # needs root: installs podman, runc and mmdebstrap when missing (tools/containers/setup-host.sh)
 //
 // Each pod of the rendered overlay (a StatefulSet with N replicas: N pods named <name>-0..N-1) becomes
 // a podman pod with its container on one user-defined podman network. Every target listens on the
@@ -321,10 +321,14 @@ describe(`the image and the ${OVERLAY} overlay as podman containers`, () => {
   let sinkName = '';
 
   beforeAll(async () => {
+    // What the run needs from the host, as .ci/run does first: podman, runc, mmdebstrap and the podman
+    // settings this machine kind needs (idempotent; installs as root from Debian's packages), so that
+    // `npm ci && npm test` on a fresh machine of this kind runs this test too.
     try {
+      await run(path.join(repoRoot, 'tools/containers/setup-host.sh'), [], { maxBuffer: 16 << 20 });
       await run('podman', ['--version']);
-    } catch {
-      podmanError = new Error(INSTALL_HINT);
+    } catch (error) {
+      podmanError = new Error(`${INSTALL_HINT}\n${(error as { stderr?: string }).stderr ?? String(error)}`);
       throw podmanError;
     }
     await removeAll();
