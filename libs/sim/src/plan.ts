@@ -210,16 +210,7 @@ function slope(f: (a: number) => number, a: number): number {
 }
 
 /**
- * The drafter's agreement over a generation: the fraction of generated positions where the drafter's
- * greedy guess, given the true prefix, is the target's token. Its expectation is exactly `a` (the
- * oracle's coin is independent of the target's tokens), so it is a control variate with known mean.
- */
-function agreement(drafter: OracleModel, prompt: readonly number[], tokens: readonly number[]): number {
-  return drafterAgreement(drafter, prompt, tokens);
-}
-
-/**
- * The synthetic drafter's agreement (see {@link agreement}) over a generation of `tokens` after
+ * The synthetic drafter's agreement (see {@link drafterAgreement}) over a generation of `tokens` after
  * `prompt`: for a measurement through services that run the oracle pair of `seed` at acceptance `a`.
  */
 export function syntheticAgreement(seed: number, a: number, prompt: readonly number[], tokens: readonly number[]): number {
@@ -238,6 +229,11 @@ export function acceptanceSlope(pair: PlanPair, mode: Mode, k: number): number {
   return pair.drafterMs - pair.targetMs;
 }
 
+/**
+ * The drafter's agreement over a generation: the fraction of generated positions where the drafter's
+ * greedy guess, given the true prefix, is the target's token. Its expectation is exactly `a` (the
+ * oracle's coin is independent of the target's tokens), so it is a control variate with known mean.
+ */
 function drafterAgreement(drafter: OracleModel, prompt: readonly number[], tokens: readonly number[]): number {
   if (tokens.length === 0) return drafter.acceptance;
   const sequence = [...prompt, ...tokens];
@@ -364,7 +360,7 @@ function singleRequest(pair: PlanPair, base: Omit<EventParams, 'k' | 'servers'>,
       for (let i = 0; i < prompts.length; i++) {
         o.signal?.throwIfAborted();
         const run = await eventRun(mode, { ...base, k, servers, prompt: prompts[i] });
-        agreements[i] ??= agreement(drafter, prompts[i], run.tokens);
+        agreements[i] ??= drafterAgreement(drafter, prompts[i], run.tokens);
         sum += run.cost / Math.max(1, run.tokens.length) - acceptanceSlope(pair, mode, k) * (agreements[i] - pair.a);
       }
       return { ms_per_token: ms(sum / prompts.length) };
