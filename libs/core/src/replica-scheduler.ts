@@ -16,7 +16,10 @@
  * 3. Saturated (several tenants, and at least as many tenants as slots: every replica is wanted
  *    by a lane): when the lane rule 1 picks is not ready and waits for its drafts, no lane is
  *    granted: the replica waits for it (or for a ready lane that may overtake it), and speculative
- *    work gets a replica only when no lane waits, ready or not. When replicas are the bottleneck a
+ *    work gets a replica only when no lane waits, ready or not; on the target pool none at all
+ *    ({@link ReplicaSchedulerOptions.speculateWhenSaturated}): a verification started in a gap
+ *    between lanes is taken back by the next one, and the call and its cancellation cost the host
+ *    what they cost (the event mode predicts no throughput from them there). When replicas are the bottleneck a
  *    lane is worth more with its drafts in it (one forward verifies several tokens) than sent at
  *    once; a tenant whose pending drafts are not worth the wait says so ({@link ReplicaClaim.waitsForDrafts}).
  * 4. With preemption on (target and drafter replicas): when a lane waits and no replica is free, the least
@@ -123,6 +126,13 @@ export interface ReplicaSchedulerEvents<R> {
 export interface ReplicaSchedulerOptions<R> {
   /** Take speculative calls back for waiting lanes (the target and drafter schedulers do). */
   preemptSpeculative?: boolean;
+  /**
+   * On a {@link ReplicaScheduler.saturated} pool, grant speculative work when no lane waits (default
+   * true: the drafters, whose speculative work is drafting ahead of the lanes). The target scheduler
+   * says false: there every replica is a lane's, and a speculative verification started in a moment
+   * when no lane waits is taken back by the next one, costing the call and its cancellation.
+   */
+  speculateWhenSaturated?: boolean;
   events?: ReplicaSchedulerEvents<R>;
   /**
    * Calls one replica may have in flight at once: replicas that batch the calls arriving during a
@@ -206,6 +216,7 @@ function bySpeculativeOrder<R>(a: Candidate<R>, b: Candidate<R>): number {
 export class ReplicaScheduler<R extends object> {
   private source: () => readonly R[];
   private readonly preemptSpeculative: boolean;
+  private readonly speculateWhenSaturated: boolean;
   private readonly events?: ReplicaSchedulerEvents<R>;
   private readonly tenants = new Set<ReplicaTenant<R>>();
   /** Calls in flight: every lease not yet released, and how many each replica holds. */
@@ -232,6 +243,7 @@ export class ReplicaScheduler<R extends object> {
   constructor(replicas: readonly R[] | (() => readonly R[]), options: ReplicaSchedulerOptions<R> = {}) {
     this.source = typeof replicas === 'function' ? replicas : () => replicas;
     this.preemptSpeculative = options.preemptSpeculative ?? false;
+    this.speculateWhenSaturated = options.speculateWhenSaturated ?? true;
     this.events = options.events;
     this.slots = options.slotsPerReplica ?? 1;
     if (!Number.isInteger(this.slots) || this.slots < 1) throw new RangeError(`slotsPerReplica=${options.slotsPerReplica} must be an integer >= 1`);
@@ -377,8 +389,9 @@ export class ReplicaScheduler<R extends object> {
     stableSort(speculative, bySpeculativeOrder);
     const ordered = this.orderLanes(lanes);
     if (this.saturated) {
-      // Rule 3: lanes in order up to the first that waits for its drafts; speculative work only with no lane waiting.
-      if (lanes.length === 0) return this.decide(speculative, speculative.length, declined);
+      // Rule 3: lanes in order up to the first that waits for its drafts; speculative work only with no
+      // lane waiting, and on a pool whose replicas lanes keep busy (targets) none at all.
+      if (lanes.length === 0) return this.speculateWhenSaturated && this.decide(speculative, speculative.length, declined);
       let waiting = 0;
       while (waiting < ordered.length && !(!ordered[waiting].claim.ready && ordered[waiting].claim.waitsForDrafts !== false)) waiting++;
       return this.decide(ordered, waiting, declined);
@@ -567,7 +580,7 @@ export class TargetScheduler extends ReplicaScheduler<TargetReplica> {
   readonly measurements = new PoolMeasurements();
 
   constructor(targets: readonly TargetReplica[] | (() => readonly TargetReplica[]), options: PoolSchedulerOptions<TargetReplica> = {}) {
-    super(targets, { preemptSpeculative: true, ...options });
+    super(targets, { preemptSpeculative: true, speculateWhenSaturated: false, ...options });
   }
 }
 
