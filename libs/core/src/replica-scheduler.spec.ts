@@ -717,6 +717,9 @@ interface LoadShape {
 interface LoadFigures {
   tokensPerSecond: number;
   p50Ms: number;
+  /** Target forwards, and rejections that cancelled work in flight (drafting ahead, later blocks), per request. */
+  forwardsPerRequest: number;
+  preemptionsPerRequest: number;
 }
 
 /**
@@ -746,17 +749,26 @@ async function closedLoop(shape: LoadShape, mode: Mode, concurrency: number, per
   const ports = { targetScheduler: new TargetScheduler(targets), drafterScheduler: new DrafterScheduler(drafters), clock };
   const latencies: number[] = [];
   let tokens = 0;
+  let forwards = 0;
+  let preemptions = 0;
   const client = async (c: number): Promise<void> => {
     for (let r = 0; r < perClient; r++) {
       const config: GenerateConfig = { requestId: `client-${c}-${r}`, mode, prompt: [1, 2, 3], maxNewTokens: shape.tokens, lookahead: shape.k, sampling: GREEDY };
       const result = await generate(config, ports);
       latencies.push(result.metrics.wallMs);
       tokens += result.tokens.length;
+      forwards += result.metrics.targetForwards;
+      preemptions += result.metrics.preemptions;
     }
   };
   await clock.run(Promise.all(Array.from({ length: concurrency }, (_, c) => client(c))));
   latencies.sort((x, y) => x - y);
-  return { tokensPerSecond: (tokens * 1000) / clock.now(), p50Ms: latencies[(latencies.length - 1) >> 1] };
+  return {
+    tokensPerSecond: (tokens * 1000) / clock.now(),
+    p50Ms: latencies[(latencies.length - 1) >> 1],
+    forwardsPerRequest: forwards / latencies.length,
+    preemptionsPerRequest: preemptions / latencies.length,
+  };
 }
 
 describe('many requests at once: DSI is never worse than the better of non-SI and SI', () => {
@@ -774,6 +786,21 @@ describe('many requests at once: DSI is never worse than the better of non-SI an
     }
     // Non-SI is replica-bound from 4 requests on: exactly 4 replicas at one token per 20 ms.
     expect((await closedLoop(shape, 'nonsi', 8)).tokensPerSecond).toBe(200);
+  });
+});
+
+describe('a saturated pool', () => {
+  it('with lanes queued deeper than a block takes to draft, DSI drafts no further ahead than SI: about its forwards, hardly any drafting cancelled, its throughput', async () => {
+    const shape: LoadShape = { a: 0.8, c: 2, t: 20, k: 3, targets: 4, drafters: 2, tokens: 64 };
+    const si = await closedLoop(shape, 'si', 16, 2);
+    const dsi = await closedLoop(shape, 'dsi', 16, 2);
+    // Only the first requests, before the pool has timed a verification and a drafter call, draft ahead (0.375 a request).
+    expect(dsi.preemptionsPerRequest).toBeLessThan(0.5);
+    expect(dsi.forwardsPerRequest).toBeLessThanOrEqual(si.forwardsPerRequest * 1.05); // 22.5 against 21.7: the ramp-up, one request at first
+    expect(dsi.tokensPerSecond / si.tokensPerSecond).toBeGreaterThanOrEqual(0.99);
+    // A lane on a pool as busy as its slots gets a replica at once: there the next block is drafted
+    // during the verification (a rejection cancels that drafting).
+    expect((await closedLoop(shape, 'dsi', 4, 2)).preemptionsPerRequest).toBeGreaterThan(1);
   });
 });
 

@@ -20,10 +20,11 @@
  *   another run's lane (it then waits again). On a saturated pool (as many runs as replicas) replica
  *   time is the bottleneck: a lane whose drafts are on their way waits for them when that is worth
  *   more committed tokens per replica-ms than going without (see worthWaitingForDrafts, measured on
- *   the pool), D is kept within two blocks, and a drafter call a lane needs may take the drafter of
- *   another run's drafting ahead.
+ *   the pool), D is kept within two blocks (one when lanes queue for a replica longer than a block
+ *   takes to draft: see lanesWaitLongerThanDrafting), no speculative verification starts, and a
+ *   drafter call a lane needs may take the drafter of another run's drafting ahead.
  * - Drafting: at most one drafter call in flight, of up to k tokens after V ++ D. D is kept within
- *   (replicas + 1) * k drafts of V (k for SI, 2k on a saturated pool) and never runs past the last
+ *   (replicas + 1) * k drafts of V (k for SI, 2k or k on a saturated pool) and never runs past the last
  *   position worth drafting.
  * - Blocks: a block starts where the last dispatched block ends (or at the end of V when none is
  *   dispatched) and is complete when it holds k drafts (or the drafts up to the last useful position).
@@ -565,10 +566,30 @@ class GenerationRun {
   }
 
   private draftRoom(): number {
-    // A saturated pool has no replica for blocks beyond the lanes: draft the lane's block and the next.
-    const blocks = this.limits.draftHorizonBlocks ?? (this.targets.saturated ? 2 : this.targets.replicaCount + 1);
+    // A saturated pool has no replica for blocks beyond the lanes: draft the lane's block and the next,
+    // unless the lane's block can be drafted while the lane waits for its replica anyway.
+    const blocks = this.limits.draftHorizonBlocks ?? (this.targets.saturated ? (this.lanesWaitLongerThanDrafting() ? 1 : 2) : this.targets.replicaCount + 1);
     const horizon = blocks * this.limits.lookahead;
     return Math.min(this.limits.lookahead, horizon - this.drafts.length, this.draftEnd() - this.draftedEnd);
+  }
+
+  /**
+   * On a saturated pool: whether a lane waits longer for a replica than its block takes to draft, so
+   * drafting it after the last lane's result delays nothing and drafting ahead would only add drafter
+   * calls that a rejection cancels. The wait: the lanes queued per slot ahead of it, (tenants / slots
+   * - 1), times the mean Verify call; the drafting: the drafter call's fitted fixed cost plus k times
+   * its cost per token, plus the mean queueing of a lane's drafter call. False before the pool has
+   * timed a verification and a drafter call.
+   */
+  private lanesWaitLongerThanDrafting(): boolean {
+    const m = this.measured;
+    const cost = m.draftCost();
+    if (m.verifications === 0 || !cost) return false;
+    const targets = this.targets;
+    const lanesPerSlot = targets.tenantCount / (targets.replicaCount * targets.slotsPerReplica);
+    const laneWaitMs = (lanesPerSlot - 1) * (m.verifyMs / m.verifications);
+    const queueMs = m.laneDraftCalls > 0 ? m.laneDraftQueueMs / m.laneDraftCalls : 0;
+    return queueMs + cost.overheadMs + cost.perTokenMs * this.limits.lookahead < laneWaitMs;
   }
 
   private canStartDraft(): boolean {

@@ -1,7 +1,7 @@
 import { predictSynthetic, requiredServers } from '@dsi/sim';
-import { median } from '@dsi/core';
 import { fixed } from '../options';
 import { startService, type StackService } from '../stack';
+import { measuredDraftTokenMs, measuredTargetForwardMs } from './bench-load';
 
 /** One configuration of the online benchmark, measured and predicted. */
 export interface OnlineBenchRow {
@@ -17,37 +17,6 @@ export interface OnlineBenchRow {
 
 const TARGET_MS = 50;
 
-/** A synthetic target's real time per forward (its own measurement, sleep lateness included). */
-async function measuredVerifyForwardMs(address: string): Promise<number> {
-  const { credentials } = await import('@grpc/grpc-js');
-  const { TargetServiceClient, VerifyRequest } = await import('@dsi/proto');
-  const { callUnary } = await import('@dsi/rpc');
-  const client = new TargetServiceClient(address, credentials.createInsecure());
-  const times: number[] = [];
-  const prefix = [...Buffer.from('calibrate', 'utf8')];
-  for (let i = 0; i < 12; i++) {
-    prefix.push(65 + i);
-    const response = await callUnary(client, 'verify', VerifyRequest.fromPartial({ requestId: 'calibrate', prefix, drafts: [] }));
-    times.push(response.stats?.modelMs ?? 0);
-  }
-  client.close();
-  return median(times);
-}
-
-/** A synthetic drafter's real time per drafted token. */
-async function measuredDraftForwardMs(address: string): Promise<number> {
-  const { credentials } = await import('@grpc/grpc-js');
-  const { DraftRequest, DrafterServiceClient } = await import('@dsi/proto');
-  const { callUnary } = await import('@dsi/rpc');
-  const client = new DrafterServiceClient(address, credentials.createInsecure());
-  const times: number[] = [];
-  for (let i = 0; i < 4; i++) {
-    const response = await callUnary(client, 'draft', DraftRequest.fromPartial({ prefix: [...Buffer.from(`calibrate ${i}`, 'utf8')], maxTokens: 6 }));
-    times.push((response.stats?.modelMs ?? 0) / Math.max(1, response.stats?.forwards ?? 1));
-  }
-  client.close();
-  return median(times);
-}
 const LOOKAHEADS = [1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20];
 
 /**
@@ -88,7 +57,7 @@ export async function onlineBench(
     const overheadMs = (probeRun.metrics?.wallMs ?? 0) / tokens;
     log(`  overhead per verification (scheduling + RPC + service), non-SI on a 0 ms target: ${fixed(overheadMs, 3)} ms`);
     for (const s of [probe, instantDrafter, instant]) await stop(s);
-    const targetForwardMs = await measuredVerifyForwardMs(targets[0].address);
+    const targetForwardMs = await measuredTargetForwardMs(targets[0].address);
     // At a 50 ms cadence a call costs more than back to back (idle processes wake up slower): calibrate
     // the prediction's per-call overhead with one non-SI request on another prompt.
     const calibrationDrafter = await startService('drafter', ['--port', '0', '--backend', 'synthetic']);
@@ -120,7 +89,7 @@ export async function onlineBench(
         const drafter = await startService('drafter', ['--port', '0', '--backend', 'synthetic', '--a', String(a), '--ttft-ms', drafterMs, '--tpot-ms', drafterMs]);
         services.push(drafter);
         // Calibrate the prediction with this machine's real forward times (timer lateness included).
-        const calibrated = { ...stack, servers, drafterMs: await measuredDraftForwardMs(drafter.address), targetMs: targetForwardMs };
+        const calibrated = { ...stack, servers, drafterMs: await measuredDraftTokenMs(drafter.address), targetMs: targetForwardMs };
         const orchestrator = await startService('orchestrator', [
           '--port', '0', '--drafter', drafter.address, '--targets', targets.slice(0, servers).map((t) => t.address).join(','),
         ]);
