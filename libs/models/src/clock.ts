@@ -16,8 +16,8 @@ function abortReason(signal: AbortSignal): unknown {
  * Wall-clock time with sleeps that end within a fraction of a millisecond of their deadline: a timer
  * for all but the last `spinMs`, then setImmediate polling of `performance.now()` (yielding to the
  * event loop every turn, so other work goes on, but the process keeps a core busy while it polls).
- * With `spinMs` 0 a sleep is one timer: no CPU, but it ends up to ~1 ms late. Rejects with the
- * signal's reason on abort.
+ * With `spinMs` 0 a sleep is timers only (one, and another when the first fires early): no CPU, but it
+ * ends up to ~1 ms late. Rejects with the signal's reason on abort.
  */
 export function wallClock(spinMs = DEFAULT_SPIN_MS): Clock {
   if (!(Number.isFinite(spinMs) && spinMs >= 0)) throw new RangeError(`spinMs must be a finite number >= 0, got ${spinMs}`);
@@ -46,9 +46,14 @@ function sleepUntil(deadline: number, ms: number, spinMs: number, signal?: Abort
     const poll = () => {
       timer = undefined;
       immediate = undefined;
-      if (performance.now() >= deadline) {
+      const now = performance.now();
+      if (now >= deadline) {
         signal?.removeEventListener('abort', onAbort);
         resolve();
+      } else if (spinMs === 0) {
+        // A timer fires up to ~1 ms early (the event loop's clock is whole milliseconds): wait again
+        // rather than poll, which would keep a core busy for the rest.
+        timer = setTimeout(poll, deadline - now);
       } else {
         immediate = setImmediate(poll);
       }
