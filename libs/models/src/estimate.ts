@@ -312,6 +312,12 @@ export interface LatencySample {
   tpotMs: number;
   /** Time to generate all the tokens, the first forward included. */
   generateMs: number;
+  /**
+   * When the stepper reports model time (a service): the TTFT call's round trip (its time less the
+   * model's), and the mean round trip of the later calls (TPOT's): what the figures hold besides the model.
+   */
+  ttftRoundTripMs?: number;
+  tpotRoundTripMs?: number;
 }
 
 /** What {@link measureLatencyWith} measured. */
@@ -380,7 +386,7 @@ export async function measureLatencyWith(stepper: GreedyStepper, prompts: readon
     return { ...result, wallMs, costMs: result.modelMs ?? wallMs };
   };
 
-  const generate = async (prompt: readonly number[], counted: boolean): Promise<{ ttftMs: number; generateMs: number }> => {
+  const generate = async (prompt: readonly number[], counted: boolean): Promise<{ ttftMs: number; generateMs: number; ttftRoundTripMs?: number; tpotRoundTripMs?: number }> => {
     const requestId = `${prefix}${nextRequest++}`;
     try {
       const sequence = [...prompt];
@@ -396,6 +402,10 @@ export async function measureLatencyWith(stepper: GreedyStepper, prompts: readon
         next = step.token;
       }
       const generateMs = now() - start;
+      const tripOf = (call: { wallMs: number; modelMs?: number }) => (call.modelMs === undefined ? undefined : Math.max(0, call.wallMs - call.modelMs));
+      const later = calls.slice(1).map(tripOf);
+      const ttftRoundTripMs = tripOf(first);
+      const tpotRoundTripMs = later.every((trip) => trip !== undefined) ? (later as number[]).reduce((sum, trip) => sum + trip, 0) / later.length : undefined;
       if (counted) {
         for (const call of calls) if (call.modelMs !== undefined) roundTrips.push(Math.max(0, call.wallMs - call.modelMs));
         // The cache holds `sequence`; `next` is the token after it. A block of 1 + verifyDrafts new
@@ -407,7 +417,7 @@ export async function measureLatencyWith(stepper: GreedyStepper, prompts: readon
         one.push(small.costMs);
         blockExtra.push((big.computedTokens ?? 1 + verifyDrafts) - (small.computedTokens ?? 1));
       }
-      return { ttftMs, generateMs };
+      return { ttftMs, generateMs, ttftRoundTripMs, tpotRoundTripMs };
     } finally {
       await stepper.release(requestId);
       options.onProgress?.(++done, total);
@@ -417,8 +427,10 @@ export async function measureLatencyWith(stepper: GreedyStepper, prompts: readon
   for (let w = 0; w < warmup; w++) await generate(prompts[w % prompts.length], false);
   for (let repeat = 0; repeat < repeats; repeat++) {
     for (let p = 0; p < prompts.length; p++) {
-      const { ttftMs, generateMs } = await generate(prompts[p], true);
-      samples.push({ prompt: p, repeat, ttftMs, generateMs, tpotMs: (generateMs - ttftMs) / (tokens - 1) });
+      const { ttftMs, generateMs, ttftRoundTripMs, tpotRoundTripMs } = await generate(prompts[p], true);
+      const sample: LatencySample = { prompt: p, repeat, ttftMs, generateMs, tpotMs: (generateMs - ttftMs) / (tokens - 1) };
+      if (ttftRoundTripMs !== undefined && tpotRoundTripMs !== undefined) Object.assign(sample, { ttftRoundTripMs, tpotRoundTripMs });
+      samples.push(sample);
     }
   }
   const extra = quantiles(blockExtra, [0.5])[0];

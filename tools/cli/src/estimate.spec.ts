@@ -81,11 +81,22 @@ describe('dsi estimate on synthetic services', () => {
       expect(value).toBeGreaterThanOrEqual((1 - tolerance) * configured);
       expect(value).toBeLessThanOrEqual((1 + tolerance) * configured + roundTrip);
     };
-    // The issue's criterion: within 5% of the configured latency, plus the round trip (the mean of the
-    // calls' wall time less the service's model time, as TPOT is a mean over the calls).
+    // The issue's criterion: within 5% of the configured latency, plus the round trip. Each sample
+    // carries the round trip of its own calls (wall time less the service's model time: the TTFT call's,
+    // and the mean of the later calls', as TPOT is a mean over them); the median over the samples of
+    // figure - round trip is what the service's model took, held to 5% of what it was configured for.
+    // (Against the mean round trip of all calls the bound missed by 0.2-0.3 ms twice in CI, where a
+    // request's first call waits longer than the average one.)
+    type Sample = { ttft_ms: number; tpot_ms: number; ttft_round_trip_ms: number; tpot_round_trip_ms: number };
+    const median = (values: number[]) => [...values].sort((x, y) => x - y)[(values.length - 1) >> 1];
     for (const [model, configured] of [[target, TARGET], [drafter, DRAFTER]] as const) {
-      within(model.ttft_ms.median, configured.ttft, model.round_trip_ms, 0.05);
-      within(model.tpot_ms.median, configured.tpot, model.round_trip_ms, 0.05);
+      const samples = model.samples as Sample[];
+      for (const sample of samples) expect(sample.ttft_round_trip_ms).toBeGreaterThan(0);
+      within(median(samples.map((x) => x.ttft_ms - x.ttft_round_trip_ms)), configured.ttft, 0, 0.05);
+      within(median(samples.map((x) => x.tpot_ms - x.tpot_round_trip_ms)), configured.tpot, 0, 0.05);
+      // The report's medians, with the mean round trip the report gives: never below the configured latency.
+      expect(model.ttft_ms.median).toBeGreaterThanOrEqual(0.95 * configured.ttft);
+      expect(model.tpot_ms.median).toBeGreaterThanOrEqual(0.95 * configured.tpot);
     }
     // The service's model time: the round trip is not a token's cost.
     expect(target.verify_ms_per_token).toBeGreaterThan(0.9 * TARGET.verify);

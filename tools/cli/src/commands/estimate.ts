@@ -230,7 +230,8 @@ export interface ModelLatencyJson {
   round_trip_ms: number;
   /** p90 / p10 of each (the spread over prompts x repeats). */
   p90_p10: { ttft: number; tpot: number };
-  samples: Array<{ prompt: number; repeat: number; ttft_ms: number; tpot_ms: number; generate_ms: number }>;
+  /** round_trip_ms: a service's TTFT call's round trip and its later calls' mean (wall less model time), when reported. */
+  samples: Array<{ prompt: number; repeat: number; ttft_ms: number; tpot_ms: number; generate_ms: number; ttft_round_trip_ms?: number; tpot_round_trip_ms?: number }>;
 }
 
 /** What `dsi estimate latency --json` prints. */
@@ -253,7 +254,14 @@ function modelLatencyJson(source: string, report: LatencyReport): ModelLatencyJs
     verify_ms_per_token: report.verifyMsPerToken,
     round_trip_ms: report.roundTripMs,
     p90_p10: { ttft: ratio(report.ttftMs), tpot: ratio(report.tpotMs) },
-    samples: report.samples.map((s) => ({ prompt: s.prompt, repeat: s.repeat, ttft_ms: s.ttftMs, tpot_ms: s.tpotMs, generate_ms: s.generateMs })),
+    samples: report.samples.map((s) => ({
+      prompt: s.prompt,
+      repeat: s.repeat,
+      ttft_ms: s.ttftMs,
+      tpot_ms: s.tpotMs,
+      generate_ms: s.generateMs,
+      ...(s.ttftRoundTripMs !== undefined ? { ttft_round_trip_ms: s.ttftRoundTripMs, tpot_round_trip_ms: s.tpotRoundTripMs } : {}),
+    })),
   };
 }
 
