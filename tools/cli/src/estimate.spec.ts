@@ -99,8 +99,10 @@ describe('dsi estimate on synthetic services', () => {
       expect(model.tpot_ms.median).toBeGreaterThanOrEqual(0.95 * configured.tpot);
     }
     // The service's model time: the round trip is not a token's cost.
-    expect(target.verify_ms_per_token).toBeGreaterThan(0.9 * TARGET.verify);
-    expect(target.verify_ms_per_token).toBeLessThan(1.1 * TARGET.verify);
+    // A difference of two medians of the service's forward times: timer lateness under load moves it
+    // (2.21 for 2 ms in one CI run), so 25% either way.
+    expect(target.verify_ms_per_token).toBeGreaterThan(0.75 * TARGET.verify);
+    expect(target.verify_ms_per_token).toBeLessThan(1.25 * TARGET.verify);
     expect(drafter.verify_ms_per_token).toBeLessThan(0.2);
     expect(target.p90_p10.tpot).toBeCloseTo(target.tpot_ms.p90 / target.tpot_ms.p10, 9);
     // Each generation ran on a fresh request: its first call was a prefill (TTFT), never a cached step.
