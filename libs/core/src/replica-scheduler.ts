@@ -572,6 +572,16 @@ export class PoolMeasurements {
   /** Drafter calls a lane needed, and how long they waited for a drafter in total. */
   laneDraftCalls = 0;
   laneDraftQueueMs = 0;
+
+  /** The mean successful verification (call start to result); 0 before any. */
+  meanVerifyMs(): number {
+    return this.verifications > 0 ? this.verifyMs / this.verifications : 0;
+  }
+
+  /** The mean wait of a lane's drafter call for a drafter; 0 before any. */
+  meanLaneDraftQueueMs(): number {
+    return this.laneDraftCalls > 0 ? this.laneDraftQueueMs / this.laneDraftCalls : 0;
+  }
 }
 
 /** The shared scheduler of the target replicas: speculative verifications give way to lanes. */

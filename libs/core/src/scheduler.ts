@@ -587,9 +587,8 @@ class GenerationRun {
     if (m.verifications === 0 || !cost) return false;
     const targets = this.targets;
     const lanesPerSlot = targets.tenantCount / (targets.replicaCount * targets.slotsPerReplica);
-    const laneWaitMs = (lanesPerSlot - 1) * (m.verifyMs / m.verifications);
-    const queueMs = m.laneDraftCalls > 0 ? m.laneDraftQueueMs / m.laneDraftCalls : 0;
-    return queueMs + cost.overheadMs + cost.perTokenMs * this.limits.lookahead < laneWaitMs;
+    const laneWaitMs = (lanesPerSlot - 1) * m.meanVerifyMs();
+    return m.meanLaneDraftQueueMs() + cost.overheadMs + cost.perTokenMs * this.limits.lookahead < laneWaitMs;
   }
 
   private canStartDraft(): boolean {
@@ -666,15 +665,14 @@ class GenerationRun {
     const m = this.measured;
     if (m.verifications === 0 || m.draftTokens === 0) return true;
     const now = this.clock.now();
-    const t = m.verifyMs / m.verifications;
+    const t = m.meanVerifyMs();
     const msPerToken = m.draftMs / m.draftTokens;
     const task = this.draftTask;
     let wait: number;
     if (task) {
       wait = Math.max(0, task.startedAt + msPerToken * task.maxTokens - now);
     } else {
-      const queueMs = m.laneDraftCalls > 0 ? m.laneDraftQueueMs / m.laneDraftCalls : 0;
-      wait = Math.max(0, queueMs - (now - (this.draftWantedAt ?? now))) + msPerToken * this.draftRoom();
+      wait = Math.max(0, m.meanLaneDraftQueueMs() - (now - (this.draftWantedAt ?? now))) + msPerToken * this.draftRoom();
     }
     const a = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
     const g = expectedCommitted(a, this.limits.lookahead) / t;
@@ -698,7 +696,7 @@ class GenerationRun {
     const choice = chooseLookahead({
       mode: this.config.mode === 'si' ? 'si' : 'dsi',
       acceptance: (position) => this.acceptance.rate(position, prior),
-      verifyMs: m.verifyMs / m.verifications,
+      verifyMs: m.meanVerifyMs(),
       draftMsPerToken: draftCost.perTokenMs,
       draftCallMs: draftCost.overheadMs,
       share: (targets.replicaCount * targets.slotsPerReplica) / Math.max(1, targets.tenantCount),

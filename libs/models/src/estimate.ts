@@ -386,7 +386,7 @@ export async function measureLatencyWith(stepper: GreedyStepper, prompts: readon
     return { ...result, wallMs, costMs: result.modelMs ?? wallMs };
   };
 
-  const generate = async (prompt: readonly number[], counted: boolean): Promise<{ ttftMs: number; generateMs: number; ttftRoundTripMs?: number; tpotRoundTripMs?: number }> => {
+  const generate = async (prompt: readonly number[], counted: boolean): Promise<Pick<LatencySample, 'ttftMs' | 'generateMs' | 'ttftRoundTripMs' | 'tpotRoundTripMs'>> => {
     const requestId = `${prefix}${nextRequest++}`;
     try {
       const sequence = [...prompt];
@@ -402,22 +402,20 @@ export async function measureLatencyWith(stepper: GreedyStepper, prompts: readon
         next = step.token;
       }
       const generateMs = now() - start;
-      const tripOf = (call: { wallMs: number; modelMs?: number }) => (call.modelMs === undefined ? undefined : Math.max(0, call.wallMs - call.modelMs));
-      const later = calls.slice(1).map(tripOf);
-      const ttftRoundTripMs = tripOf(first);
-      const tpotRoundTripMs = later.every((trip) => trip !== undefined) ? (later as number[]).reduce((sum, trip) => sum + trip, 0) / later.length : undefined;
-      if (counted) {
-        for (const call of calls) if (call.modelMs !== undefined) roundTrips.push(Math.max(0, call.wallMs - call.modelMs));
-        // The cache holds `sequence`; `next` is the token after it. A block of 1 + verifyDrafts new
-        // tokens, then 1 token that leaves the block's path (so the cache rolls back to `sequence`).
-        const drafts = Array.from({ length: verifyDrafts }, (_, i) => sequence[i % sequence.length]);
-        const big = await timed(requestId, [...sequence, next], drafts);
-        const small = await timed(requestId, [...sequence, next === 0 ? 1 : next - 1]);
-        block.push(big.costMs);
-        one.push(small.costMs);
-        blockExtra.push((big.computedTokens ?? 1 + verifyDrafts) - (small.computedTokens ?? 1));
-      }
-      return { ttftMs, generateMs, ttftRoundTripMs, tpotRoundTripMs };
+      if (!counted) return { ttftMs, generateMs };
+      // Each call's round trip (caller's time less the model time), when the stepper reports model time.
+      const trips = calls.flatMap((call) => (call.modelMs === undefined ? [] : [Math.max(0, call.wallMs - call.modelMs)]));
+      roundTrips.push(...trips);
+      const ownTrips = trips.length === calls.length ? { ttftRoundTripMs: trips[0], tpotRoundTripMs: trips.slice(1).reduce((sum, trip) => sum + trip, 0) / (trips.length - 1) } : {};
+      // The cache holds `sequence`; `next` is the token after it. A block of 1 + verifyDrafts new
+      // tokens, then 1 token that leaves the block's path (so the cache rolls back to `sequence`).
+      const drafts = Array.from({ length: verifyDrafts }, (_, i) => sequence[i % sequence.length]);
+      const big = await timed(requestId, [...sequence, next], drafts);
+      const small = await timed(requestId, [...sequence, next === 0 ? 1 : next - 1]);
+      block.push(big.costMs);
+      one.push(small.costMs);
+      blockExtra.push((big.computedTokens ?? 1 + verifyDrafts) - (small.computedTokens ?? 1));
+      return { ttftMs, generateMs, ...ownTrips };
     } finally {
       await stepper.release(requestId);
       options.onProgress?.(++done, total);
@@ -427,10 +425,8 @@ export async function measureLatencyWith(stepper: GreedyStepper, prompts: readon
   for (let w = 0; w < warmup; w++) await generate(prompts[w % prompts.length], false);
   for (let repeat = 0; repeat < repeats; repeat++) {
     for (let p = 0; p < prompts.length; p++) {
-      const { ttftMs, generateMs, ttftRoundTripMs, tpotRoundTripMs } = await generate(prompts[p], true);
-      const sample: LatencySample = { prompt: p, repeat, ttftMs, generateMs, tpotMs: (generateMs - ttftMs) / (tokens - 1) };
-      if (ttftRoundTripMs !== undefined && tpotRoundTripMs !== undefined) Object.assign(sample, { ttftRoundTripMs, tpotRoundTripMs });
-      samples.push(sample);
+      const { ttftMs, generateMs, ...ownTrips } = await generate(prompts[p], true);
+      samples.push({ prompt: p, repeat, ttftMs, generateMs, tpotMs: (generateMs - ttftMs) / (tokens - 1), ...ownTrips });
     }
   }
   const extra = quantiles(blockExtra, [0.5])[0];
