@@ -212,9 +212,11 @@ describe('cancellation', () => {
   const forwards: Promise<unknown>[] = [];
   beforeAll(async () => {
     const pair = await ensureDefaultModels(testModelsDir());
-    // Slow replicas: a forward takes 300 ms, so a request is certainly mid-flight when it is cut off.
+    // Slow replicas: a forward takes 5 s, so a request is certainly mid-flight when it is cut off (its
+    // deadline, 1 s, leaves room for the first forwards to start even on a loaded CI machine: with 150 ms
+    // one CI run cut the request off before any forward had started).
     await stack.start(async (role) => {
-      const model = createSyntheticModel({ role, seed: 3, acceptance: 0.8, ttftMs: 300, tpotMs: 300 });
+      const model = createSyntheticModel({ role, seed: 3, acceptance: 0.8, ttftMs: 5000, tpotMs: 5000 });
       const logits = model.logits.bind(model);
       model.logits = (...args) => {
         const forward = logits(...args);
@@ -230,11 +232,11 @@ describe('cancellation', () => {
     const client = stack.clients.get(4)!;
     forwards.length = 0;
     const error = await new Promise<ServiceError>((resolve) =>
-      client.generate(GenerateRequest.fromPartial({ params: { prompt: 'slow', mode: Mode.MODE_DSI, maxNewTokens: 50 } }), { deadline: Date.now() + 150 }, (e) => resolve(e!)),
+      client.generate(GenerateRequest.fromPartial({ params: { prompt: 'slow', mode: Mode.MODE_DSI, maxNewTokens: 50 } }), { deadline: Date.now() + 1000 }, (e) => resolve(e!)),
     );
     expect(error.code).toBe(status.DEADLINE_EXCEEDED);
     // Every forward the request started on the drafter and the targets was aborted: none ran its
-    // 300 ms to the end, so the cut-off reached every replica and no model work is left running.
+    // 5 s to the end, so the cut-off reached every replica and no model work is left running.
     expect(forwards.length).toBeGreaterThan(1);
     const outcomes = await Promise.allSettled(forwards);
     expect(outcomes.map((o) => o.status)).toEqual(forwards.map(() => 'rejected'));
