@@ -310,12 +310,22 @@ function startUnary<Res>(
   if (signal?.aborted) return Promise.reject(DsiError.from(signal.reason));
   return new Promise<Res>((resolve, reject) => {
     const callOptions: Partial<grpc.CallOptions> = deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs };
-    const call = start(metadata, callOptions, (error, response) => {
-      signal?.removeEventListener('abort', onAbort);
-      if (signal?.aborted) reject(DsiError.from(signal.reason));
-      else if (error !== null) reject(DsiError.from(error));
-      else resolve(response as Res);
-    });
+    // grpc-js captures the caller's stack with `new Error()` on every unary call, to append it to a
+    // failed call's error; DsiError keeps the status and details only, and the capture (deep async
+    // stacks in the orchestrator) was the largest single item of its CPU profile under load.
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    let call: grpc.ClientUnaryCall;
+    try {
+      call = start(metadata, callOptions, (error, response) => {
+        signal?.removeEventListener('abort', onAbort);
+        if (signal?.aborted) reject(DsiError.from(signal.reason));
+        else if (error !== null) reject(DsiError.from(error));
+        else resolve(response as Res);
+      });
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
+    }
     function onAbort(): void {
       call.cancel();
     }
