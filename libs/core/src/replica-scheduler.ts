@@ -22,6 +22,12 @@
  *    what they cost (the event mode predicts no throughput from them there). When replicas are the bottleneck a
  *    lane is worth more with its drafts in it (one forward verifies several tokens) than sent at
  *    once; a tenant whose pending drafts are not worth the wait says so ({@link ReplicaClaim.waitsForDrafts}).
+ *    Below saturation but *crowded* (fewer than two slots a tenant: no tenant can count on a replica
+ *    for speculative work beside its lane), a lane that says it waits for its drafts
+ *    ({@link ReplicaClaim.waitsForDrafts} true) waits too, and the replica goes to a ready lane or to
+ *    speculative work meanwhile: in a closed loop a finished request leaves the pool unsaturated for
+ *    the moment until its client's next request joins, and lanes sent then without their drafts cost
+ *    forwards for fewer tokens.
  * 4. With preemption on (target and drafter replicas): when a lane waits and no replica is free, the least
  *    valuable speculative call in flight (farthest from its V; ties: the most recently granted) is
  *    taken back ({@link ReplicaTenant.preempt}) and its replica goes to the lane. Work that became a
@@ -47,7 +53,8 @@ export interface ReplicaClaim {
   /**
    * Lanes that are not ready only: on a {@link ReplicaScheduler.saturated} pool, the lane would rather
    * have a replica later with its drafts than now without them (default true). A lane that says no
-   * is granted as below saturation.
+   * is granted as below saturation. On a {@link ReplicaScheduler.crowded} pool below saturation only a
+   * lane that says yes (true) waits.
    */
   readonly waitsForDrafts?: boolean;
   /** Speculative only: positions between the end of the tenant's V and the work; lower goes first. */
@@ -278,6 +285,14 @@ export class ReplicaScheduler<R extends object> {
     return this.tenants.size >= 2 && this.tenants.size >= this.replicaCount * this.slots;
   }
 
+  /**
+   * Whether the tenants have fewer than two slots each (several tenants): no tenant can count on a
+   * replica for speculative work beside its lane, so a lane that would rather wait for its drafts may.
+   */
+  get crowded(): boolean {
+    return this.tenants.size >= 2 && 2 * this.tenants.size > this.replicaCount * this.slots;
+  }
+
   /** Replaces the replica list (e.g. on a health change) and gives new replicas work at once. */
   setReplicas(replicas: readonly R[] | (() => readonly R[])): void {
     this.source = typeof replicas === 'function' ? replicas : () => replicas;
@@ -395,6 +410,12 @@ export class ReplicaScheduler<R extends object> {
       let waiting = 0;
       while (waiting < ordered.length && !(!ordered[waiting].claim.ready && ordered[waiting].claim.waitsForDrafts !== false)) waiting++;
       return this.decide(ordered, waiting, declined);
+    }
+    if (this.crowded) {
+      // Rule 3b: fewer than two slots a tenant: a lane that would rather wait for its drafts waits
+      // (the replica goes to a ready lane or to speculative work meanwhile).
+      const going = ordered.filter((lane) => lane.claim.ready || lane.claim.waitsForDrafts !== true);
+      return this.decide(going, going.length, declined) || this.decide(speculative, speculative.length, declined);
     }
     return this.decide(ordered, ordered.length, declined) || this.decide(speculative, speculative.length, declined);
   }

@@ -568,9 +568,35 @@ class GenerationRun {
   private draftRoom(): number {
     // A saturated pool has no replica for blocks beyond the lanes: draft the lane's block and the next,
     // unless the lane's block can be drafted while the lane waits for its replica anyway.
-    const blocks = this.limits.draftHorizonBlocks ?? (this.targets.saturated ? (this.lanesWaitLongerThanDrafting() ? 1 : 2) : this.targets.replicaCount + 1);
+    const blocks =
+      this.limits.draftHorizonBlocks ?? (this.targets.saturated ? (this.lanesWaitLongerThanDrafting() || this.lanesKeepDraftersBusy() ? 1 : 2) : this.targets.replicaCount + 1);
     const horizon = blocks * this.limits.lookahead;
     return Math.min(this.limits.lookahead, horizon - this.drafts.length, this.draftEnd() - this.draftedEnd);
+  }
+
+  /**
+   * On a saturated pool where lanes wait for their drafts (SI's way, {@link sequentialBeatsNonSI}):
+   * whether the lanes' own drafter calls leave the drafters too little time for drafting ahead.
+   * Drafting the next block during a lane's verification is wasted when a draft of the lane (or its
+   * bonus token) is rejected, P = 1 - a^(k+1), so it makes (1 + P) drafter calls a lane; it pays only
+   * while that fits in the drafters' slots. The lanes' rate: as many per ms as the target slots verify,
+   * and no more than the runs' cycles of a Verify call and a drafter call allow; a lane's drafter call:
+   * the fitted fixed cost plus k times the cost per token. Drafting ahead beyond that took the drafters
+   * from other requests' lanes (a drafter call that became a lane's is never taken back): 6 clients on
+   * 4 targets and 2 drafters, DSI at 0.92x SI in the event mode before, 1.00x after. False before the
+   * pool has timed a verification and a drafter call.
+   */
+  private lanesKeepDraftersBusy(): boolean {
+    const m = this.measured;
+    const cost = m.draftCost();
+    if (m.verifications === 0 || !cost) return false;
+    const targets = this.targets;
+    const verifyMs = m.meanVerifyMs();
+    const draftMs = cost.overheadMs + cost.perTokenMs * this.limits.lookahead;
+    const lanesPerMs = Math.min((targets.replicaCount * targets.slotsPerReplica) / verifyMs, targets.tenantCount / (verifyMs + draftMs));
+    const a = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
+    const missed = 1 - a ** (this.limits.lookahead + 1);
+    return this.sequentialBeatsNonSI() && (1 + missed) * lanesPerMs * draftMs > this.drafters.replicaCount * this.drafters.slotsPerReplica;
   }
 
   /**
@@ -626,8 +652,9 @@ class GenerationRun {
       const size = Math.min(full, this.drafts.length);
       // Ready: full of drafts, or no drafter call will bring more.
       const ready = size >= full || (!this.draftTask && !this.canStartDraft());
-      // Only a saturated pool asks whether the drafts are worth the wait.
-      const waitsForDrafts = !ready && this.targets.saturated && this.worthWaitingForDrafts(size);
+      // Only a saturated pool asks whether the drafts are worth the wait; a crowded one (fewer than two
+      // slots a run: no replica for speculative work beside the lane) waits where SI's way wins.
+      const waitsForDrafts = !ready && (this.targets.saturated ? this.worthWaitingForDrafts(size) : this.targets.crowded && this.sequentialBeatsNonSI());
       return { class: 'lane', start: this.verifiedEnd, size, ready, waitsForDrafts };
     }
     const blocks = this.blocks;
@@ -664,6 +691,7 @@ class GenerationRun {
   private worthWaitingForDrafts(size: number): boolean {
     const m = this.measured;
     if (m.verifications === 0 || m.draftTokens === 0) return true;
+    if (this.sequentialBeatsNonSI()) return true;
     const now = this.clock.now();
     const t = m.meanVerifyMs();
     const msPerToken = m.draftMs / m.draftTokens;
@@ -677,6 +705,34 @@ class GenerationRun {
     const a = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
     const g = expectedCommitted(a, this.limits.lookahead) / t;
     return g * (t - a ** (size + 1) * wait) > expectedCommitted(a, size);
+  }
+
+  /**
+   * On a busy pool: whether SI's way (every lane waits for its k drafts) commits more per ms than
+   * non-SI's (every lane goes at once, one token), from the pool's measurements. SI commits E(k) per
+   * lane, no faster than its share of the target slots allows (share x E(k) per Verify call), nor its
+   * share of the drafters (drafter share x E(k) per drafter call), nor its own cycle of a drafter call
+   * and a Verify call; non-SI one token per Verify call, within its share. Where SI's way wins, a lane
+   * waits for its drafts whatever the drafters' queue: going with fewer drafts makes more lanes, each
+   * needing a drafter call, and the drafters' queue only grows (4 clients on 4 targets and 2 drafters,
+   * k = 5, a 4 ms round trip: DSI at 0.94x SI in the event mode, 27% more forwards; now 1.00x). Where
+   * non-SI's way wins (a slow drafter), {@link worthWaitingForDrafts} weighs each lane. False until the
+   * pool has judged {@link MIN_JUDGED_FOR_REGIME} drafts.
+   */
+  private sequentialBeatsNonSI(): boolean {
+    const m = this.measured;
+    const cost = m.draftCost();
+    if (m.judgedDrafts < MIN_JUDGED_FOR_REGIME || !cost) return false;
+    const t = m.meanVerifyMs();
+    const k = this.limits.lookahead;
+    const draftMs = cost.overheadMs + cost.perTokenMs * k;
+    const a = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
+    const targets = this.targets;
+    const drafters = this.drafters;
+    const share = (targets.replicaCount * targets.slotsPerReplica) / Math.max(1, targets.tenantCount);
+    const drafterShare = (drafters.replicaCount * drafters.slotsPerReplica) / Math.max(1, drafters.tenantCount);
+    const sequential = expectedCommitted(a, k) * Math.min(1 / (t + draftMs), share / t, drafterShare / draftMs);
+    return sequential > Math.min(1, share) / t;
   }
 
   /**
@@ -1302,6 +1358,9 @@ function malformedVerifyResult(result: VerifyResult, drafts: readonly number[], 
   if (!isToken(tokens[accepted], vocabSize)) return `the target token ${tokens[accepted]} is not a token id`;
   return undefined;
 }
+
+/** Drafts the pool must have judged before its acceptance decides a busy pool's way (a few early verdicts swing it). */
+const MIN_JUDGED_FOR_REGIME = 64;
 
 /** Expected tokens a verification of n drafts commits at acceptance a: 1 + a + ... + a^n. */
 function expectedCommitted(a: number, n: number): number {
