@@ -73,7 +73,7 @@ export interface DriftWorkload {
   aAfter: number;
   switchToken: number;
   drafterMs: number;
-  /** Requests per lookahead (one client). */
+  /** Requests per lookahead and pass (one client; every lookahead is measured in two passes, in order then in reverse). */
   requests: number;
 }
 
@@ -586,7 +586,7 @@ async function benchDrift(
   const client = await orchestratorClient(orchestrator.address);
   try {
     const overheadMs = await cadenceOverheadMs(client, options.tokens, targetForwardMs, signal);
-    log(`  drifting workload: a=${drift.a} until generated token ${drift.switchToken}, then ${drift.aAfter}; drafter ${drift.drafterMs} ms per token; DSI at concurrency 1, ${drift.requests} requests per lookahead`);
+    log(`  drifting workload: a=${drift.a} until generated token ${drift.switchToken}, then ${drift.aAfter}; drafter ${drift.drafterMs} ms per token; DSI at concurrency 1, ${drift.requests} requests per lookahead, twice (every lookahead in order, then in reverse)`);
     const world = {
       a: drift.a, aAfter: drift.aAfter, aSwitchAt: switchAt, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed,
       rtt: overheadMs, maxBatchRequests: options.maxBatchRequests ?? 1, drafters: options.drafters, concurrency: 1, requests: drift.requests,
@@ -595,8 +595,17 @@ async function benchDrift(
     // Warm-up (JIT of the DSI paths in every process): measured, the first 8 DSI requests of a fresh
     // stack run ~10% slower than the same requests later, which would fall on whichever row comes first.
     for (let i = 0; i < 12; i++) await generateOnce(client, 'MODE_DSI', i % 2 === 0 ? 0 : 3, [...Buffer.from(`warm up ${i}`, 'utf8')], options.tokens, signal);
-    for (const k of ['auto', ...LOOKAHEADS] as const) {
-      const measured = await closedLoop(client, 'MODE_DSI', k === 'auto' ? 0 : k, 1, drift.requests, options, signal);
+    // Every k is measured twice, in order and then in reverse (A B .. B A), so that whatever drifts over
+    // the run (the stack warming up, the host) falls on every row alike: measured with the rows in one
+    // order, auto (the first row) ran 1.12x its prediction first and 1.04x last, level with the fixed k.
+    const lookaheads = ['auto', ...LOOKAHEADS] as const;
+    const measuredBy = new Map<(typeof lookaheads)[number], MeasuredRequest[]>();
+    for (const k of [...lookaheads, ...[...lookaheads].reverse()]) {
+      const pass = await closedLoop(client, 'MODE_DSI', k === 'auto' ? 0 : k, 1, drift.requests, options, signal);
+      measuredBy.set(k, [...(measuredBy.get(k) ?? []), ...pass]);
+    }
+    for (const k of lookaheads) {
+      const measured = measuredBy.get(k) as MeasuredRequest[];
       const prediction = await loadRun('dsi', { ...world, k });
       const wall = measured.reduce((sum, r) => sum + r.latency, 0) / measured.length;
       const predicted = prediction.requests.reduce((sum, r) => sum + r.latency, 0) / prediction.requests.length;
