@@ -73,9 +73,10 @@ describe('dsi estimate on synthetic services', () => {
     console.log(`target ${JSON.stringify(target.ttft_ms)} ${JSON.stringify(target.tpot_ms)} rtt ${target.round_trip_ms}; drafter ${JSON.stringify(drafter.ttft_ms)} ${JSON.stringify(drafter.tpot_ms)} rtt ${drafter.round_trip_ms}`);
     expect(target.source).toBe(slow.target);
     expect(target.samples).toHaveLength(4);
-    // A round trip on loopback: above 0, well under a forward.
+    // A round trip on loopback: above 0, under a forward (1-4 ms on a quiet machine; 18.8 ms in one
+    // clean-clone CI run with the other projects' tests on the same two cores).
     expect(target.round_trip_ms).toBeGreaterThan(0);
-    expect(target.round_trip_ms).toBeLessThan(10);
+    expect(target.round_trip_ms).toBeLessThan(TARGET.tpot);
     expect(doc.round_trip_ms).toBeGreaterThan(0);
     const within = (value: number, configured: number, roundTrip: number, tolerance: number) => {
       expect(value).toBeGreaterThanOrEqual((1 - tolerance) * configured);
