@@ -293,6 +293,11 @@ export class ReplicaScheduler<R extends object> {
     return this.tenants.size >= 2 && 2 * this.tenants.size > this.replicaCount * this.slots;
   }
 
+  /** Slots per tenant: the replicas' slots over the tenants (at least one), what each can count on. */
+  get slotShare(): number {
+    return (this.replicaCount * this.slots) / Math.max(1, this.tenants.size);
+  }
+
   /** Replaces the replica list (e.g. on a health change) and gives new replicas work at once. */
   setReplicas(replicas: readonly R[] | (() => readonly R[])): void {
     this.source = typeof replicas === 'function' ? replicas : () => replicas;
@@ -602,6 +607,17 @@ export class PoolMeasurements {
   /** The mean wait of a lane's drafter call for a drafter; 0 before any. */
   meanLaneDraftQueueMs(): number {
     return this.laneDraftCalls > 0 ? this.laneDraftQueueMs / this.laneDraftCalls : 0;
+  }
+
+  /** The pool's acceptance of a draft, Laplace-smoothed: (accepted + 1) / (judged + 2); 0.5 before any verdict. */
+  acceptance(): number {
+    return (this.acceptedDrafts + 1) / (this.judgedDrafts + 2);
+  }
+
+  /** A drafter call's time for `tokens` drafts from {@link draftCost} (fixed cost + tokens x per-token cost); undefined before any call was timed. */
+  draftCallMs(tokens: number): number | undefined {
+    const cost = this.draftCost();
+    return cost && cost.overheadMs + cost.perTokenMs * tokens;
   }
 }
 

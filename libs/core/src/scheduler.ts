@@ -588,15 +588,13 @@ class GenerationRun {
    */
   private lanesKeepDraftersBusy(): boolean {
     const m = this.measured;
-    const cost = m.draftCost();
-    if (m.verifications === 0 || !cost) return false;
+    const draftMs = m.draftCallMs(this.limits.lookahead);
+    if (m.verifications === 0 || draftMs === undefined) return false;
     const targets = this.targets;
     const verifyMs = m.meanVerifyMs();
-    const draftMs = cost.overheadMs + cost.perTokenMs * this.limits.lookahead;
     const lanesPerMs = Math.min((targets.replicaCount * targets.slotsPerReplica) / verifyMs, targets.tenantCount / (verifyMs + draftMs));
-    const a = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
-    const missed = 1 - a ** (this.limits.lookahead + 1);
-    return this.sequentialBeatsNonSI() && (1 + missed) * lanesPerMs * draftMs > this.drafters.replicaCount * this.drafters.slotsPerReplica;
+    const missed = 1 - m.acceptance() ** (this.limits.lookahead + 1);
+    return (1 + missed) * lanesPerMs * draftMs > this.drafters.replicaCount * this.drafters.slotsPerReplica && this.sequentialBeatsNonSI();
   }
 
   /**
@@ -609,12 +607,12 @@ class GenerationRun {
    */
   private lanesWaitLongerThanDrafting(): boolean {
     const m = this.measured;
-    const cost = m.draftCost();
-    if (m.verifications === 0 || !cost) return false;
+    const draftMs = m.draftCallMs(this.limits.lookahead);
+    if (m.verifications === 0 || draftMs === undefined) return false;
     const targets = this.targets;
     const lanesPerSlot = targets.tenantCount / (targets.replicaCount * targets.slotsPerReplica);
     const laneWaitMs = (lanesPerSlot - 1) * m.meanVerifyMs();
-    return m.meanLaneDraftQueueMs() + cost.overheadMs + cost.perTokenMs * this.limits.lookahead < laneWaitMs;
+    return m.meanLaneDraftQueueMs() + draftMs < laneWaitMs;
   }
 
   private canStartDraft(): boolean {
@@ -702,7 +700,7 @@ class GenerationRun {
     } else {
       wait = Math.max(0, m.meanLaneDraftQueueMs() - (now - (this.draftWantedAt ?? now))) + msPerToken * this.draftRoom();
     }
-    const a = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
+    const a = m.acceptance();
     const g = expectedCommitted(a, this.limits.lookahead) / t;
     return g * (t - a ** (size + 1) * wait) > expectedCommitted(a, size);
   }
@@ -721,17 +719,12 @@ class GenerationRun {
    */
   private sequentialBeatsNonSI(): boolean {
     const m = this.measured;
-    const cost = m.draftCost();
-    if (m.judgedDrafts < MIN_JUDGED_FOR_REGIME || !cost) return false;
-    const t = m.meanVerifyMs();
     const k = this.limits.lookahead;
-    const draftMs = cost.overheadMs + cost.perTokenMs * k;
-    const a = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
-    const targets = this.targets;
-    const drafters = this.drafters;
-    const share = (targets.replicaCount * targets.slotsPerReplica) / Math.max(1, targets.tenantCount);
-    const drafterShare = (drafters.replicaCount * drafters.slotsPerReplica) / Math.max(1, drafters.tenantCount);
-    const sequential = expectedCommitted(a, k) * Math.min(1 / (t + draftMs), share / t, drafterShare / draftMs);
+    const draftMs = m.draftCallMs(k);
+    if (m.judgedDrafts < MIN_JUDGED_FOR_REGIME || draftMs === undefined) return false;
+    const t = m.meanVerifyMs();
+    const share = this.targets.slotShare;
+    const sequential = expectedCommitted(m.acceptance(), k) * Math.min(1 / (t + draftMs), share / t, this.drafters.slotShare / draftMs);
     return sequential > Math.min(1, share) / t;
   }
 
@@ -747,7 +740,7 @@ class GenerationRun {
     const m = this.measured;
     const draftCost = m.draftCost();
     if (m.verifications === 0 || !draftCost) return;
-    const prior = (m.acceptedDrafts + 1) / (m.judgedDrafts + 2);
+    const prior = m.acceptance();
     const targets = this.targets;
     const choice = chooseLookahead({
       mode: this.config.mode === 'si' ? 'si' : 'dsi',
@@ -755,9 +748,9 @@ class GenerationRun {
       verifyMs: m.meanVerifyMs(),
       draftMsPerToken: draftCost.perTokenMs,
       draftCallMs: draftCost.overheadMs,
-      share: (targets.replicaCount * targets.slotsPerReplica) / Math.max(1, targets.tenantCount),
+      share: targets.slotShare,
       replicaShare: targets.replicaCount / Math.max(1, targets.tenantCount),
-      drafterShare: (this.drafters.replicaCount * this.drafters.slotsPerReplica) / Math.max(1, this.drafters.tenantCount),
+      drafterShare: this.drafters.slotShare,
       maxLookahead: MAX_LOOKAHEAD,
       current: this.sequentialLookahead,
     });
