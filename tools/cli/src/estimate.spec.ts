@@ -28,10 +28,12 @@ function dsi(...args: string[]): Promise<Run> {
 
 /**
  * The latency the slow pair is configured with (ms): large enough that 5% is a few milliseconds, so a
- * call delayed by another process on the 2-core machine does not decide the outcome.
+ * call delayed by another process on the 2-core machine does not decide the outcome. The service's own
+ * forward time includes its timer's lateness, about 1 ms a forward with the other projects' tests on
+ * the two cores (a 20 ms drafter forward measured 21.09 ms in one clean-clone CI run), hence 40 ms.
  */
 const TARGET = { ttft: 100, tpot: 50, verify: 2 };
-const DRAFTER = { ttft: 30, tpot: 20 };
+const DRAFTER = { ttft: 40, tpot: 40 };
 const SEED = '7';
 const PROMPTS = ['The quick brown fox', 'def fibonacci(n):', 'Once upon a time', 'In a hole in the ground', 'SELECT * FROM', 'Dear Sir or Madam'];
 
