@@ -8,3 +8,4 @@ export * from './replica-scheduler';
 export * from './virtual-clock';
 export * from './oracle';
 export * from './stats';
+export * from './plain-signal';

@@ -135,6 +135,49 @@ describe('an oracle replica on a virtual clock', () => {
     }
   });
 
+  it('trusts a stem only for the positions both calls vouch for with the same array: forwards equal the unvouched ones', async () => {
+    // A generation's verified tokens (the stem) grow; calls carry the stem up to where their prefix
+    // holds it, then drafts of their own that diverge from call to call.
+    const verified = randomTokens(11, 6);
+    const stemOf = (tokens: number[]) => {
+      let length = 0;
+      while (length < tokens.length && length < verified.length && tokens[length] === verified[length]) length++;
+      return length;
+    };
+    const steps: Array<{ grow: number[]; prefix: () => number[]; suffix: number[]; foreign?: boolean }> = [
+      { grow: [], prefix: () => verified.slice(0, 4), suffix: [7, 8] },
+      { grow: [5, 6], prefix: () => verified.slice(), suffix: [9, 9, 9] },
+      { grow: [], prefix: () => verified.slice(0, 5), suffix: [1] },
+      { grow: [3, 3, 3], prefix: () => verified.slice(), suffix: [] },
+      // Another generation's array with the same tokens but one: never trusted, so the difference is seen.
+      { grow: [], prefix: () => [...verified.slice(0, 2), 99, ...verified.slice(3)], suffix: [4], foreign: true },
+      { grow: [2], prefix: () => verified.slice(), suffix: [6, 6] },
+    ];
+    const trace = async (vouch: boolean) => {
+      verified.length = 6;
+      const clock = new VirtualClock();
+      const replica = new OracleReplica(target, { ttftMs: 50, tpotMs: 10, verifyMsPerToken: 2 }, clock);
+      const seen: unknown[] = [];
+      await clock.run(
+        (async () => {
+          for (const step of steps) {
+            verified.push(...step.grow);
+            const prefix = step.prefix();
+            const tokens = [...prefix, ...step.suffix];
+            const from = Math.max(0, tokens.length - 2);
+            const stem = !vouch ? undefined : step.foreign ? { stem: [...prefix], stemLength: prefix.length } : { stem: verified, stemLength: stemOf(prefix) };
+            seen.push(await replica.forwardJoined('r', prefix, step.suffix, from, predictions(tokens, from), undefined, stem), clock.now());
+          }
+        })(),
+      );
+      return seen;
+    };
+    const plain = await trace(false);
+    expect(await trace(true)).toEqual(plain);
+    // The foreign call (step 5) diverges at position 2 from the cache: 2 tokens reused.
+    expect((plain[8] as { reusedTokens: number }).reusedTokens).toBe(2);
+  });
+
   it('forgets a request at once, outside the device queue: its next forward is a prefill', async () => {
     const clock = new VirtualClock();
     const replica = new OracleReplica(target, { ttftMs: 50, tpotMs: 10 }, clock);

@@ -29,6 +29,7 @@
  * it is full). A batched forward takes its slowest call's time (as above) plus `batchMsPerToken` for
  * every token the other calls compute: decode is memory-bound, so extra rows cost little.
  */
+import { PlainAbortController } from './plain-signal';
 import type { Clock } from './ports';
 import { counterHash, uniform } from './sampling';
 
@@ -287,6 +288,19 @@ interface RequestCache {
   tokens: number[];
   /** hashes[n] = H(n), for n = 0 .. tokens.length. */
   hashes: number[];
+  /** The stem of the call that filled it, and how many of its first tokens are that stem's (see {@link PrefixStem}). */
+  stem: readonly number[] | undefined;
+  stemLength: number;
+}
+
+/**
+ * A call's promise about its prefix (the `stem` and `stemLength` of a DraftCall or VerifyCall): its first
+ * `stemLength` tokens are those of `stem`, an array that only grows. Two calls with the same stem agree
+ * on the positions both vouch for, so a cache filled by one need not compare them for the other.
+ */
+export interface PrefixStem {
+  stem?: readonly number[];
+  stemLength?: number;
 }
 
 /** The prefix hashes of one forward's token sequence, as its `compute` step sees them. */
@@ -353,15 +367,16 @@ export class OracleReplica {
    * `from` onwards), then sleeps out the forward's latency. Rejects with the signal's reason when it
    * aborts (the device is then free at once), with {@link OracleReplicaClosedError} after close.
    */
-  forward<T>(requestId: string, tokens: readonly number[], from: number, compute: (hashes: PrefixHashes) => T, signal?: AbortSignal): Promise<OracleForward<T>> {
-    return this.forwardJoined(requestId, tokens, NO_TOKENS, from, compute, signal);
+  forward<T>(requestId: string, tokens: readonly number[], from: number, compute: (hashes: PrefixHashes) => T, signal?: AbortSignal, stem?: PrefixStem): Promise<OracleForward<T>> {
+    return this.forwardJoined(requestId, tokens, NO_TOKENS, from, compute, signal, stem);
   }
 
   /**
    * {@link OracleReplica.forward} over the sequence `prefix ++ suffix`, without building it: a
    * simulation's calls carry long prefixes, and copying them per forward is most of its garbage. The
    * arrays are read while the forward runs (after it waits for the device), not copied: the caller
-   * must not change them until it settles.
+   * must not change them until it settles. `stem` (a call's, see {@link PrefixStem}) spares comparing the
+   * positions it vouches for with the request's cache.
    */
   async forwardJoined<T>(
     requestId: string,
@@ -370,17 +385,18 @@ export class OracleReplica {
     from: number,
     compute: (hashes: PrefixHashes) => T,
     signal?: AbortSignal,
+    stem?: PrefixStem,
   ): Promise<OracleForward<T>> {
     if (signal?.aborted) throw abortReason(signal);
-    if (this.batched) return this.enqueue(requestId, prefix, suffix, from, compute, signal);
+    if (this.batched) return this.enqueue(requestId, prefix, suffix, from, compute, signal, stem);
     await this.device.acquire(signal);
     try {
       if (this.closed) throw new OracleReplicaClosedError('the oracle replica is closed');
       const started = this.clock.now();
-      const cached = (requestId && this.caches.get(requestId)) || { tokens: [], hashes: [this.model.rootHash()] };
+      const cached = (requestId && this.caches.get(requestId)) || this.emptyCache();
       const split = prefix.length;
       const length = split + suffix.length;
-      const common = commonPrefix(cached.tokens, prefix, suffix);
+      const common = commonPrefix(cached, prefix, suffix, stem);
       // Like a KV cache: reuse the common prefix, but recompute from `from` at least (logits are not cached).
       const reusedTokens = min(common, from);
       const computedTokens = length - reusedTokens;
@@ -395,7 +411,7 @@ export class OracleReplica {
       if (remaining > 0) await this.clock.sleep(remaining, signal);
       if (signal?.aborted) throw abortReason(signal);
       // Commit only a finished forward: an aborted one leaves the previous, consistent cache.
-      if (requestId) this.commit(requestId, cached, common, prefix, suffix, fresh);
+      if (requestId) this.commit(requestId, cached, common, prefix, suffix, fresh, stem);
       return { result, reusedTokens, computedTokens, modelMs: this.clock.now() - started, batchRequests: 1 };
     } finally {
       this.device.release();
@@ -425,6 +441,10 @@ export class OracleReplica {
     return this.caches.delete(requestId);
   }
 
+  private emptyCache(): RequestCache {
+    return { tokens: [], hashes: [this.model.rootHash()], stem: undefined, stemLength: 0 };
+  }
+
   /** Drops every cache; forwards that get the device afterwards reject. */
   close(): void {
     this.closed = true;
@@ -439,9 +459,10 @@ export class OracleReplica {
     from: number,
     compute: (hashes: PrefixHashes) => T,
     signal?: AbortSignal,
+    stem?: PrefixStem,
   ): Promise<OracleForward<T>> {
     return new Promise<OracleForward<T>>((resolve, reject) => {
-      const member: BatchMember = { requestId, prefix, suffix, from, compute, signal, resolve: resolve as BatchMember['resolve'], reject, settled: false };
+      const member: BatchMember = { requestId, prefix, suffix, from, compute, signal, stem, resolve: resolve as BatchMember['resolve'], reject, settled: false };
       if (signal) {
         member.onAbort = () => {
           if (member.settled) return;
@@ -483,12 +504,12 @@ export class OracleReplica {
     let tokens = 0;
     while (batch.length < maxBatchRequests && this.pending.length > 0 && typeof this.pending[0] !== 'function') {
       const member = this.pending[0] as BatchMember;
-      let cached = (member.requestId && this.caches.get(member.requestId)) || { tokens: [], hashes: [this.model.rootHash()] };
+      let cached = (member.requestId && this.caches.get(member.requestId)) || this.emptyCache();
       // Two calls of one request in a forward each commit their own sequence: give each its own copy.
       if (member.requestId && batch.some((other) => other.member.requestId === member.requestId)) {
-        cached = { tokens: cached.tokens.slice(), hashes: cached.hashes.slice() };
+        cached = { tokens: cached.tokens.slice(), hashes: cached.hashes.slice(), stem: cached.stem, stemLength: cached.stemLength };
       }
-      const common = commonPrefix(cached.tokens, member.prefix, member.suffix);
+      const common = commonPrefix(cached, member.prefix, member.suffix, member.stem);
       const reused = min(common, member.from);
       const computed = member.prefix.length + member.suffix.length - reused;
       if (batch.length > 0 && tokens + computed > maxBatchTokens) break;
@@ -502,7 +523,7 @@ export class OracleReplica {
   /** One batched forward: every call's result computed, one sleep for the batch, caches committed for the calls still wanted. */
   private async runBatch(batch: Array<{ member: BatchMember; cached: RequestCache; common: number; reused: number; computed: number }>): Promise<void> {
     const started = this.clock.now();
-    const sleep = new AbortController();
+    const sleep = PlainAbortController.create();
     let live = batch.length;
     const handle = { memberAborted: () => (--live === 0 ? sleep.abort() : undefined) };
     let slowest = 0;
@@ -539,13 +560,16 @@ export class OracleReplica {
       const done = work[i];
       if (!done) return member.reject(new OracleReplicaClosedError('the oracle replica is closed'));
       if ('error' in done) return member.reject(done.error);
-      if (member.requestId) this.commit(member.requestId, cached, common, member.prefix, member.suffix, done.fresh);
+      if (member.requestId) this.commit(member.requestId, cached, common, member.prefix, member.suffix, done.fresh, member.stem);
       member.resolve({ result: done.result, reusedTokens: reused, computedTokens: computed, modelMs, batchRequests: batch.length });
     });
   }
 
   /** Replaces the cache's tokens after `common` by the forward's (in place: only the new tokens are copied). */
-  private commit(requestId: string, cache: RequestCache, common: number, prefix: readonly number[], suffix: readonly number[], fresh: readonly number[]): void {
+  private commit(requestId: string, cache: RequestCache, common: number, prefix: readonly number[], suffix: readonly number[], fresh: readonly number[], stem?: PrefixStem): void {
+    // The cache now holds prefix ++ suffix, whose first stemLength tokens are the stem's.
+    cache.stem = stem?.stem;
+    cache.stemLength = stem?.stem ? min(stem.stemLength ?? 0, prefix.length) : 0;
     cache.tokens.length = common;
     cache.hashes.length = common + 1;
     for (let n = common; n < prefix.length; n++) cache.tokens.push(prefix[n]);
@@ -565,6 +589,7 @@ interface BatchMember {
   from: number;
   compute: (hashes: PrefixHashes) => unknown;
   signal?: AbortSignal;
+  stem?: PrefixStem;
   onAbort?: () => void;
   resolve: (forward: OracleForward<unknown>) => void;
   reject: (reason: unknown) => void;
@@ -574,10 +599,14 @@ interface BatchMember {
   batch?: { memberAborted(): void };
 }
 
-/** The length of the common prefix of `cached` and `prefix ++ suffix`. */
-function commonPrefix(cached: readonly number[], prefix: readonly number[], suffix: readonly number[]): number {
+/**
+ * The length of the common prefix of the cache's tokens and `prefix ++ suffix`, comparing from where
+ * both are known to hold the same generation's verified tokens (the same stem) on.
+ */
+function commonPrefix(cache: RequestCache, prefix: readonly number[], suffix: readonly number[], stem: PrefixStem | undefined): number {
+  const cached = cache.tokens;
   const n = min(cached.length, prefix.length);
-  let i = 0;
+  let i = stem?.stem !== undefined && stem.stem === cache.stem ? min(cache.stemLength, stem.stemLength ?? 0, n) : 0;
   while (i < n && cached[i] === prefix[i]) i++;
   if (i < prefix.length) return i;
   const end = min(cached.length, prefix.length + suffix.length);

@@ -13,6 +13,13 @@ export interface DraftCall {
   requestId: string;
   prefix: readonly number[];
   maxTokens: number;
+  /**
+   * Optional, for a port that keeps a cache per request and may skip comparing what it can trust: the
+   * generation's verified tokens, one live array per generation that only ever grows (a token it holds
+   * never changes), and how many of them begin `prefix` (`prefix[i] === stem[i]` for i < stemLength).
+   */
+  stem?: readonly number[];
+  stemLength?: number;
   sampling: SamplingParams;
   /** Set under the rejection rule, which needs the drafter's distribution q for every draft. */
   returnProbs: boolean;
@@ -32,6 +39,13 @@ export interface VerifyCall {
   prefix: readonly number[];
   /** May be empty: then the replica performs one plain target step (the non-SI lane). */
   drafts: readonly number[];
+  /**
+   * Optional, for a port that keeps a cache per request and may skip comparing what it can trust: the
+   * generation's verified tokens, one live array per generation that only ever grows (a token it holds
+   * never changes), and how many of them begin `prefix` (`prefix[i] === stem[i]` for i < stemLength).
+   */
+  stem?: readonly number[];
+  stemLength?: number;
   sampling: SamplingParams;
   /** The drafter's q rows for exactly these drafts (drafts.length x vocab); rejection rule only. */
   draftProbs?: Float32Array;

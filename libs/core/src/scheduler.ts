@@ -58,6 +58,7 @@
 import type { Clock, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from './ports';
 import { DrafterScheduler, LeaseOutcome, PoolMeasurements, ReplicaClaim, ReplicaLease, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
 import { AUTO_INITIAL_LOOKAHEAD, chooseLookahead, PositionAcceptance } from './lookahead';
+import { PlainAbortController } from './plain-signal';
 import { SamplingParams, validateSamplingParams } from './rules';
 
 /** The decoding algorithm: target only, classic speculative inference, or distributed SI. */
@@ -417,10 +418,20 @@ export interface SignalRecycling {
    * garbage: prefixes are as long as the generation).
    */
   readonly sharesPrefixes?: boolean;
+  /**
+   * The port uses only `aborted`, `reason`, `throwIfAborted()` and `abort` listeners of a call's signal
+   * (never hands it to Node APIs that check its class), so the scheduler may give it a
+   * {@link PlainAbortController}'s signal: a simulation's calls are too many for an EventTarget each.
+   */
+  readonly plainSignals?: boolean;
 }
 
 function recyclesSignals(port: object): boolean {
   return (port as SignalRecycling).recyclesSignals === true;
+}
+
+function plainSignals(port: object): boolean {
+  return (port as SignalRecycling).plainSignals === true;
 }
 
 function sharesPrefixes(port: object): boolean {
@@ -458,6 +469,8 @@ class GenerationRun {
   private vocab?: number;
   /** Signals of succeeded calls on ports that recycle them (see {@link SignalRecycling}), never aborted. */
   private readonly spareControllers: AbortController[] = [];
+  /** The same for ports that take plain signals (see {@link SignalRecycling.plainSignals}). */
+  private readonly sparePlainControllers: AbortController[] = [];
   /**
    * The last few prefixes handed to ports that share prefixes, each V ++ D's first `length` tokens
    * and unchanged since (dropped once a position it covers changes). Never changed once handed out.
@@ -814,6 +827,8 @@ class GenerationRun {
       requestId: this.config.requestId,
       prefix: this.sequence(block.start, sharesPrefixes(target)),
       drafts: block.drafts,
+      stem: this.verified,
+      stemLength: Math.min(block.start, this.verified.length),
       sampling: this.config.sampling,
     };
     if (block.draftProbs) call.draftProbs = block.draftProbs;
@@ -824,14 +839,15 @@ class GenerationRun {
     );
   }
 
-  /** A fresh controller for a call on `port`, or a spare one when the port recycles signals. */
+  /** A fresh controller for a call on `port` (a plain one if it takes them), or a spare one when the port recycles signals. */
   private controllerFor(port: object): AbortController {
-    return (recyclesSignals(port) && this.spareControllers.pop()) || new AbortController();
+    const plain = plainSignals(port);
+    return (recyclesSignals(port) && (plain ? this.sparePlainControllers : this.spareControllers).pop()) || (plain ? PlainAbortController.create() : new AbortController());
   }
 
   /** After a call on `port` succeeded: keep its controller for a later call when the port recycles signals. */
   private recycle(port: object, controller: AbortController): void {
-    if (recyclesSignals(port) && !controller.signal.aborted) this.spareControllers.push(controller);
+    if (recyclesSignals(port) && !controller.signal.aborted) (plainSignals(port) ? this.sparePlainControllers : this.spareControllers).push(controller);
   }
 
   /** The index of the block in flight on `lease`, or -1. */
@@ -1159,7 +1175,7 @@ class GenerationRun {
     const { sampling, requestId } = this.config;
     const drafter = lease.replica;
     this.emit('draftStart', { epoch: task.epoch, prefixLength: task.prefixLength, maxTokens, drafter: drafter.id ?? 'drafter' });
-    invoke(() => drafter.draft({ requestId, prefix, maxTokens, sampling, returnProbs: this.returnProbs }, task.controller.signal)).then(
+    invoke(() => drafter.draft({ requestId, prefix, maxTokens, stem: this.verified, stemLength: Math.min(prefix.length, this.verified.length), sampling, returnProbs: this.returnProbs }, task.controller.signal)).then(
       (result) => this.guard(() => this.onDrafted(task, result)),
       (error: unknown) => this.guard(() => this.onDraftFailed(task, error)),
     );

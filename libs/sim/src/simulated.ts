@@ -78,6 +78,8 @@ export class SimulatedDrafter implements Drafter, SignalRecycling {
   readonly recyclesSignals = true;
   /** Reads a call's arrays only (see {@link SignalRecycling}). */
   readonly sharesPrefixes = true;
+  /** Hands a call's signal only to the oracle replica and the clock (see {@link SignalRecycling}). */
+  readonly plainSignals = true;
   /** Draft calls started (including cancelled ones). */
   calls = 0;
 
@@ -104,7 +106,7 @@ export class SimulatedDrafter implements Drafter, SignalRecycling {
     while (tokens.length < call.maxTokens) {
       signal.throwIfAborted();
       // Over prefix ++ tokens (the drafts so far), which the forward reads without a copy.
-      const { result: token } = await this.replica.forwardJoined(call.requestId, prefix, tokens, prefix.length + tokens.length - 1, next, signal);
+      const { result: token } = await this.replica.forwardJoined(call.requestId, prefix, tokens, prefix.length + tokens.length - 1, next, signal, call);
       tokens.push(token);
       if (token === model.eosTokenId) break;
     }
@@ -122,6 +124,8 @@ export class SimulatedTarget implements TargetReplica, SignalRecycling {
   readonly recyclesSignals = true;
   /** Reads a call's arrays only (see {@link SignalRecycling}). */
   readonly sharesPrefixes = true;
+  /** Hands a call's signal only to the oracle replica and the clock (see {@link SignalRecycling}). */
+  readonly plainSignals = true;
   /** Verify calls started (including cancelled ones). */
   forwards = 0;
   /** Virtual time spent in forwards, cancelled ones up to their cancellation (the round trip excluded). */
@@ -160,6 +164,7 @@ export class SimulatedTarget implements TargetReplica, SignalRecycling {
           return { accepted: drafts.length, tokens: [...drafts, model.next(hashes.at(start + drafts.length))] };
         },
         signal,
+        call,
       );
       return result;
     } finally {
