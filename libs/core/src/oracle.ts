@@ -378,7 +378,7 @@ export class OracleReplica {
    * must not change them until it settles. `stem` (a call's, see {@link PrefixStem}) spares comparing the
    * positions it vouches for with the request's cache.
    */
-  async forwardJoined<T>(
+  forwardJoined<T>(
     requestId: string,
     prefix: readonly number[],
     suffix: readonly number[],
@@ -387,23 +387,41 @@ export class OracleReplica {
     signal?: AbortSignal,
     stem?: PrefixStem,
   ): Promise<OracleForward<T>> {
+    return this.forwardSequence(requestId, { head: NO_TOKENS, headLength: 0, prefix, suffix, stem: stem?.stem, stemLength: stem?.stem ? min(stem.stemLength ?? 0, prefix.length) : 0 }, from, compute, signal);
+  }
+
+  /**
+   * {@link OracleReplica.forwardJoined} over `stem.stem[0 .. stem.stemLength) ++ tail ++ suffix`: a call
+   * whose prefix comes as its generation's verified tokens (the live stem array, see {@link PrefixStem})
+   * and the tokens after them (`tail`, the drafts it carries), so nobody copies the long part.
+   */
+  forwardStemmed<T>(
+    requestId: string,
+    stem: Required<PrefixStem>,
+    tail: readonly number[],
+    suffix: readonly number[],
+    from: number,
+    compute: (hashes: PrefixHashes) => T,
+    signal?: AbortSignal,
+  ): Promise<OracleForward<T>> {
+    return this.forwardSequence(requestId, { head: stem.stem, headLength: stem.stemLength, prefix: tail, suffix, stem: stem.stem, stemLength: stem.stemLength }, from, compute, signal);
+  }
+
+  private async forwardSequence<T>(requestId: string, sequence: ForwardSequence, from: number, compute: (hashes: PrefixHashes) => T, signal?: AbortSignal): Promise<OracleForward<T>> {
     if (signal?.aborted) throw abortReason(signal);
-    if (this.batched) return this.enqueue(requestId, prefix, suffix, from, compute, signal, stem);
+    if (this.batched) return this.enqueue(requestId, sequence, from, compute, signal);
     await this.device.acquire(signal);
     try {
       if (this.closed) throw new OracleReplicaClosedError('the oracle replica is closed');
       const started = this.clock.now();
       const cached = (requestId && this.caches.get(requestId)) || this.emptyCache();
-      const split = prefix.length;
-      const length = split + suffix.length;
-      const common = commonPrefix(cached, prefix, suffix, stem);
+      const length = sequenceLength(sequence);
+      const common = commonPrefix(cached, sequence);
       // Like a KV cache: reuse the common prefix, but recompute from `from` at least (logits are not cached).
       const reusedTokens = min(common, from);
       const computedTokens = length - reusedTokens;
       // H(0 .. common) come from the cache, H(common + 1 .. length) are computed here.
-      const fresh: number[] = [];
-      let hash = cached.hashes[common];
-      for (let n = common + 1; n <= length; n++) fresh.push((hash = this.model.nextHash(hash, n, n <= split ? prefix[n - 1] : suffix[n - 1 - split])));
+      const fresh = this.freshHashes(cached, common, sequence, length);
       const at = (position: number): number => (position <= common ? cached.hashes[position] : fresh[position - common - 1]);
       const result = compute({ at });
 
@@ -411,7 +429,7 @@ export class OracleReplica {
       if (remaining > 0) await this.clock.sleep(remaining, signal);
       if (signal?.aborted) throw abortReason(signal);
       // Commit only a finished forward: an aborted one leaves the previous, consistent cache.
-      if (requestId) this.commit(requestId, cached, common, prefix, suffix, fresh, stem);
+      if (requestId) this.commit(requestId, cached, common, sequence, length, fresh);
       return { result, reusedTokens, computedTokens, modelMs: this.clock.now() - started, batchRequests: 1 };
     } finally {
       this.device.release();
@@ -452,17 +470,9 @@ export class OracleReplica {
   }
 
   /** Batching: queues a call for the next forward (starting one now when the device is idle). */
-  private enqueue<T>(
-    requestId: string,
-    prefix: readonly number[],
-    suffix: readonly number[],
-    from: number,
-    compute: (hashes: PrefixHashes) => T,
-    signal?: AbortSignal,
-    stem?: PrefixStem,
-  ): Promise<OracleForward<T>> {
+  private enqueue<T>(requestId: string, sequence: ForwardSequence, from: number, compute: (hashes: PrefixHashes) => T, signal?: AbortSignal): Promise<OracleForward<T>> {
     return new Promise<OracleForward<T>>((resolve, reject) => {
-      const member: BatchMember = { requestId, prefix, suffix, from, compute, signal, stem, resolve: resolve as BatchMember['resolve'], reject, settled: false };
+      const member: BatchMember = { requestId, sequence, from, compute, signal, resolve: resolve as BatchMember['resolve'], reject, settled: false };
       if (signal) {
         member.onAbort = () => {
           if (member.settled) return;
@@ -509,9 +519,9 @@ export class OracleReplica {
       if (member.requestId && batch.some((other) => other.member.requestId === member.requestId)) {
         cached = { tokens: cached.tokens.slice(), hashes: cached.hashes.slice(), stem: cached.stem, stemLength: cached.stemLength };
       }
-      const common = commonPrefix(cached, member.prefix, member.suffix, member.stem);
+      const common = commonPrefix(cached, member.sequence);
       const reused = min(common, member.from);
-      const computed = member.prefix.length + member.suffix.length - reused;
+      const computed = sequenceLength(member.sequence) - reused;
       if (batch.length > 0 && tokens + computed > maxBatchTokens) break;
       this.pending.shift();
       tokens += computed;
@@ -538,11 +548,7 @@ export class OracleReplica {
         slowestTokens = computed;
       }
       if (this.closed) return undefined;
-      const split = member.prefix.length;
-      const length = split + member.suffix.length;
-      const fresh: number[] = [];
-      let hash = cached.hashes[common];
-      for (let n = common + 1; n <= length; n++) fresh.push((hash = this.model.nextHash(hash, n, n <= split ? member.prefix[n - 1] : member.suffix[n - 1 - split])));
+      const fresh = this.freshHashes(cached, common, member.sequence, sequenceLength(member.sequence));
       const at = (position: number): number => (position <= common ? cached.hashes[position] : fresh[position - common - 1]);
       try {
         return { fresh, result: member.compute({ at }) };
@@ -560,20 +566,30 @@ export class OracleReplica {
       const done = work[i];
       if (!done) return member.reject(new OracleReplicaClosedError('the oracle replica is closed'));
       if ('error' in done) return member.reject(done.error);
-      if (member.requestId) this.commit(member.requestId, cached, common, member.prefix, member.suffix, done.fresh, member.stem);
+      if (member.requestId) this.commit(member.requestId, cached, common, member.sequence, sequenceLength(member.sequence), done.fresh);
       member.resolve({ result: done.result, reusedTokens: reused, computedTokens: computed, modelMs, batchRequests: batch.length });
     });
   }
 
+  /** H(common + 1 .. length) of `sequence`, from the cache's H(common). */
+  private freshHashes(cached: RequestCache, common: number, sequence: ForwardSequence, length: number): number[] {
+    const fresh: number[] = [];
+    let hash = cached.hashes[common];
+    for (let n = common + 1; n <= length; n++) fresh.push((hash = this.model.nextHash(hash, n, tokenAt(sequence, n - 1))));
+    return fresh;
+  }
+
   /** Replaces the cache's tokens after `common` by the forward's (in place: only the new tokens are copied). */
-  private commit(requestId: string, cache: RequestCache, common: number, prefix: readonly number[], suffix: readonly number[], fresh: readonly number[], stem?: PrefixStem): void {
-    // The cache now holds prefix ++ suffix, whose first stemLength tokens are the stem's.
-    cache.stem = stem?.stem;
-    cache.stemLength = stem?.stem ? min(stem.stemLength ?? 0, prefix.length) : 0;
-    cache.tokens.length = common;
-    cache.hashes.length = common + 1;
-    for (let n = common; n < prefix.length; n++) cache.tokens.push(prefix[n]);
-    for (let n = max(0, common - prefix.length); n < suffix.length; n++) cache.tokens.push(suffix[n]);
+  private commit(requestId: string, cache: RequestCache, common: number, sequence: ForwardSequence, length: number, fresh: readonly number[]): void {
+    // The cache now holds the sequence, whose first stemLength tokens are the stem's.
+    cache.stem = sequence.stem;
+    cache.stemLength = sequence.stemLength;
+    // Truncate only when the forward diverged from the cache (setting a length is not free).
+    if (cache.tokens.length !== common) {
+      cache.tokens.length = common;
+      cache.hashes.length = common + 1;
+    }
+    for (let n = common; n < length; n++) cache.tokens.push(tokenAt(sequence, n));
     for (const hash of fresh) cache.hashes.push(hash);
     this.caches.set(requestId, cache);
   }
@@ -584,12 +600,10 @@ const NO_TOKENS: readonly number[] = [];
 /** A call waiting for (or in) a batched forward. */
 interface BatchMember {
   requestId: string;
-  prefix: readonly number[];
-  suffix: readonly number[];
+  sequence: ForwardSequence;
   from: number;
   compute: (hashes: PrefixHashes) => unknown;
   signal?: AbortSignal;
-  stem?: PrefixStem;
   onAbort?: () => void;
   resolve: (forward: OracleForward<unknown>) => void;
   reject: (reason: unknown) => void;
@@ -600,16 +614,44 @@ interface BatchMember {
 }
 
 /**
- * The length of the common prefix of the cache's tokens and `prefix ++ suffix`, comparing from where
- * both are known to hold the same generation's verified tokens (the same stem) on.
+ * The tokens of one forward, `head[0 .. headLength) ++ prefix ++ suffix`, read in place (nothing is
+ * joined), and what it vouches for: its first `stemLength` tokens are those of the array `stem`.
  */
-function commonPrefix(cache: RequestCache, prefix: readonly number[], suffix: readonly number[], stem: PrefixStem | undefined): number {
+interface ForwardSequence {
+  head: readonly number[];
+  headLength: number;
+  prefix: readonly number[];
+  suffix: readonly number[];
+  stem: readonly number[] | undefined;
+  stemLength: number;
+}
+
+function sequenceLength(sequence: ForwardSequence): number {
+  return sequence.headLength + sequence.prefix.length + sequence.suffix.length;
+}
+
+function tokenAt(sequence: ForwardSequence, position: number): number {
+  if (position < sequence.headLength) return sequence.head[position];
+  const n = position - sequence.headLength;
+  return n < sequence.prefix.length ? sequence.prefix[n] : sequence.suffix[n - sequence.prefix.length];
+}
+
+/**
+ * The length of the common prefix of the cache's tokens and the sequence's, comparing from where both
+ * are known to hold the same generation's verified tokens (the same stem) on.
+ */
+function commonPrefix(cache: RequestCache, sequence: ForwardSequence): number {
   const cached = cache.tokens;
-  const n = min(cached.length, prefix.length);
-  let i = stem?.stem !== undefined && stem.stem === cache.stem ? min(cache.stemLength, stem.stemLength ?? 0, n) : 0;
-  while (i < n && cached[i] === prefix[i]) i++;
-  if (i < prefix.length) return i;
-  const end = min(cached.length, prefix.length + suffix.length);
-  while (i < end && cached[i] === suffix[i - prefix.length]) i++;
+  const n = min(cached.length, sequenceLength(sequence));
+  let i = sequence.stem !== undefined && sequence.stem === cache.stem ? min(cache.stemLength, sequence.stemLength, n) : 0;
+  // The head (a stem's tokens) and the prefix, compared as arrays: the long parts of a sequence.
+  const { head, headLength, prefix } = sequence;
+  const headEnd = min(n, headLength);
+  while (i < headEnd && cached[i] === head[i]) i++;
+  if (i < headEnd) return i;
+  const prefixEnd = min(n, headLength + prefix.length);
+  while (i < prefixEnd && cached[i] === prefix[i - headLength]) i++;
+  if (i < prefixEnd) return i;
+  while (i < n && cached[i] === tokenAt(sequence, i)) i++;
   return i;
 }

@@ -16,7 +16,9 @@ export interface DraftCall {
   /**
    * Optional, for a port that keeps a cache per request and may skip comparing what it can trust: the
    * generation's verified tokens, one live array per generation that only ever grows (a token it holds
-   * never changes), and how many of them begin `prefix` (`prefix[i] === stem[i]` for i < stemLength).
+   * never changes), and how many of them begin the call's prefix (`prefix[i] === stem[i]` for
+   * i < stemLength). A port that declares `stemPrefixes` (scheduler.ts, SignalRecycling) gets in
+   * `prefix` only the tokens after those: its prefix is `stem[0 .. stemLength) ++ prefix`.
    */
   stem?: readonly number[];
   stemLength?: number;
@@ -42,7 +44,9 @@ export interface VerifyCall {
   /**
    * Optional, for a port that keeps a cache per request and may skip comparing what it can trust: the
    * generation's verified tokens, one live array per generation that only ever grows (a token it holds
-   * never changes), and how many of them begin `prefix` (`prefix[i] === stem[i]` for i < stemLength).
+   * never changes), and how many of them begin the call's prefix (`prefix[i] === stem[i]` for
+   * i < stemLength). A port that declares `stemPrefixes` (scheduler.ts, SignalRecycling) gets in
+   * `prefix` only the tokens after those: its prefix is `stem[0 .. stemLength) ++ prefix`.
    */
   stem?: readonly number[];
   stemLength?: number;

@@ -424,10 +424,20 @@ export interface SignalRecycling {
    * {@link PlainAbortController}'s signal: a simulation's calls are too many for an EventTarget each.
    */
   readonly plainSignals?: boolean;
+  /**
+   * The port reads a call's prefix as `stem[0 .. stemLength) ++ prefix` (see DraftCall.stem): the
+   * scheduler then passes in `prefix` only the tokens after the verified ones (the drafts it carries),
+   * so a call copies no long array.
+   */
+  readonly stemPrefixes?: boolean;
 }
 
 function recyclesSignals(port: object): boolean {
   return (port as SignalRecycling).recyclesSignals === true;
+}
+
+function stemPrefixes(port: object): boolean {
+  return (port as SignalRecycling).stemPrefixes === true;
 }
 
 function plainSignals(port: object): boolean {
@@ -437,6 +447,8 @@ function plainSignals(port: object): boolean {
 function sharesPrefixes(port: object): boolean {
   return (port as SignalRecycling).sharesPrefixes === true;
 }
+
+const NO_TOKENS: readonly number[] = Object.freeze([]);
 
 /** How many recent prefixes a run keeps for sharing (see {@link SignalRecycling.sharesPrefixes}). */
 const SHARED_SEQUENCES = 4;
@@ -825,7 +837,7 @@ class GenerationRun {
     this.verifyCalls++;
     const call: VerifyCall = {
       requestId: this.config.requestId,
-      prefix: this.sequence(block.start, sharesPrefixes(target)),
+      prefix: stemPrefixes(target) ? this.afterStem(block.start) : this.sequence(block.start, sharesPrefixes(target)),
       drafts: block.drafts,
       stem: this.verified,
       stemLength: Math.min(block.start, this.verified.length),
@@ -891,6 +903,11 @@ class GenerationRun {
       recent.push(sequence);
     }
     return sequence;
+  }
+
+  /** V ++ D from V's end up to (not including) `end`: a stemmed call's prefix (see {@link SignalRecycling.stemPrefixes}). */
+  private afterStem(end: number): readonly number[] {
+    return end <= this.verifiedEnd ? NO_TOKENS : this.drafts.slice(0, end - this.verifiedEnd);
   }
 
   /** Forgets the shared prefixes that hold another token than `token` at `position`. */
@@ -1171,11 +1188,12 @@ class GenerationRun {
     const task: DraftTask = { epoch: this.epoch, prefixLength: this.draftedEnd, maxTokens, controller: this.controllerFor(lease.replica), lease, startedAt: this.clock.now() };
     this.draftTask = task;
     this.draftCalls++;
-    const prefix = this.sequence(this.draftedEnd, sharesPrefixes(lease.replica));
+    const prefixLength = this.draftedEnd;
+    const prefix = stemPrefixes(lease.replica) ? this.afterStem(prefixLength) : this.sequence(prefixLength, sharesPrefixes(lease.replica));
     const { sampling, requestId } = this.config;
     const drafter = lease.replica;
     this.emit('draftStart', { epoch: task.epoch, prefixLength: task.prefixLength, maxTokens, drafter: drafter.id ?? 'drafter' });
-    invoke(() => drafter.draft({ requestId, prefix, maxTokens, stem: this.verified, stemLength: Math.min(prefix.length, this.verified.length), sampling, returnProbs: this.returnProbs }, task.controller.signal)).then(
+    invoke(() => drafter.draft({ requestId, prefix, maxTokens, stem: this.verified, stemLength: Math.min(prefixLength, this.verified.length), sampling, returnProbs: this.returnProbs }, task.controller.signal)).then(
       (result) => this.guard(() => this.onDrafted(task, result)),
       (error: unknown) => this.guard(() => this.onDraftFailed(task, error)),
     );

@@ -1,5 +1,6 @@
+import { generate, VirtualClock, type DraftCall, type Drafter, type TargetReplica, type VerifyCall } from '@dsi/core';
 import { eventRun, simulateEvent } from './event';
-import { withoutStackTraces } from './simulated';
+import { simulatedReplicas, withoutStackTraces } from './simulated';
 import { expectedDsi, expectedSi } from './exact';
 
 function meanAndError(values: number[]): { mean: number; se: number } {
@@ -74,6 +75,45 @@ describe('event method: the scheduler on a virtual clock', () => {
         expect(fast).toEqual(await eventRun(mode, p, { settle: 'microtasks' }));
         expect(fast.tokens).toHaveLength(120);
       }
+    }
+  });
+});
+
+describe('the simulated ports\' shortcuts (plain signals, stemmed prefixes)', () => {
+  it('give exactly what ports given whole prefixes and real AbortSignals give, and every stem vouches truly', async () => {
+    for (const [i, shape] of [
+      { a: 0.7, k: 1, servers: 4, c: 0.1 },
+      { a: 0.9, k: 5, servers: 3, c: 0.2, rtt: 0.1 },
+      { a: 0.5, k: 3, servers: 2, c: 0.3, ttft: 3 },
+    ].entries()) {
+      const p = { t: 1, tokens: 150, seed: 50 + i, ...shape };
+      const direct = await eventRun('dsi', p);
+      // The same world behind ports that declare nothing: the scheduler gives them whole prefixes and
+      // Node's AbortSignals; they check the stem's promise and hand the simulated port its own form.
+      const clock = new VirtualClock({ settle: 'microtasks' });
+      const { targetModel, drafters, targets } = simulatedReplicas(p, clock, { targets: p.servers, drafters: 1 });
+      let vouched = 0;
+      const stemmed = <C extends DraftCall | VerifyCall>(call: C): C => {
+        const { stem, stemLength = 0 } = call;
+        expect(stem).toBeDefined();
+        for (let j = 0; j < stemLength; j++) expect(call.prefix[j]).toBe(stem?.[j]);
+        vouched += stemLength;
+        return { ...call, prefix: call.prefix.slice(stemLength) };
+      };
+      const drafter: Drafter = { id: drafters[0].id, draft: (call, signal) => drafters[0].draft(stemmed(call), signal) };
+      const plainTargets: TargetReplica[] = targets.map((target) => ({ id: target.id, verify: (call, signal) => target.verify(stemmed(call), signal) }));
+      const result = await withoutStackTraces(() =>
+        clock.run(
+          generate(
+            { requestId: `event-${p.seed}`, mode: 'dsi', prompt: [1 + (p.seed % 200)], maxNewTokens: p.tokens, lookahead: p.k, sampling: { rule: 'greedy', temperature: 1 }, eosTokenId: targetModel.eosTokenId },
+            { drafter, targets: plainTargets, clock },
+          ),
+        ),
+      );
+      expect(result.tokens).toEqual(direct.tokens);
+      expect(clock.now()).toBe(direct.cost);
+      expect([targets.reduce((sum, t) => sum + t.forwards, 0), drafters[0].calls]).toEqual([direct.targetForwards, direct.draftCalls]);
+      expect(vouched).toBeGreaterThan(p.tokens);
     }
   });
 });

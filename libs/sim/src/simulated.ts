@@ -12,6 +12,7 @@ import {
   type Drafter,
   type Lookahead,
   type PrefixHashes,
+  type PrefixStem,
   type SignalRecycling,
   type TargetReplica,
   type VerifyCall,
@@ -63,6 +64,13 @@ export interface EventParams {
   batchCostPerToken?: number;
 }
 
+const NO_STEM: Required<PrefixStem> = Object.freeze({ stem: [], stemLength: 0 });
+
+/** A call's stem as these ports read it: its prefix is `stem[0 .. stemLength) ++ call.prefix` (none: the prefix alone). */
+function stemOf(call: DraftCall | VerifyCall): Required<PrefixStem> {
+  return call.stem === undefined || call.stemLength === undefined ? NO_STEM : (call as Required<PrefixStem>);
+}
+
 /** Sleeps a call's round trip (nothing when it is 0, so no timer is registered). */
 function roundTrip(clock: Clock, rtt: number, signal: AbortSignal): Promise<void> | undefined {
   return rtt > 0 ? clock.sleep(rtt, signal) : undefined;
@@ -80,6 +88,8 @@ export class SimulatedDrafter implements Drafter, SignalRecycling {
   readonly sharesPrefixes = true;
   /** Hands a call's signal only to the oracle replica and the clock (see {@link SignalRecycling}). */
   readonly plainSignals = true;
+  /** Reads a call's prefix as stem ++ prefix (see {@link SignalRecycling}). */
+  readonly stemPrefixes = true;
   /** Draft calls started (including cancelled ones). */
   calls = 0;
 
@@ -100,13 +110,14 @@ export class SimulatedDrafter implements Drafter, SignalRecycling {
     this.calls += 1;
     await roundTrip(this.clock, this.rtt, signal);
     const model = this.replica.model;
-    const { prefix } = call;
+    const stem = stemOf(call);
+    const prefixLength = stem.stemLength + call.prefix.length;
     const tokens: number[] = [];
-    const next = (hashes: PrefixHashes): number => model.next(hashes.at(prefix.length + tokens.length), prefix.length + tokens.length);
+    const next = (hashes: PrefixHashes): number => model.next(hashes.at(prefixLength + tokens.length), prefixLength + tokens.length);
     while (tokens.length < call.maxTokens) {
       signal.throwIfAborted();
-      // Over prefix ++ tokens (the drafts so far), which the forward reads without a copy.
-      const { result: token } = await this.replica.forwardJoined(call.requestId, prefix, tokens, prefix.length + tokens.length - 1, next, signal, call);
+      // Over the prefix ++ tokens (the drafts so far), which the forward reads without a copy.
+      const { result: token } = await this.replica.forwardStemmed(call.requestId, stem, call.prefix, tokens, prefixLength + tokens.length - 1, next, signal);
       tokens.push(token);
       if (token === model.eosTokenId) break;
     }
@@ -126,6 +137,8 @@ export class SimulatedTarget implements TargetReplica, SignalRecycling {
   readonly sharesPrefixes = true;
   /** Hands a call's signal only to the oracle replica and the clock (see {@link SignalRecycling}). */
   readonly plainSignals = true;
+  /** Reads a call's prefix as stem ++ prefix (see {@link SignalRecycling}). */
+  readonly stemPrefixes = true;
   /** Verify calls started (including cancelled ones). */
   forwards = 0;
   /** Virtual time spent in forwards, cancelled ones up to their cancellation (the round trip excluded). */
@@ -147,12 +160,14 @@ export class SimulatedTarget implements TargetReplica, SignalRecycling {
     this.forwards += 1;
     await roundTrip(this.clock, this.rtt, signal);
     const model = this.replica.model;
-    const start = call.prefix.length;
+    const stem = stemOf(call);
+    const start = stem.stemLength + call.prefix.length;
     const drafts = call.drafts;
     const began = this.clock.now();
     try {
-      const { result } = await this.replica.forwardJoined(
+      const { result } = await this.replica.forwardStemmed(
         call.requestId,
+        stem,
         call.prefix,
         drafts,
         start - 1,
@@ -164,7 +179,6 @@ export class SimulatedTarget implements TargetReplica, SignalRecycling {
           return { accepted: drafts.length, tokens: [...drafts, model.next(hashes.at(start + drafts.length))] };
         },
         signal,
-        call,
       );
       return result;
     } finally {
