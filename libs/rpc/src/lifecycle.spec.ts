@@ -99,6 +99,7 @@ describe('runService', () => {
     expect(process.listenerCount(SIGNAL)).toBe(listenersBefore);
     expect(service.lines).toContainEqual(expect.stringContaining(`${SIGNAL} received: draining`));
     expect(readSpanFile(traceFile).map((span) => span.name)).toContain('test.startup');
+    fs.rmSync(path.dirname(traceFile), { recursive: true, force: true });
   });
 
   it('cancels the calls still in flight on a second signal', async () => {

@@ -151,6 +151,7 @@ describe('dsi serve and dsi up', () => {
     const rejected = spans.filter((s) => s.kind === 'SERVER' && s.attributes['rpc.grpc.status_code'] === 3);
     expect(rejected).toHaveLength(1);
     expect(rejected[0].status.code).toBe('ERROR');
+    fs.rmSync(path.dirname(traceFile), { recursive: true, force: true });
   });
 
   it('exits 2 for an unknown service', async () => {

@@ -10,9 +10,11 @@ import { StackSupervisor, type SupervisorOptions } from './supervisor';
 jest.setTimeout(60_000);
 
 const supervisors: StackSupervisor[] = [];
+const logDirs: string[] = [];
 
 afterEach(async () => {
   await Promise.all(supervisors.splice(0).map((s) => s.stopAll(1000)));
+  for (const dir of logDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 /** Collects report lines and lets a test wait (bounded) for one that matches. */
@@ -40,6 +42,7 @@ function reports(): { lines: string[]; report: (line: string) => void; next(patt
 
 function supervisor(options: Partial<SupervisorOptions> & Pick<SupervisorOptions, 'report'>): StackSupervisor {
   const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsi-supervisor-'));
+  logDirs.push(logDir);
   const created = new StackSupervisor({ logDir, startTimeoutMs: 45_000, ...options });
   supervisors.push(created);
   return created;

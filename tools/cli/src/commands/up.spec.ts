@@ -86,6 +86,7 @@ describe('dsi up supervises what it starts', () => {
       expect(servicesOnPorts([basePort, basePort + 2, basePort + 4, basePort + 10, basePort + 11])).toEqual([]);
     } finally {
       await new Promise((resolve) => holder.close(resolve));
+      fs.rmSync(logDir, { recursive: true, force: true });
     }
   });
 
@@ -124,6 +125,7 @@ describe('dsi up supervises what it starts', () => {
       expect([...pids, Number(newPid)].filter(alive)).toEqual([]);
     } finally {
       up.kill('SIGKILL');
+      fs.rmSync(logDir, { recursive: true, force: true });
     }
   });
 });
