@@ -37,6 +37,43 @@ describe('per-position acceptance', () => {
     expect(acceptance.rate(10, 0.5)).toBeCloseTo(acceptance.overall(0.5), 10);
   });
 
+  it('follows a sudden drop within a few verdicts, and forgets the pool prior as its own drafts come in', () => {
+    const acceptance = new PositionAcceptance();
+    let draw = 0;
+    for (let n = 0; n < 200; n++) acceptance.record(n % 5, uniform(3, draw++, 1, 0) < 0.95);
+    expect(acceptance.rate(0, 0.5)).toBeGreaterThan(0.85);
+    // The drafter now disagrees every time: each verification judges one draft (position 0).
+    let verdicts = 0;
+    while (acceptance.rate(0, 0.5) > 0.3) {
+      acceptance.record(0, false);
+      verdicts++;
+    }
+    // 8 here; forgetting alone (a draft 23 drafts ago weighs half) takes 17.
+    expect(verdicts).toBeLessThanOrEqual(10);
+    // A request that keeps agreeing is not held to a pool that mostly rejected: its prior weighs less and
+    // less (0.985 after 120 drafts; 0.66 when the prior kept its full weight).
+    const agreeing = new PositionAcceptance();
+    for (let n = 0; n < 120; n++) agreeing.record(0, true);
+    expect(agreeing.overall(0.2)).toBeGreaterThan(0.95);
+  });
+
+  it('on a steady rate, the drift watch stays quiet: the estimate keeps the slow memory', () => {
+    const acceptance = new PositionAcceptance();
+    let draw = 0;
+    const estimates: number[] = [];
+    for (let n = 0; n < 2000; n++) {
+      acceptance.record(0, uniform(5, draw++, 1, 0) < 0.7);
+      if (n >= 100) estimates.push(acceptance.rate(0, 0.7));
+    }
+    const mean = estimates.reduce((sum, x) => sum + x, 0) / estimates.length;
+    const sd = Math.sqrt(estimates.reduce((sum, x) => sum + (x - mean) ** 2, 0) / estimates.length);
+    expect(mean).toBeGreaterThan(0.65);
+    expect(mean).toBeLessThan(0.75);
+    // 0.066 here (0.061 without the drift watch): about the spread of the slow memory's evidence, not
+    // of the fast estimate's 9 drafts (sqrt(0.21 / 9) = 0.15).
+    expect(sd).toBeLessThan(0.1);
+  });
+
   it('starts from the pool prior', () => {
     expect(new PositionAcceptance().rate(0, 0.7)).toBeCloseTo(0.7, 10);
   });
