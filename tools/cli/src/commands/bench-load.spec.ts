@@ -36,6 +36,7 @@ describe('dsi bench --suite load (tiny)', () => {
         minRequests: 2,
         seed: 1,
         outDir,
+        drift: [{ mode: 'si', a: 0.95, aAfter: 0.05, switchToken: 8, drafterMs: 1, requests: 1 }],
       },
       () => undefined,
     );
@@ -98,6 +99,25 @@ describe('dsi bench --suite load (tiny)', () => {
     expect(count(report, /^(non-SI|SI|DSI) +[12] /gm)).toBe(6);
     expect(count(report, /^ {2}(PASS|FAIL) /gm)).toBe(5);
     expect(report).toContain('token mismatches against the prediction: 0');
+  });
+
+  it('measures a drifting workload in its mode: auto and every fixed k, twice each, beside the prediction, tokens identical', () => {
+    expect(result.drift).toHaveLength(1);
+    const [drift] = result.drift ?? [];
+    expect(drift.workload.mode).toBe('si');
+    expect(drift.rows.map((row) => row.k)).toEqual(['auto', 1, 2, 3, 4, 5, 6, 7, 8, 10]);
+    for (const row of drift.rows) {
+      expect(row.mismatches).toBe(0);
+      expect(Number.isFinite(row.wall_ms) && row.wall_ms > 0 && row.predicted_wall_ms > 0).toBe(true);
+      // A fixed k runs blocks of at most k drafts.
+      if (row.k !== 'auto') expect(row.mean_k).toBeLessThanOrEqual(row.k);
+    }
+    const best = Math.min(...drift.rows.filter((row) => row.k !== 'auto').map((row) => row.wall_ms));
+    expect(drift.best_fixed.wall_ms).toBe(best);
+    expect(drift.auto_speedup).toBeCloseTo(best / drift.rows[0].wall_ms, 12);
+    const report = loadReport(result).join('\n');
+    expect(report).toContain('drifting workload (a=0.95 until token 8, then 0.05; drafter 1 ms; SI, concurrency 1)');
+    expect(report).toMatch(/auto vs the best fixed k \(\d+\): \d+\.\d{3}x/);
   });
 
   it('leaves no service running', () => {

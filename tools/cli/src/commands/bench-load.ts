@@ -63,12 +63,13 @@ export interface LoadBenchOptions {
    * there (so DSI auto is held against the best fixed-k SI); without it every mode runs the pair's k.
    */
   auto?: boolean;
-  /** Also the drifting workload at concurrency 1 (see {@link DriftBenchResult}). */
-  drift?: DriftWorkload;
+  /** Also drifting workloads at concurrency 1 (see {@link DriftBenchResult}). */
+  drift?: readonly DriftWorkload[];
 }
 
-/** A drafter whose acceptance drifts: `a` until generated token `switchToken`, then `aAfter`. */
+/** A drafter whose acceptance drifts: `a` until generated token `switchToken`, then `aAfter`; requests of `mode`. */
 export interface DriftWorkload {
+  mode: 'si' | 'dsi';
   a: number;
   aAfter: number;
   switchToken: number;
@@ -77,7 +78,7 @@ export interface DriftWorkload {
   requests: number;
 }
 
-/** The drifting workload: DSI's mean wall time with lookahead auto and with every fixed k, measured and predicted. */
+/** A drifting workload: the mode's mean wall time with lookahead auto and with every fixed k, measured and predicted. */
 export interface DriftBenchResult {
   workload: DriftWorkload;
   /** mean_k: the mean k of the requests' blocks (what auto chose), measured and predicted. */
@@ -87,8 +88,15 @@ export interface DriftBenchResult {
   auto_speedup: number;
 }
 
-/** The issue's example: a = 0.9 for 32 generated tokens, then 0.4; drafter 2 ms per token. */
-export const DEFAULT_DRIFT: DriftWorkload = { a: 0.9, aAfter: 0.4, switchToken: 32, drafterMs: 2, requests: 8 };
+/**
+ * The issue's example, DSI (a = 0.9 for 32 generated tokens, then 0.4; drafter 2 ms per token: with 4
+ * replicas DSI is nearly insensitive to k there), and a sharp drop under SI (0.95, then 0.05; 1 ms
+ * drafter), where the right k differs most between the two halves.
+ */
+export const DEFAULT_DRIFTS: readonly DriftWorkload[] = [
+  { mode: 'dsi', a: 0.9, aAfter: 0.4, switchToken: 32, drafterMs: 2, requests: 8 },
+  { mode: 'si', a: 0.95, aAfter: 0.05, switchToken: 32, drafterMs: 1, requests: 8 },
+];
 
 /** The issue's configuration: 4 targets at 20 ms, 2 drafters, a=0.8 c=0.1 and a=0.5 c=0.3, concurrency 1-32, 64 tokens. */
 export const DEFAULT_LOAD_BENCH: Omit<LoadBenchOptions, 'outDir'> = {
@@ -177,7 +185,7 @@ export interface LoadBenchResult {
   /** Non-SI's ceiling: targets x 1000 / (forward + back-to-back overhead), tokens/s; the criterion asks 90% of it. */
   nonsi_capacity: number;
   pairs: LoadBenchPairResult[];
-  drift?: DriftBenchResult;
+  drift?: DriftBenchResult[];
   mismatches: number;
   criteria: LoadCriterion[];
   out: string;
@@ -426,9 +434,13 @@ async function run(options: LoadBenchOptions, stacks: Stacks, signal: AbortSigna
     for (const [pairIndex, pair] of options.pairs.entries()) {
       pairs.push(await benchPair(options, pair, pairIndex, supervisor, targets, targetForwardMs, maxConcurrency, signal, log));
     }
-    const drift = options.drift ? await benchDrift(options, options.drift, supervisor, targets, targetForwardMs, signal, log) : undefined;
+    let drift: DriftBenchResult[] | undefined;
+    for (const [index, workload] of (options.drift ?? []).entries()) {
+      (drift ??= []).push(await benchDrift(options, workload, index, supervisor, targets, targetForwardMs, signal, log));
+    }
     const mismatches =
-      pairs.reduce((sum, p) => sum + p.cells.reduce((s, cell) => s + cell.mismatches.length, 0), 0) + (drift?.rows.reduce((sum, row) => sum + row.mismatches, 0) ?? 0);
+      pairs.reduce((sum, p) => sum + p.cells.reduce((s, cell) => s + cell.mismatches.length, 0), 0) +
+      (drift ?? []).reduce((sum, d) => sum + d.rows.reduce((s, row) => s + row.mismatches, 0), 0);
     return {
       targets: options.targets,
       target_ms: options.targetMs,
@@ -558,12 +570,14 @@ async function benchPair(
 
 /**
  * The drifting workload at concurrency 1: a drafter replica set whose agreement drops at generated
- * token `switchToken` (load prompts are 4 tokens: the switch is at position 4 + switchToken), DSI with
- * lookahead auto and with every fixed k, `requests` requests each, beside the event mode's prediction.
+ * token `switchToken` (load prompts are 4 tokens: the switch is at position 4 + switchToken), the
+ * workload's mode with lookahead auto and with every fixed k, `requests` requests each, beside the
+ * event mode's prediction. Its drafters and orchestrator are `drift-<index>-...` in the logs.
  */
 async function benchDrift(
   options: LoadBenchOptions,
   drift: DriftWorkload,
+  index: number,
   supervisor: StackSupervisor,
   targets: readonly SupervisedService[],
   targetForwardMs: number,
@@ -576,44 +590,45 @@ async function benchDrift(
     '--a-switch-token', String(switchAt), '--ttft-ms', String(drift.drafterMs), '--tpot-ms', String(drift.drafterMs), ...batchArgs(options),
   ];
   const drafters: SupervisedService[] = [];
-  for (let i = 0; i < options.drafters; i++) drafters.push(await supervisor.start('drafter', drafterArgs, `drift-drafter-${i}`));
+  for (let i = 0; i < options.drafters; i++) drafters.push(await supervisor.start('drafter', drafterArgs, `drift-${index}-drafter-${i}`));
   const measuredDrafterMs = await measuredDraftTokenMs(drafters[0].address);
   const orchestrator = await supervisor.start(
     'orchestrator',
     ['--port', '0', '--drafters', drafters.map((d) => d.address).join(','), '--targets', targets.map((t) => t.address).join(','), ...batchArgs(options)],
-    'drift-orchestrator',
+    `drift-${index}-orchestrator`,
   );
   const client = await orchestratorClient(orchestrator.address);
   try {
     const overheadMs = await cadenceOverheadMs(client, options.tokens, targetForwardMs, signal);
-    log(`  drifting workload: a=${drift.a} until generated token ${drift.switchToken}, then ${drift.aAfter}; drafter ${drift.drafterMs} ms per token; DSI at concurrency 1, ${drift.requests} requests per lookahead, twice (every lookahead in order, then in reverse)`);
+    log(`  drifting workload: a=${drift.a} until generated token ${drift.switchToken}, then ${drift.aAfter}; drafter ${drift.drafterMs} ms per token; ${drift.mode.toUpperCase()} at concurrency 1, ${drift.requests} requests per lookahead, twice (every lookahead in order, then in reverse)`);
     const world = {
       a: drift.a, aAfter: drift.aAfter, aSwitchAt: switchAt, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed,
       rtt: overheadMs, maxBatchRequests: options.maxBatchRequests ?? 1, drafters: options.drafters, concurrency: 1, requests: drift.requests,
     };
     const rows: DriftBenchResult['rows'] = [];
-    // Warm-up (JIT of the DSI paths in every process): measured, the first 8 DSI requests of a fresh
+    // Warm-up (JIT of the mode's paths in every process): measured, the first 8 DSI requests of a fresh
     // stack run ~10% slower than the same requests later, which would fall on whichever row comes first.
-    for (let i = 0; i < 12; i++) await generateOnce(client, 'MODE_DSI', i % 2 === 0 ? 0 : 3, [...Buffer.from(`warm up ${i}`, 'utf8')], options.tokens, signal);
+    const wireMode = drift.mode === 'si' ? 'MODE_SI' : 'MODE_DSI';
+    for (let i = 0; i < 12; i++) await generateOnce(client, wireMode, i % 2 === 0 ? 0 : 3, [...Buffer.from(`warm up ${i}`, 'utf8')], options.tokens, signal);
     // Every k is measured twice, in order and then in reverse (A B .. B A), so that whatever drifts over
     // the run (the stack warming up, the host) falls on every row alike: measured with the rows in one
     // order, auto (the first row) ran 1.12x its prediction first and 1.04x last, level with the fixed k.
     const lookaheads = ['auto', ...LOOKAHEADS] as const;
     const measuredBy = new Map<(typeof lookaheads)[number], MeasuredRequest[]>();
     for (const k of [...lookaheads, ...[...lookaheads].reverse()]) {
-      const pass = await closedLoop(client, 'MODE_DSI', k === 'auto' ? 0 : k, 1, drift.requests, options, signal);
+      const pass = await closedLoop(client, wireMode, k === 'auto' ? 0 : k, 1, drift.requests, options, signal);
       measuredBy.set(k, [...(measuredBy.get(k) ?? []), ...pass]);
     }
     for (const k of lookaheads) {
       const measured = measuredBy.get(k) as MeasuredRequest[];
-      const prediction = await loadRun('dsi', { ...world, k });
+      const prediction = await loadRun(drift.mode, { ...world, k });
       const wall = measured.reduce((sum, r) => sum + r.latency, 0) / measured.length;
       const predicted = prediction.requests.reduce((sum, r) => sum + r.latency, 0) / prediction.requests.length;
       const mismatches = measured.filter((r) => JSON.stringify(r.tokens) !== JSON.stringify(prediction.requests[r.index].tokens)).length;
       const meanK = measured.reduce((sum, r) => sum + r.meanLookahead, 0) / measured.length;
       const predictedMeanK = prediction.requests.reduce((sum, r) => sum + r.meanLookahead, 0) / prediction.requests.length;
       rows.push({ k, wall_ms: wall, predicted_wall_ms: predicted, mean_k: meanK, predicted_mean_k: predictedMeanK, mismatches });
-      log(`    DSI k=${String(k).padEnd(5)} mean wall ${fixed(wall, 0)} ms (pred ${fixed(predicted, 0)}), mean k ${fixed(meanK, 2)} (pred ${fixed(predictedMeanK, 2)})${mismatches > 0 ? `, ${mismatches} token mismatches` : ''}`);
+      log(`    ${drift.mode.toUpperCase()} k=${String(k).padEnd(5)} mean wall ${fixed(wall, 0)} ms (pred ${fixed(predicted, 0)}), mean k ${fixed(meanK, 2)} (pred ${fixed(predictedMeanK, 2)})${mismatches > 0 ? `, ${mismatches} token mismatches` : ''}`);
     }
     const fixedRows = rows.filter((row): row is DriftBenchResult['rows'][number] & { k: number } => row.k !== 'auto');
     const best = fixedRows.reduce((b, row) => (row.wall_ms < b.wall_ms ? row : b));
@@ -796,12 +811,11 @@ export function loadReport(result: LoadBenchResult): string[] {
     lines.push(`  ${criterion.pass ? 'PASS' : 'FAIL'} ${criterion.name}`);
     for (const failure of criterion.failures) lines.push(`       ${failure}`);
   }
-  if (result.drift) {
-    const { drift } = result;
+  for (const drift of result.drift ?? []) {
     const w = drift.workload;
     lines.push(
       '',
-      `drifting workload (a=${w.a} until token ${w.switchToken}, then ${w.aAfter}; DSI, concurrency 1): mean wall ms, measured (predicted)`,
+      `drifting workload (a=${w.a} until token ${w.switchToken}, then ${w.aAfter}; drafter ${w.drafterMs} ms; ${w.mode.toUpperCase()}, concurrency 1): mean wall ms, measured (predicted)`,
       ...drift.rows.map((row) => `  k=${String(row.k).padEnd(5)} ${fixed(row.wall_ms, 0).padStart(6)} (${fixed(row.predicted_wall_ms, 0)})  mean k ${fixed(row.mean_k, 2)} (${fixed(row.predicted_mean_k, 2)})`),
       `  auto vs the best fixed k (${drift.best_fixed.k}): ${fixed(drift.auto_speedup, 3)}x`,
     );

@@ -83,7 +83,7 @@ export function benchCommand(): Command {
     .option('--quick', 'load: one request per client (at least 4 per concurrency) instead of two (at least 8); soak: 60 s instead of 10 minutes')
     .addOption(integerOption('--max-batch-requests <n>', 'load: replicas batch up to n calls per forward (and concurrency goes to 64)', { min: 1, max: 1024 }).default(1))
     .option('--auto', 'load: DSI runs lookahead auto, SI the best fixed k for each concurrency (event mode)')
-    .option('--drift', 'load: also a drifting workload (a 0.9 until token 32, then 0.4): DSI auto against every fixed k, one client')
+    .option('--drift', 'load: also two drifting workloads, one client, auto against every fixed k: DSI with a 0.9 until token 32, then 0.4; SI with a 0.95, then 0.05')
     .option('--out <dir>', 'load, plan: folder for the SVGs and the services\' logs (default: a new temporary folder)')
     .option('--json', 'print one JSON document on stdout')
     .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load' | 'plan' | 'soak'; tokens: number; quick?: boolean; out?: string; json?: boolean; maxBatchRequests: number; auto?: boolean; drift?: boolean }) => {
@@ -137,7 +137,7 @@ export function benchCommand(): Command {
         );
       }
       if (flags.suite === 'all' || flags.suite === 'load') {
-        const { DEFAULT_DRIFT, DEFAULT_LOAD_BENCH, QUICK_LOAD_BENCH, defaultLoadBenchDir, loadBench, loadReport } = await import('./bench-load');
+        const { DEFAULT_DRIFTS, DEFAULT_LOAD_BENCH, QUICK_LOAD_BENCH, defaultLoadBenchDir, loadBench, loadReport } = await import('./bench-load');
         if (flags.out) checkWritableDir(flags.out, '--out');
         const base = flags.quick ? QUICK_LOAD_BENCH : DEFAULT_LOAD_BENCH;
         const config = {
@@ -145,7 +145,7 @@ export function benchCommand(): Command {
           concurrencies: flags.maxBatchRequests > 1 ? [...base.concurrencies, 64] : base.concurrencies,
           maxBatchRequests: flags.maxBatchRequests,
           auto: flags.auto ?? false,
-          drift: flags.drift ? DEFAULT_DRIFT : undefined,
+          drift: flags.drift ? DEFAULT_DRIFTS : undefined,
           outDir: flags.out ? path.resolve(flags.out) : defaultLoadBenchDir(),
         };
         log(`load benchmark: real services, synthetic backend, ${config.targets} targets at ${config.targetMs} ms, ${config.drafters} drafters, concurrency ${config.concurrencies.join(', ')}; files in ${config.outDir}`);
