@@ -74,6 +74,14 @@ describe('per-position acceptance', () => {
     expect(sd).toBeLessThan(0.1);
   });
 
+  it('is not swung by a new request\'s first verdicts: a position inherits the prior\'s weight while it lasts', () => {
+    const acceptance = new PositionAcceptance();
+    acceptance.record(0, false);
+    acceptance.record(0, false);
+    // 0.43 here; 0.35 when a position's rate was shrunk with 6 pseudo-observations alone.
+    expect(acceptance.rate(0, 0.5)).toBeGreaterThan(0.4);
+  });
+
   it('starts from the pool prior', () => {
     expect(new PositionAcceptance().rate(0, 0.7)).toBeCloseTo(0.7, 10);
   });
@@ -117,5 +125,16 @@ describe('chooseLookahead', () => {
     expect(high).toBeGreaterThan(low);
     // a < c / t: speculation loses to plain decoding, so the lane never waits for drafts.
     expect(chooseLookahead(inputs({ mode: 'si', acceptance: constant(0.05), draftMsPerToken: 6 })).behaviour).toBe('nonsi');
+  });
+
+  it('switches between speculating and plain decoding only for a 5% gain, either way', () => {
+    // SI with k = 1 commits (1 + a) per t + d + c = 23 + 3 + 6 ms; plain decoding 1 per 23 ms: break-even at a = 9 / 23.
+    const si = (a: number, speculating?: boolean) => chooseLookahead(inputs({ mode: 'si', acceptance: constant(a), draftMsPerToken: 6, speculating })).behaviour;
+    const breakEven = 9 / 23;
+    expect([si(breakEven - 0.02), si(breakEven + 0.02)]).toEqual(['nonsi', 'si']);
+    // Near it, a request keeps what it does: noise in the acceptance estimate does not flap the lanes.
+    expect([si(breakEven - 0.02, true), si(breakEven + 0.02, false)]).toEqual(['si', 'nonsi']);
+    // Well past it (5% of the rate either way), it switches.
+    expect([si(breakEven - 0.08, true), si(breakEven + 0.08, false)]).toEqual(['nonsi', 'si']);
   });
 });

@@ -34,7 +34,9 @@
  *   block more.
  * - With less than 2 replicas (the pool saturated by other requests' lanes), DSI does exactly what SI
  *   does with its best k: every replica-ms goes to a lane full of drafts, so speculation never costs
- *   another request throughput.
+ *   another request throughput. The run (scheduler.ts, retune) makes one exception: on a *crowded*
+ *   pool below saturation (fewer than two slots a request, a replica idle now and then) it keeps that
+ *   k but leaves the lane and the blocks beyond it to the pool's rules, as for a fixed k.
  * No tables by batch size: a batching pool shows up as more slots.
  */
 
@@ -49,9 +51,17 @@ const FAST_DECAY = 0.8;
 const DRIFT_Z = 2;
 /** Extra forgetting of the slow estimate per verdict while the fast one says the workload drifted. */
 const DRIFT_FORGET = 0.5;
+/**
+ * How much better plain decoding must be expected to be for a speculating request to stop (and
+ * speculation for a decoding one to start): near the break-even the acceptance estimate's noise flips
+ * lanes to going without drafts and back, each flip wasting the drafter call in flight. Event mode,
+ * batched pool, a = 0.5 (break-even near 0.38), DSI auto / best SI: 8 clients 0.961 -> 0.968, 16
+ * clients 0.987 -> 1.006.
+ */
+const SWITCH_MARGIN = 1.05;
 /** Pseudo-observations of the pool's rate in the request's (a request's first drafts barely move it). */
 const POOL_WEIGHT = 24;
-/** Pseudo-observations of the request's rate in a position's. */
+/** Pseudo-observations of the request's rate in a position's (besides the prior's, while it lasts). */
 const POSITION_WEIGHT = 6;
 
 /** Decayed per-position acceptance of one request's drafts (see the module comment). */
@@ -110,7 +120,10 @@ export class PositionAcceptance {
     const overall = this.overall(prior);
     const judged = this.judged[position] ?? 0;
     const accepted = this.accepted[position] ?? 0;
-    return (accepted + POSITION_WEIGHT * overall) / (judged + POSITION_WEIGHT);
+    // A position inherits the prior's weight too: while the request has few drafts of its own, two
+    // rejections at position 0 must not swing its rate (they took a = 0.5 to 0.35 with 6 alone).
+    const weight = POSITION_WEIGHT + this.priorWeight;
+    return (accepted + weight * overall) / (judged + weight);
   }
 }
 
@@ -138,6 +151,11 @@ export interface LookaheadInputs {
   maxLookahead: number;
   /** The k in force now: kept unless another is expected to be at least 1% better (no flapping on noise). */
   current?: number;
+  /**
+   * Whether the request speculates now (true) or plainly decodes ('nonsi', false); undefined: no choice
+   * made yet. Switching either way needs the other to be {@link SWITCH_MARGIN} better.
+   */
+  speculating?: boolean;
 }
 
 /** How to speculate next: the scheduler's limits for the coming blocks. */
@@ -206,7 +224,8 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
     best = inputs.current as number;
     bestRate = currentRate;
   }
-  if (!(bestRate * t > Math.min(1, targetShare))) return { lookahead: 1, behaviour: 'nonsi', parallel: 1, expectedTokens: expected[1] };
+  const margin = inputs.speculating === undefined ? 1 : inputs.speculating ? 1 / SWITCH_MARGIN : SWITCH_MARGIN;
+  if (!(bestRate * t > Math.min(1, targetShare) * margin)) return { lookahead: 1, behaviour: 'nonsi', parallel: 1, expectedTokens: expected[1] };
   if (inputs.mode === 'si' || !(replicas >= 2)) return { lookahead: best, behaviour: overlap ? 'overlap' : 'si', parallel: 1, expectedTokens: expected[best] };
   const fits = c > 0 ? Math.ceil(t / (replicas * c) - 1e-9) : best;
   const k = Math.max(1, Math.min(best, fits));
