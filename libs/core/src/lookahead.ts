@@ -35,8 +35,8 @@
  * - With less than 2 replicas (the pool saturated by other requests' lanes), DSI does exactly what SI
  *   does with its best k: every replica-ms goes to a lane full of drafts, so speculation never costs
  *   another request throughput. The run (scheduler.ts, retune) makes one exception: on a *crowded*
- *   pool below saturation (fewer than two slots a request, a replica idle now and then) it keeps that
- *   k but leaves the lane and the blocks beyond it to the pool's rules, as for a fixed k.
+ *   pool of unbatched replicas below saturation (a replica idle now and then) it keeps that k but
+ *   leaves the lane and the blocks beyond it to the pool's rules, as for a fixed k.
  * No tables by batch size: a batching pool shows up as more slots.
  */
 

@@ -789,12 +789,22 @@ class GenerationRun {
     limits.draftWhileVerifying = choice.behaviour !== 'si';
     limits.laneWaitsForDrafts = choice.behaviour === 'si' || choice.behaviour === 'overlap';
     limits.draftHorizonBlocks = choice.behaviour === 'dsi' ? choice.parallel + 1 : choice.behaviour === 'overlap' ? 2 : 1;
-    // A crowded pool below saturation (fewer than two slots a request, some idle now and then): the
-    // pool's own rules, as for a fixed k (the lane waits for its drafts where SI's way wins; blocks
-    // beyond it go to replicas no lane wants). Event mode, 4 targets, 2 drafters, unbatched, auto
-    // against the best of non-SI and fixed-k SI, 12 seeds: 3 clients a = 0.8 1.041 -> 1.055, a = 0.5
-    // 1.056 -> 1.103; 4 clients 0.981 -> 0.983 (the a = 0.8 test below: 0.976 -> 0.984).
-    if (this.config.mode === 'dsi' && (choice.behaviour === 'si' || choice.behaviour === 'overlap') && !targets.saturated && targets.crowded) {
+    // A crowded pool of unbatched replicas below saturation (fewer than two replicas a request, one
+    // idle now and then): the pool's own rules, as for a fixed k (the lane waits for its drafts where
+    // SI's way wins; blocks beyond it go to replicas no lane wants). Event mode, 4 targets, 2 drafters,
+    // auto against the best of non-SI and fixed-k SI, 12 seeds: 3 clients a = 0.8 1.041 -> 1.055,
+    // a = 0.5 1.056 -> 1.103; 4 clients 0.981 -> 0.983 (libs/core's a = 0.8 test: 0.976 -> 0.984).
+    // Not on batching replicas: crowded there means 16 requests and more, whose speculative blocks
+    // ride in the lanes' forwards: 2.4x the forwards for 1% (event mode, 24 clients), and each call
+    // costs host CPU (load bench, 32 clients, a = 0.5: DSI 0.90x SI in the run with it, 3.5 cancelled
+    // verifications a request; 0.99x in the run before).
+    if (
+      this.config.mode === 'dsi' &&
+      (choice.behaviour === 'si' || choice.behaviour === 'overlap') &&
+      !targets.saturated &&
+      targets.crowded &&
+      targets.slotsPerReplica === 1
+    ) {
       limits.maxParallelVerifications = undefined;
       limits.draftWhileVerifying = true;
       limits.laneWaitsForDrafts = false;
