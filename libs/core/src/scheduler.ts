@@ -784,32 +784,35 @@ class GenerationRun {
     });
     if (choice.behaviour !== 'dsi') this.sequentialLookahead = choice.lookahead;
     this.speculating = choice.behaviour !== 'nonsi';
-    limits.lookahead = choice.lookahead;
-    limits.maxParallelVerifications = choice.parallel;
-    limits.draftWhileVerifying = choice.behaviour !== 'si';
-    limits.laneWaitsForDrafts = choice.behaviour === 'si' || choice.behaviour === 'overlap';
-    limits.draftHorizonBlocks = choice.behaviour === 'dsi' ? choice.parallel + 1 : choice.behaviour === 'overlap' ? 2 : 1;
     // A crowded pool of unbatched replicas below saturation (fewer than two replicas a request, one
-    // idle now and then): the pool's own rules, as for a fixed k (the lane waits for its drafts where
-    // SI's way wins; blocks beyond it go to replicas no lane wants). Event mode, 4 targets, 2 drafters,
-    // auto against the best of non-SI and fixed-k SI, 12 seeds: 3 clients a = 0.8 1.041 -> 1.055,
-    // a = 0.5 1.056 -> 1.103; 4 clients 0.981 -> 0.983 (libs/core's a = 0.8 test: 0.976 -> 0.984).
-    // Not on batching replicas: crowded there means 16 requests and more, whose speculative blocks
-    // ride in the lanes' forwards: 2.4x the forwards for 1% (event mode, 24 clients), and each call
-    // costs host CPU (load bench, 32 clients, a = 0.5: DSI 0.90x SI in the run with it, 3.5 cancelled
-    // verifications a request; 0.99x in the run before).
-    if (
+    // idle now and then): the limits of a fixed k (modeLimits), so the pool's own rules decide (the
+    // lane waits for its drafts where SI's way wins; blocks beyond it go to replicas no lane wants).
+    // Event mode, 4 targets, 2 drafters, auto against the best of non-SI and fixed-k SI, 12 seeds: 3
+    // clients a = 0.8 1.041 -> 1.055, a = 0.5 1.056 -> 1.103; 4 clients 0.981 -> 0.983 (libs/core's
+    // a = 0.8 test: 0.976 -> 0.984). Not on batching replicas: crowded there means 16 requests and
+    // more, whose speculative blocks ride in the lanes' forwards: 2.4x the forwards for 1% (event mode,
+    // 24 clients), and each call costs host CPU (load bench, 32 clients, a = 0.5: DSI 0.90x SI in the
+    // run with it, 3.5 cancelled verifications a request; 0.99x in the run before).
+    const poolRules =
       this.config.mode === 'dsi' &&
       (choice.behaviour === 'si' || choice.behaviour === 'overlap') &&
       !targets.saturated &&
       targets.crowded &&
-      targets.slotsPerReplica === 1
-    ) {
-      limits.maxParallelVerifications = undefined;
-      limits.draftWhileVerifying = true;
-      limits.laneWaitsForDrafts = false;
-      limits.draftHorizonBlocks = undefined;
-    }
+      targets.slotsPerReplica === 1;
+    const next: ModeLimits = poolRules
+      ? modeLimits({ ...this.config, lookahead: choice.lookahead })
+      : {
+          lookahead: choice.lookahead,
+          maxParallelVerifications: choice.parallel,
+          draftWhileVerifying: choice.behaviour !== 'si',
+          laneWaitsForDrafts: choice.behaviour === 'si' || choice.behaviour === 'overlap',
+          draftHorizonBlocks: choice.behaviour === 'dsi' ? choice.parallel + 1 : choice.behaviour === 'overlap' ? 2 : 1,
+        };
+    limits.lookahead = next.lookahead;
+    limits.maxParallelVerifications = next.maxParallelVerifications;
+    limits.draftWhileVerifying = next.draftWhileVerifying;
+    limits.laneWaitsForDrafts = next.laneWaitsForDrafts;
+    limits.draftHorizonBlocks = next.draftHorizonBlocks;
   }
 
   /** What this run asks of the target scheduler now. */

@@ -209,6 +209,10 @@ const MODES: ReadonlyArray<readonly [Mode, string, string]> = [
   ['si', 'MODE_SI', 'SI'],
   ['dsi', 'MODE_DSI', 'DSI'],
 ];
+/** A mode's {@link MODES} entry: [mode, wire name, label]. */
+function modeNames(mode: Mode): (typeof MODES)[number] {
+  return MODES.find(([m]) => m === mode) as (typeof MODES)[number];
+}
 const LOOKAHEADS = [1, 2, 3, 4, 5, 6, 7, 8, 10];
 const REQUEST_DEADLINE_MS = 600_000;
 
@@ -597,10 +601,11 @@ async function benchDrift(
     ['--port', '0', '--drafters', drafters.map((d) => d.address).join(','), '--targets', targets.map((t) => t.address).join(','), ...batchArgs(options)],
     `drift-${index}-orchestrator`,
   );
+  const [, wireMode, label] = modeNames(drift.mode);
   const client = await orchestratorClient(orchestrator.address);
   try {
     const overheadMs = await cadenceOverheadMs(client, options.tokens, targetForwardMs, signal);
-    log(`  drifting workload: a=${drift.a} until generated token ${drift.switchToken}, then ${drift.aAfter}; drafter ${drift.drafterMs} ms per token; ${drift.mode.toUpperCase()} at concurrency 1, ${drift.requests} requests per lookahead, twice (every lookahead in order, then in reverse)`);
+    log(`  drifting workload: a=${drift.a} until generated token ${drift.switchToken}, then ${drift.aAfter}; drafter ${drift.drafterMs} ms per token; ${label} at concurrency 1, ${drift.requests} requests per lookahead, twice (every lookahead in order, then in reverse)`);
     const world = {
       a: drift.a, aAfter: drift.aAfter, aSwitchAt: switchAt, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed,
       rtt: overheadMs, maxBatchRequests: options.maxBatchRequests ?? 1, drafters: options.drafters, concurrency: 1, requests: drift.requests,
@@ -608,7 +613,6 @@ async function benchDrift(
     const rows: DriftBenchResult['rows'] = [];
     // Warm-up (JIT of the mode's paths in every process): measured, the first 8 DSI requests of a fresh
     // stack run ~10% slower than the same requests later, which would fall on whichever row comes first.
-    const wireMode = drift.mode === 'si' ? 'MODE_SI' : 'MODE_DSI';
     for (let i = 0; i < 12; i++) await generateOnce(client, wireMode, i % 2 === 0 ? 0 : 3, [...Buffer.from(`warm up ${i}`, 'utf8')], options.tokens, signal);
     // Every k is measured twice, in order and then in reverse (A B .. B A), so that whatever drifts over
     // the run (the stack warming up, the host) falls on every row alike: measured with the rows in one
@@ -628,7 +632,7 @@ async function benchDrift(
       const meanK = measured.reduce((sum, r) => sum + r.meanLookahead, 0) / measured.length;
       const predictedMeanK = prediction.requests.reduce((sum, r) => sum + r.meanLookahead, 0) / prediction.requests.length;
       rows.push({ k, wall_ms: wall, predicted_wall_ms: predicted, mean_k: meanK, predicted_mean_k: predictedMeanK, mismatches });
-      log(`    ${drift.mode.toUpperCase()} k=${String(k).padEnd(5)} mean wall ${fixed(wall, 0)} ms (pred ${fixed(predicted, 0)}), mean k ${fixed(meanK, 2)} (pred ${fixed(predictedMeanK, 2)})${mismatches > 0 ? `, ${mismatches} token mismatches` : ''}`);
+      log(`    ${label} k=${String(k).padEnd(5)} mean wall ${fixed(wall, 0)} ms (pred ${fixed(predicted, 0)}), mean k ${fixed(meanK, 2)} (pred ${fixed(predictedMeanK, 2)})${mismatches > 0 ? `, ${mismatches} token mismatches` : ''}`);
     }
     const fixedRows = rows.filter((row): row is DriftBenchResult['rows'][number] & { k: number } => row.k !== 'auto');
     const best = fixedRows.reduce((b, row) => (row.wall_ms < b.wall_ms ? row : b));
@@ -815,7 +819,7 @@ export function loadReport(result: LoadBenchResult): string[] {
     const w = drift.workload;
     lines.push(
       '',
-      `drifting workload (a=${w.a} until token ${w.switchToken}, then ${w.aAfter}; drafter ${w.drafterMs} ms; ${w.mode.toUpperCase()}, concurrency 1): mean wall ms, measured (predicted)`,
+      `drifting workload (a=${w.a} until token ${w.switchToken}, then ${w.aAfter}; drafter ${w.drafterMs} ms; ${modeNames(w.mode)[2]}, concurrency 1): mean wall ms, measured (predicted)`,
       ...drift.rows.map((row) => `  k=${String(row.k).padEnd(5)} ${fixed(row.wall_ms, 0).padStart(6)} (${fixed(row.predicted_wall_ms, 0)})  mean k ${fixed(row.mean_k, 2)} (${fixed(row.predicted_mean_k, 2)})`),
       `  auto vs the best fixed k (${drift.best_fixed.k}): ${fixed(drift.auto_speedup, 3)}x`,
     );
