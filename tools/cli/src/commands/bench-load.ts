@@ -25,7 +25,7 @@ import { StackSupervisor, type SupervisedService } from '../supervisor';
  * charge speculation a CPU cost the deployment does not have. The forward times each sleep really
  * takes are measured and given to the prediction.
  */
-const NO_SPIN = ['--synthetic-spin-ms', '0'];
+export const NO_SPIN = ['--synthetic-spin-ms', '0'];
 
 /** A drafter/target pair of the load benchmark: acceptance `a`, drafter ms per token, and optionally a fixed lookahead. */
 export interface LoadBenchPair {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { acceptanceSlope, loadPrompt, planDeployment, planSvg, syntheticAgreement, type Plan, type PlanPair } from '@dsi/sim';
 import { fixed } from '../options';
 import type { SupervisedService } from '../supervisor';
-import { cadenceOverheadMs, generateOnce, measuredTargetForwardMs, orchestratorClient, Stacks } from './bench-load';
+import { cadenceOverheadMs, generateOnce, measuredTargetForwardMs, NO_SPIN, orchestratorClient, Stacks } from './bench-load';
 
 /**
  * A synthetic drafter's time per token (its own model time) and the round trip of a Draft call (wall
@@ -122,7 +122,10 @@ export async function planBench(options: PlanBenchOptions, log: (line: string) =
   const stacks = new Stacks(path.join(options.outDir, 'logs'));
   try {
     return await stacks.with('plan', async (supervisor) => {
-      const synthetic = (ms: number, extra: string[] = []) => ['--port', '0', '--backend', 'synthetic', '--synthetic-seed', '1', '--ttft-ms', String(ms), '--tpot-ms', String(ms), ...extra];
+      // Timer sleeps, as in the load benchmark (NO_SPIN): DSI keeps its drafter busy, and a drafter
+      // polling the last 2 ms of every forward took up to a core of two, a CPU cost charged to DSI's
+      // calls that neither the calibration (drafter idle) nor a GPU deployment has.
+      const synthetic = (ms: number, extra: string[] = []) => ['--port', '0', '--backend', 'synthetic', '--synthetic-seed', '1', ...NO_SPIN, '--ttft-ms', String(ms), '--tpot-ms', String(ms), ...extra];
       const targets: SupervisedService[] = [];
       for (let i = 0; i < options.maxReplicas; i++) targets.push(await supervisor.start('target', synthetic(options.targetMs), `target-${i}`));
       const targetForwardMs = await measuredTargetForwardMs(targets[0].address);
