@@ -650,14 +650,19 @@ function cellOf(pair: LoadBenchPairResult, mode: Mode, concurrency: number): Loa
 }
 
 /**
- * The per-call overhead at a target-forward cadence, as the online benchmark calibrates it: one non-SI
- * request (after a warm-up one) on its own prompt, wall per token less the forward.
+ * The per-call overhead at a target-forward cadence, as the online benchmark calibrates it: non-SI
+ * requests on their own prompt after a warm-up one, wall per token less the forward; the median of
+ * `runs` of them (one run moves by up to 1 ms from the next on this shared host).
  */
-export async function cadenceOverheadMs(client: OrchestratorServiceClient, tokens: number, targetForwardMs: number, signal: AbortSignal): Promise<number> {
+export async function cadenceOverheadMs(client: OrchestratorServiceClient, tokens: number, targetForwardMs: number, signal: AbortSignal, runs = 1): Promise<number> {
   const prompt = [...Buffer.from('calibration', 'utf8')];
   await generateOnce(client, 'MODE_NON_SI', 1, prompt, tokens, signal);
-  const calibration = await generateOnce(client, 'MODE_NON_SI', 1, prompt, tokens, signal);
-  return Math.max(0, calibration.wallMs / tokens - targetForwardMs);
+  const overheads: number[] = [];
+  for (let run = 0; run < runs; run++) {
+    const calibration = await generateOnce(client, 'MODE_NON_SI', 1, prompt, tokens, signal);
+    overheads.push(Math.max(0, calibration.wallMs / tokens - targetForwardMs));
+  }
+  return quantiles(overheads, [0.5])[0];
 }
 
 /** The services' batching flags of a configuration (none without batching). */

@@ -43,6 +43,9 @@ async function measuredDrafter(address: string): Promise<{ tokenMs: number; roun
   }
 }
 
+/** Calibration runs whose median gives a configuration's Verify overhead. */
+const CALIBRATION_RUNS = 3;
+
 /** One (a, c) configuration: none of them an example the README quotes elsewhere. */
 export interface PlanBenchConfig {
   a: number;
@@ -145,8 +148,8 @@ export async function planBench(options: PlanBenchOptions, log: (line: string) =
           const row = await stacks.with(`a${config.a}-c${config.c}`, async (configStack) => {
           const drafter = await configStack.start('drafter', synthetic(drafterMs, ['--a', String(config.a)]), `drafter-a${config.a}-c${config.c}`);
           const { tokenMs: drafterTokenMs, roundTripMs: drafterRoundTripMs } = await measuredDrafter(drafter.address);
-          // The Verify overhead drifts from run to run on this shared machine: calibrate it again now.
-          const verifyRoundTripMs = await cadenceOverheadMs(calibrationClient, options.tokens, targetForwardMs, signal);
+          // The Verify overhead drifts on this shared machine: calibrate it again now, median of three.
+          const verifyRoundTripMs = await cadenceOverheadMs(calibrationClient, options.tokens, targetForwardMs, signal, CALIBRATION_RUNS);
           const pair: PlanPair = { a: config.a, targetMs: targetForwardMs, drafterMs: drafterTokenMs, drafterTtftMs: drafterMs, rttMs: verifyRoundTripMs, drafterRttMs: drafterRoundTripMs };
           const plan: Plan = await planDeployment(
             pair,
