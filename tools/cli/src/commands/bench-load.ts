@@ -27,6 +27,9 @@ import { StackSupervisor, type SupervisedService } from '../supervisor';
  */
 export const NO_SPIN = ['--synthetic-spin-ms', '0'];
 
+/** Calibration requests whose median overhead the predictions charge: one 64-token request is 1.5 s of a shared host's state. */
+const CALIBRATION_RUNS = 5;
+
 /** A drafter/target pair of the load benchmark: acceptance `a`, drafter ms per token, and optionally a fixed lookahead. */
 export interface LoadBenchPair {
   a: number;
@@ -497,7 +500,7 @@ async function benchPair(
   );
   const client = await orchestratorClient(orchestrator.address);
   try {
-    const overheadMs = await cadenceOverheadMs(client, options.tokens, targetForwardMs, signal);
+    const overheadMs = await cadenceOverheadMs(client, options.tokens, targetForwardMs, signal, CALIBRATION_RUNS);
     const world = { a: pair.a, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed, rtt: overheadMs, maxBatchRequests: options.maxBatchRequests ?? 1 };
 
     let k = pair.k;
@@ -604,7 +607,7 @@ async function benchDrift(
   const [, wireMode, label] = modeNames(drift.mode);
   const client = await orchestratorClient(orchestrator.address);
   try {
-    const overheadMs = await cadenceOverheadMs(client, options.tokens, targetForwardMs, signal);
+    const overheadMs = await cadenceOverheadMs(client, options.tokens, targetForwardMs, signal, CALIBRATION_RUNS);
     log(`  drifting workload: a=${drift.a} until generated token ${drift.switchToken}, then ${drift.aAfter}; drafter ${drift.drafterMs} ms per token; ${label} at concurrency 1, ${drift.requests} requests per lookahead, twice (every lookahead in order, then in reverse)`);
     const world = {
       a: drift.a, aAfter: drift.aAfter, aSwitchAt: switchAt, c: measuredDrafterMs, t: targetForwardMs, tokens: options.tokens, servers: options.targets, seed: options.seed,
