@@ -655,7 +655,7 @@ function cellOf(pair: LoadBenchPairResult, mode: Mode, concurrency: number): Loa
 /**
  * The per-call overhead at a target-forward cadence, as the online benchmark calibrates it: non-SI
  * requests on their own prompt after a warm-up one, wall per token less the forward; the median of
- * `runs` of them (one run moves by up to 1 ms from the next on this shared host).
+ * `runs` of them (single 300-token requests ranged 1.3-3.0 ms within one run of the plan benchmark).
  */
 export async function cadenceOverheadMs(client: OrchestratorServiceClient, tokens: number, targetForwardMs: number, signal: AbortSignal, runs = 1): Promise<number> {
   const prompt = [...Buffer.from('calibration', 'utf8')];

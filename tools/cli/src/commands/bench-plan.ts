@@ -43,8 +43,8 @@ async function measuredDrafter(address: string): Promise<{ tokenMs: number; roun
   }
 }
 
-/** Calibration runs whose median gives a configuration's Verify overhead. */
-const CALIBRATION_RUNS = 3;
+/** Calibration requests whose median gives a configuration's Verify overhead. */
+const VERIFY_CALIBRATION_RUNS = 3;
 
 /** One (a, c) configuration: none of them an example the README quotes elsewhere. */
 export interface PlanBenchConfig {
@@ -149,7 +149,7 @@ export async function planBench(options: PlanBenchOptions, log: (line: string) =
           const drafter = await configStack.start('drafter', synthetic(drafterMs, ['--a', String(config.a)]), `drafter-a${config.a}-c${config.c}`);
           const { tokenMs: drafterTokenMs, roundTripMs: drafterRoundTripMs } = await measuredDrafter(drafter.address);
           // The Verify overhead drifts on this shared machine: calibrate it again now, median of three.
-          const verifyRoundTripMs = await cadenceOverheadMs(calibrationClient, options.tokens, targetForwardMs, signal, CALIBRATION_RUNS);
+          const verifyRoundTripMs = await cadenceOverheadMs(calibrationClient, options.tokens, targetForwardMs, signal, VERIFY_CALIBRATION_RUNS);
           const pair: PlanPair = { a: config.a, targetMs: targetForwardMs, drafterMs: drafterTokenMs, drafterTtftMs: drafterMs, rttMs: verifyRoundTripMs, drafterRttMs: drafterRoundTripMs };
           const plan: Plan = await planDeployment(
             pair,
