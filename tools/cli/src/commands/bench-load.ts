@@ -655,7 +655,7 @@ function cellOf(pair: LoadBenchPairResult, mode: Mode, concurrency: number): Loa
 /**
  * The per-call overhead at a target-forward cadence, as the online benchmark calibrates it: non-SI
  * requests on their own prompt after a warm-up one, wall per token less the forward; the median of
- * `runs` of them (single 300-token requests ranged 1.3-3.0 ms within one run of the plan benchmark).
+ * `runs` of them (the plan benchmark's calibrations ranged 1.3-3.0 ms between the configurations of one run).
  */
 export async function cadenceOverheadMs(client: OrchestratorServiceClient, tokens: number, targetForwardMs: number, signal: AbortSignal, runs = 1): Promise<number> {
   const prompt = [...Buffer.from('calibration', 'utf8')];
