@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
+import { outgoingTraceHeaders } from '@dsi/telemetry';
 import { clientCredentials, explainConnectionFailure } from './tls';
 import { deadlineExceeded, DsiError, notFound, statusCodeName, unavailable } from './errors';
 import { DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from './limits';
@@ -308,6 +309,11 @@ function startUnary<Res>(
   { signal, deadlineMs, metadata = new grpc.Metadata() }: CallOptions,
 ): Promise<Res> {
   if (signal?.aborted) return Promise.reject(DsiError.from(signal.reason));
+  const traceHeaders = outgoingTraceHeaders();
+  if (traceHeaders) {
+    metadata = metadata.clone();
+    for (const [name, value] of Object.entries(traceHeaders)) metadata.set(name, value);
+  }
   return new Promise<Res>((resolve, reject) => {
     const callOptions: Partial<grpc.CallOptions> = deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs };
     // grpc-js captures the caller's stack with `new Error()` on every unary call, to append it to a

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import { incomingTraceContext, type TraceContext } from '@dsi/telemetry';
 import { cancelled, deadlineExceeded, type DsiError, statusCodeName, toServiceError, unavailable } from './errors';
 import {
   DEFAULT_DRAIN_GRACE_MS,
@@ -85,6 +86,11 @@ export interface CallContext {
   readonly peer: string;
   /** When the client gives up, if it set a deadline. */
   readonly deadline?: Date;
+  /**
+   * The trace context the call came with: the caller's, passed on by whatever the handler calls
+   * under it (`context.with(traceContext, ...)` around the outgoing call), also after an `await`.
+   */
+  readonly traceContext: TraceContext;
 }
 
 /** The {@link CallContext} of a server-streaming handler, with the way to stream responses. */
@@ -587,12 +593,18 @@ function openCallScope(call: SurfaceCall): CallScope {
   timer?.unref();
   if (call.cancelled) onCancelled();
   return {
-    context: { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline },
+    context: { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline, traceContext: incomingTraceContext((name) => firstText(call.metadata, name)) },
     close: () => {
       clearTimeout(timer);
       call.off('cancelled', onCancelled);
     },
   };
+}
+
+/** The first value of a text header, if any. */
+function firstText(metadata: grpc.Metadata, name: string): string | undefined {
+  const [value] = metadata.get(name);
+  return typeof value === 'string' ? value : undefined;
 }
 
 /** Calls a handler so that a synchronous throw becomes a rejection like an async one. */

@@ -20,6 +20,9 @@ export {
   type SpanStatusName,
   toSpanRecord,
 } from './span-file';
+/** A trace context (OpenTelemetry's `Context`), as a call carries it. */
+export type { Context as TraceContext } from '@opentelemetry/api';
+export { incomingTraceContext, outgoingTraceHeaders, SynchronousContextManager, tracePassesByHand, withTraceContext } from './pass-through';
 export { errorType, grpcStatusName, type GrpcStatusName, recordSpanError, withSpan } from './spans';
 export { ATTR_SERVICE_INSTANCE_ID, setServerAddress, startTelemetry, type Telemetry, type TelemetryOptions } from './telemetry';
 export { generationInstruments, startMetrics, type DsiMetricsPipeline, type GenerationInstruments, type MetricsOptions } from './metrics';

@@ -27,7 +27,7 @@ import { metrics, trace, type Tracer } from '@opentelemetry/api';
 import { generationInstruments, type GenerationInstruments } from '@dsi/telemetry';
 import { GenerationTrace } from './tracing';
 import { realClock, type TextTokenizer } from '@dsi/models';
-import { DsiError, invalidArgument, resourceExhausted, serverStream, statusCodeName, unary, unavailable, type ServiceRegistration } from '@dsi/rpc';
+import { type CallContext, DsiError, invalidArgument, resourceExhausted, serverStream, statusCodeName, unary, unavailable, type ServiceRegistration } from '@dsi/rpc';
 import { finishReasonToWire, generationMetricsToWire, modeFromWire, modeToWire, samplingFromWire } from '@dsi/wire';
 import { Admission, DEFAULT_MAX_QUEUED_REQUESTS, defaultMaxActiveRequests } from './admission';
 import { TargetLimitsSource, type TargetLimits } from './limits';
@@ -413,7 +413,8 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
     if (options.targets.healthy().length === 0) throw unavailable('no healthy target replica: check the targets and their health');
   }
 
-  async function run(params: GenerationParams | undefined, signal: AbortSignal, onTokens?: (tokens: number[]) => void): Promise<GenerateResponse> {
+  async function run(params: GenerationParams | undefined, call: CallContext, onTokens?: (tokens: number[]) => void): Promise<GenerateResponse> {
+    const { signal } = call;
     const requestId = `gen-${randomUUID()}`;
     const limits = await limitsSource.get(options.targets.healthy().map((t) => t.id));
     const config = configOf(params, requestId, limits);
@@ -421,7 +422,7 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
     const endTurn = await admission.enter(signal);
     try {
       await requireTargets(); // the replicas may have gone while the request waited
-      const spans = new GenerationTrace(options.tracer ?? trace.getTracer('dsi-orchestrator'), config, instruments);
+      const spans = new GenerationTrace(options.tracer ?? trace.getTracer('dsi-orchestrator'), config, instruments, call.traceContext);
       const failures = new ReplicaFailures();
       const result = await shared.with(requestId, { spans, failures }, () =>
         spans
@@ -462,12 +463,13 @@ export function orchestratorService(options: OrchestratorOptions): ServiceRegist
     name: 'dsi.v1.OrchestratorService',
     definition: OrchestratorServiceService,
     implementation: {
-      generate: unary<GenerateRequest, GenerateResponse>((request, { signal }) => run(request.params, signal)),
-      generateStream: serverStream<GenerateStreamRequest, GenerateStreamResponse>(async (request, { signal, send }) => {
+      generate: unary<GenerateRequest, GenerateResponse>((request, call) => run(request.params, call)),
+      generateStream: serverStream<GenerateStreamRequest, GenerateStreamResponse>(async (request, call) => {
+        const { send } = call;
         const verified: number[] = [];
         const text = new TextStream(options.tokenizer);
         let sending = Promise.resolve();
-        const done = await run(request.params, signal, (tokens) => {
+        const done = await run(request.params, call, (tokens) => {
           verified.push(...tokens);
           const delta = { tokens, text: text.next(verified) };
           sending = sending.then(() => send({ delta }));

@@ -30,10 +30,15 @@ export class GenerationTrace {
   private readonly blockSizes = new Map<number, number>();
   private readonly modeAttributes: { 'dsi.mode': string };
 
+  /**
+   * `parent` is the trace context the request came with (its server call's `traceContext`); the
+   * generation's spans and replica calls join it.
+   */
   constructor(
     private readonly tracer: Tracer,
     config: GenerateConfig,
     private readonly instruments?: GenerationInstruments,
+    parent: Context = context.active(),
   ) {
     this.modeAttributes = { [A.MODE]: config.mode };
     this.span = tracer.startSpan(DsiSpans.GENERATE, {
@@ -48,8 +53,8 @@ export class GenerationTrace {
         ...(config.sampling.rule !== 'greedy' ? { [G.REQUEST_TEMPERATURE]: config.sampling.temperature } : {}),
         ...(config.sampling.seed !== undefined ? { [G.REQUEST_SEED]: config.sampling.seed } : {}),
       },
-    });
-    this.context = trace.setSpan(context.active(), this.span);
+    }, parent);
+    this.context = trace.setSpan(parent, this.span);
   }
 
   /** Runs `fn` with dsi.generate as the active span. */

@@ -56,19 +56,30 @@ function freePort(): Promise<number> {
   });
 }
 
+/** The fake receiver, started: its port, the spans it has printed, and a way to read all it has got. */
+async function startReceiver(): Promise<{ receiver: ChildProcess; port: string; received: OtlpSpan[]; sync(): Promise<void> }> {
+  const receiver: ChildProcess = spawn(process.execPath, ['-e', RECEIVER], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let onSynced = () => undefined as void;
+  const received: OtlpSpan[] = [];
+  const port = await new Promise<string>((resolve) => {
+    readline.createInterface({ input: receiver.stdout! }).on('line', (line) => {
+      const listening = line.match(/^listening (\d+)$/);
+      if (listening) return resolve(listening[1]);
+      if (line === 'synced') return onSynced();
+      received.push(...flatten(JSON.parse(line).body));
+    });
+  });
+  const sync = () =>
+    new Promise<void>((resolve) => {
+      onSynced = resolve;
+      receiver.stdin!.write('sync\n');
+    });
+  return { receiver, port, received, sync };
+}
+
 describe('tracing and metrics across processes', () => {
   it('exports one trace per DSI request from the orchestrator, the drafter and every target, with the parent -> child edges', async () => {
-    const receiver: ChildProcess = spawn(process.execPath, ['-e', RECEIVER], { stdio: ['pipe', 'pipe', 'inherit'] });
-    let onSynced = () => undefined as void;
-    const received: OtlpSpan[] = [];
-    const port = await new Promise<string>((resolve) => {
-      readline.createInterface({ input: receiver.stdout! }).on('line', (line) => {
-        const listening = line.match(/^listening (\d+)$/);
-        if (listening) return resolve(listening[1]);
-        if (line === 'synced') return onSynced();
-        received.push(...flatten(JSON.parse(line).body));
-      });
-    });
+    const { receiver, port, received, sync } = await startReceiver();
     const env = {
       ...process.env,
       DSI_MODELS_DIR: testModelsDir(),
@@ -119,10 +130,7 @@ describe('tracing and metrics across processes', () => {
       // Stopping drains and flushes every exporter (the receiver has printed every body before a
       // service's exit); then one round trip through the receiver's pipes reads them all here.
       await Promise.all(services.splice(0).map((s) => s.stop()));
-      await new Promise<void>((resolve) => {
-        onSynced = resolve;
-        receiver.stdin!.write('sync\n');
-      });
+      await sync();
 
       const generate = received.find((s) => s.name === 'dsi.generate' && s.attributes['dsi.request_id'] === response.requestId);
       expect(generate).toBeDefined();
@@ -155,6 +163,50 @@ describe('tracing and metrics across processes', () => {
       expect(outcomes.every((o) => ['committed', 'rejected', 'cancelled', 'failed'].includes(String(o)))).toBe(true);
       expect(outcomes).toContain('cancelled');
       expect(outcomes).toContain('rejected');
+    } finally {
+      await Promise.all(services.map((s) => s.stop()));
+      receiver.kill('SIGTERM');
+    }
+  });
+  it('passes a caller traceparent through an orchestrator that exports nothing to the replicas that do', async () => {
+    const { receiver, port, received, sync } = await startReceiver();
+    const quiet: NodeJS.ProcessEnv = { ...process.env, DSI_MODELS_DIR: testModelsDir() };
+    for (const name of Object.keys(quiet)) if (name.startsWith('OTEL_') || name === 'DSI_TRACE_FILE') delete quiet[name];
+    const exporting = { ...quiet, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '200' };
+    const services: StackService[] = [];
+    try {
+      const synthetic = (ms: number) => ['--port', '0', '--backend', 'synthetic', '--a', '0.6', '--tpot-ms', String(ms), '--ttft-ms', String(ms)];
+      const [drafter, ...targets] = await Promise.all([
+        startService('drafter', synthetic(2), { env: exporting }),
+        startService('target', synthetic(10), { env: exporting }),
+        startService('target', synthetic(10), { env: exporting }),
+      ]);
+      services.push(drafter, ...targets);
+      const orchestrator = await startService('orchestrator', ['--port', '0', '--drafter', drafter.address, '--targets', targets.map((t) => t.address).join(',')], { env: quiet });
+      services.push(orchestrator);
+
+      const { credentials, Metadata } = await import('@grpc/grpc-js');
+      const { GenerateRequest, OrchestratorServiceClient } = await import('@dsi/proto');
+      const { callUnary } = await import('@dsi/rpc');
+      const client = new OrchestratorServiceClient(orchestrator.address, credentials.createInsecure());
+      const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+      const callerSpanId = '00f067aa0ba902b7';
+      const metadata = new Metadata();
+      metadata.set('traceparent', `00-${traceId}-${callerSpanId}-01`);
+      try {
+        const request = GenerateRequest.fromJSON({ params: { prompt: 'pass me through', mode: 'MODE_DSI', lookahead: 3, maxNewTokens: 24 } });
+        expect((await callUnary(client, 'generate', request, { metadata })).tokens).toHaveLength(24);
+      } finally {
+        client.close();
+      }
+      await Promise.all(services.splice(0).map((s) => s.stop()));
+      await sync();
+
+      // The orchestrator records nothing; every replica's server span is a child of the caller's span.
+      expect(received.filter((s) => s.service === 'dsi-orchestrator')).toEqual([]);
+      const servers = received.filter((s) => s.name.endsWith('TargetService/Verify') || s.name.endsWith('DrafterService/Draft'));
+      expect(new Set(servers.map((s) => s.service))).toEqual(new Set(['dsi-drafter', 'dsi-target']));
+      expect(servers.filter((s) => s.traceId !== traceId || s.parentSpanId !== callerSpanId)).toEqual([]);
     } finally {
       await Promise.all(services.map((s) => s.stop()));
       receiver.kill('SIGTERM');
