@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
-import { incomingTraceContext, type TraceContext } from '@dsi/telemetry';
+import { incomingTraceContext, type TraceContext, tracePassesByHand } from '@dsi/telemetry';
 import { cancelled, deadlineExceeded, type DsiError, statusCodeName, toServiceError, unavailable } from './errors';
 import {
   DEFAULT_DRAIN_GRACE_MS,
@@ -581,24 +581,51 @@ function openCallScope(call: SurfaceCall): CallScope {
   const rawDeadline = call.getDeadline();
   const deadlineMs = rawDeadline instanceof Date ? rawDeadline.getTime() : rawDeadline;
   const deadline = Number.isFinite(deadlineMs) ? new Date(deadlineMs) : undefined;
-  const onDeadline = (): void => controller.abort(deadlineExceeded('the call deadline passed'));
+  // The reasons carry no stack: it would only show this event handler, and a replica whose calls the
+  // orchestrator cancels as speculation is superseded makes one for every cancelled call.
+  const onDeadline = (): void => controller.abort(withoutStack(() => deadlineExceeded('the call deadline passed')));
   const onCancelled = (): void => {
     // The server's deadline is the client's plus the transit time, so a client giving up at its
     // deadline is seen here slightly early: within the slack it counts as the deadline.
     if (deadline !== undefined && Date.now() >= deadline.getTime() - DEADLINE_SLACK_MS) onDeadline();
-    else controller.abort(cancelled('the call was cancelled by the client or by server shutdown'));
+    else controller.abort(withoutStack(() => cancelled('the call was cancelled by the client or by server shutdown')));
   };
   call.once('cancelled', onCancelled);
   const timer = deadline === undefined ? undefined : setTimeout(onDeadline, Math.max(0, deadline.getTime() - Date.now()));
   timer?.unref();
   if (call.cancelled) onCancelled();
+  // Passed by hand, the caller's trace context is read from its headers when a handler first asks
+  // (only the orchestrator's do); otherwise it is the context active now, the instrumentation's server span.
+  let traceContext = tracePassesByHand() ? undefined : incomingTraceContext(noHeaders);
   return {
-    context: { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline, traceContext: incomingTraceContext((name) => firstText(call.metadata, name)) },
+    context: {
+      signal: controller.signal,
+      metadata: call.metadata,
+      peer: call.getPeer(),
+      deadline,
+      get traceContext(): TraceContext {
+        return (traceContext ??= incomingTraceContext((name) => firstText(call.metadata, name)));
+      },
+    },
     close: () => {
       clearTimeout(timer);
       call.off('cancelled', onCancelled);
     },
   };
+}
+
+/** No headers: the trace context of a call whose headers are not read. */
+const noHeaders = (): undefined => undefined;
+
+/** Errors made without capturing a stack (`Error.stackTraceLimit` 0 while `make` runs). */
+function withoutStack<T>(make: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return make();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
 }
 
 /** The first value of a text header, if any. */

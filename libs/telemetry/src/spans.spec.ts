@@ -1,10 +1,12 @@
 import { context, propagation, SpanStatusCode, trace } from '@opentelemetry/api';
 import {
+  AlwaysOffSampler,
   AlwaysOnSampler,
   InMemorySpanExporter,
   NodeTracerProvider,
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-node';
+import { SynchronousContextManager } from './pass-through';
 import { errorType, grpcStatusName, withSpan } from './spans';
 
 describe('errorType', () => {
@@ -77,5 +79,31 @@ describe('withSpan', () => {
     expect(span.ended).toBe(true);
     expect(span.status).toEqual({ code: SpanStatusCode.ERROR, message: error.message });
     expect(span.attributes['error.type']).toBe('INVALID_ARGUMENT');
+  });
+
+  it('under a sampled-out span, calls inside carry that span (its sampling decision), not the parent', async () => {
+    const quiet = new NodeTracerProvider({ sampler: new AlwaysOffSampler() }).getTracer('off');
+    const parent = trace.setSpan(context.active(), tracer.startSpan('parent'));
+    const inside = await context.with(parent, () => withSpan(quiet, 'sampled-out', {}, async (span) => ({ span: span.spanContext(), active: trace.getActiveSpan()?.spanContext() })));
+    expect(inside.span.traceFlags).toBe(0);
+    expect(inside.active).toEqual(inside.span);
+  });
+});
+
+describe('withSpan with nothing recording', () => {
+  beforeAll(() => context.setGlobalContextManager(new SynchronousContextManager()));
+  afterAll(() => context.disable());
+
+  it('leaves the caller context active (what a call inside would carry on is the parent span), and still ends in the same way', async () => {
+    // No provider registered: the API's no-op tracer, whose span stands for its parent.
+    const tracer = trace.getTracer('no-op');
+    const parent = trace.wrapSpanContext({ traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: 1 });
+    const outer = trace.setSpan(context.active(), parent);
+    const seen = await context.with(outer, () =>
+      withSpan(tracer, 'forward', { a: 1 }, async (span) => ({ span: span.spanContext(), active: trace.getActiveSpan()?.spanContext(), recording: span.isRecording() })),
+    );
+    expect(seen).toEqual({ span: parent.spanContext(), active: parent.spanContext(), recording: false });
+    const error = new Error('boom');
+    await expect(withSpan(tracer, 'forward', {}, async () => Promise.reject(error))).rejects.toBe(error);
   });
 });

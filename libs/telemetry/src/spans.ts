@@ -1,4 +1,4 @@
-import { type Attributes, type Span, SpanStatusCode, type Tracer } from '@opentelemetry/api';
+import { type Attributes, context, isSpanContextValid, type Span, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
 import { ATTR_ERROR_TYPE } from '@opentelemetry/semantic-conventions';
 
 /** gRPC status names by code (grpc/doc/statuscodes.md), kept here so telemetry never loads `@grpc/grpc-js`. */
@@ -60,7 +60,10 @@ export function recordSpanError(span: Span, error: unknown): void {
 /**
  * Runs `fn` inside a new active span (so spans and gRPC calls it starts become its children) and ends
  * the span when `fn` settles. If `fn` throws, the span records the error (`recordSpanError`) and the
- * error is rethrown unchanged; a successful span keeps status UNSET unless `fn` sets it.
+ * error is rethrown unchanged; a successful span keeps status UNSET unless `fn` sets it. A span that
+ * records nothing and stands for its parent (what a process that exports nothing makes: the no-op
+ * tracer's span carries the parent's span context, or none) is not made active: children and calls
+ * would see the same trace context either way, and a replica makes one for every forward.
  */
 export function withSpan<T>(
   tracer: Tracer,
@@ -68,7 +71,9 @@ export function withSpan<T>(
   attributes: Attributes,
   fn: (span: Span) => Promise<T>,
 ): Promise<T> {
-  return tracer.startActiveSpan(name, { attributes }, async (span) => {
+  const parent = context.active();
+  const span = tracer.startSpan(name, { attributes }, parent);
+  const run = async (): Promise<T> => {
     try {
       return await fn(span);
     } catch (error) {
@@ -77,5 +82,15 @@ export function withSpan<T>(
     } finally {
       span.end();
     }
-  });
+  };
+  return standsForParent(span, parent) ? run() : context.with(trace.setSpan(parent, span), run);
+}
+
+/** Whether a span adds nothing to its parent context: not recording, and the parent's span context or an invalid one. */
+function standsForParent(span: Span, parent: ReturnType<typeof context.active>): boolean {
+  if (span.isRecording()) return false;
+  const own = span.spanContext();
+  if (!isSpanContextValid(own)) return true;
+  const inherited = trace.getSpanContext(parent);
+  return inherited !== undefined && inherited.traceId === own.traceId && inherited.spanId === own.spanId && inherited.traceFlags === own.traceFlags;
 }
