@@ -241,6 +241,14 @@ export class TargetsUnavailableError extends Error {
 export class WorkCancelledError extends Error {
   /** The conventional name, so RPC layers map it to CANCELLED. */
   override readonly name = 'AbortError';
+
+  /** Made without a stack: a run makes one for every superseded verification, and the stack shows only the scheduler. */
+  constructor(message: string) {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    super(message);
+    Error.stackTraceLimit = limit;
+  }
 }
 
 /** The reason of a drafter call's signal when {@link GenerateOptions.draftTimeoutMs} expires. */

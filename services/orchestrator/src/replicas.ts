@@ -45,17 +45,25 @@ class InFlightCalls {
 
   constructor(private readonly suspect?: () => void) {}
 
-  /** Runs `call` with a signal that also aborts on {@link failAll}; then rejects with that reason. */
+  /**
+   * Runs `call` with a signal that aborts with `signal` and on {@link failAll}; then rejects with that
+   * reason. The signal is linked by a listener, not `AbortSignal.any`, whose weak references cost the
+   * orchestrator more than the rest of this class on every replica call.
+   */
   async run<T>(signal: AbortSignal, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const own = new AbortController();
+    const follow = (): void => own.abort(signal.reason);
+    if (signal.aborted) follow();
+    else signal.addEventListener('abort', follow, { once: true });
     this.calls.add(own);
     try {
-      return await call(AbortSignal.any([signal, own.signal]));
+      return await call(own.signal);
     } catch (error) {
       if (own.signal.aborted && !signal.aborted) throw own.signal.reason;
       if (!signal.aborted && DsiError.from(error).code === status.UNAVAILABLE) this.suspect?.();
       throw error;
     } finally {
+      signal.removeEventListener('abort', follow);
       this.calls.delete(own);
     }
   }
