@@ -1,9 +1,10 @@
 /**
  * `dsi bench --suite soak`: load held. `clients` streaming clients send greedy requests back to back
  * (modes in turn: non-SI, SI, DSI) through a local synthetic stack for `durationMs`, every stream's
- * tokens checked against the first answer for its prompt. Sampled every few seconds: each process's
- * RSS and open file descriptors (from /proc). Reported: requests, errors, tokens per second, p50/p99
- * latency of the first and the last window, RSS and descriptors after warm-up and at the end.
+ * tokens checked against the first answer for its prompt. Sampled every second: each process's RSS and
+ * open file descriptors (from /proc). Reported: requests, errors, tokens per second, p50/p99 latency of
+ * the first and the last window, RSS (the lowest of the last 5 s) and descriptors after warm-up and at
+ * the end.
  */
 import { setMaxListeners } from 'node:events';
 import fs from 'node:fs';
@@ -66,6 +67,9 @@ export interface SoakResult {
   processes: SoakProcess[];
   criteria: Array<{ name: string; pass: boolean; detail: string }>;
 }
+
+/** The stretch at the end of the warm-up and of the run whose lowest RSS sample is compared. */
+const RSS_WINDOW_MS = 5_000;
 
 /** RSS (MB) and open descriptors of a process, from /proc (Linux). */
 function sample(pid: number): { rssMb: number; fds: number } {
@@ -152,9 +156,35 @@ async function run(options: SoakOptions, supervisor: StackSupervisor, log: (line
   };
 
   const pids = () => services.map((s) => ({ name: s.name, pid: s.pid! }));
+  // RSS is sampled every second and each end of the comparison is the lowest of its last samples: a
+  // single sample lands anywhere on the heap's garbage sawtooth (tens of MB under this load), while a
+  // leak lifts the lowest point too. Descriptors: the last sample.
+  const samples = new Map<number, Array<{ at: number; rssMb: number; fds: number }>>();
+  const takeSamples = (): void => {
+    const at = performance.now() - started;
+    for (const { pid } of pids()) {
+      let now: { rssMb: number; fds: number };
+      try {
+        now = sample(pid);
+      } catch {
+        continue; // gone: the run reports its error
+      }
+      const list = samples.get(pid) ?? [];
+      list.push({ at, ...now });
+      samples.set(pid, list);
+    }
+  };
+  const lowestBefore = (pid: number, until: number): { rssMb: number; fds: number } | undefined => {
+    const list = (samples.get(pid) ?? []).filter((s) => s.at <= until && s.at > until - RSS_WINDOW_MS);
+    if (list.length === 0) return undefined;
+    return { rssMb: Math.min(...list.map((s) => s.rssMb)), fds: list[list.length - 1].fds };
+  };
+  const sampler = setInterval(takeSamples, 1_000);
   let warm: Map<number, { rssMb: number; fds: number }> | undefined;
   const warmTimer = setTimeout(() => {
-    warm = new Map(pids().map(({ pid }) => [pid, sample(pid)]));
+    takeSamples();
+    const at = performance.now() - started;
+    warm = new Map(pids().map(({ pid }) => [pid, lowestBefore(pid, at)!]));
     log(`  warm-up done at ${fixed(options.warmupMs / 1000, 0)} s: ${finished.length} requests, ${errors.length} errors`);
   }, options.warmupMs);
   const progress = setInterval(() => log(`  ${fixed((performance.now() - started) / 1000, 0)} s: ${finished.length} requests, ${errors.length} errors, ${mismatches} mismatches`), 15_000);
@@ -163,8 +193,11 @@ async function run(options: SoakOptions, supervisor: StackSupervisor, log: (line
   } finally {
     clearTimeout(warmTimer);
     clearInterval(progress);
+    clearInterval(sampler);
   }
-  const end = new Map(pids().map(({ pid }) => [pid, sample(pid)]));
+  takeSamples();
+  const endedAt = performance.now() - started;
+  const end = new Map(pids().map(({ pid }) => [pid, lowestBefore(pid, endedAt)!]));
   client.close();
   const elapsed = performance.now() - started;
   const window = (from: number, to: number) => finished.filter((r) => r.at >= from && r.at < to).map((r) => r.latency);
