@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { outgoingTraceHeaders } from '@dsi/telemetry';
 import { clientCredentials, explainConnectionFailure } from './tls';
-import { deadlineExceeded, DsiError, notFound, statusCodeName, unavailable } from './errors';
+import { deadlineExceeded, DsiError, notFound, statusCodeName, unavailable, withoutStack } from './errors';
 import { DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from './limits';
 import { healthCheckMethod } from './protos';
 
@@ -319,19 +319,14 @@ function startUnary<Res>(
     // grpc-js captures the caller's stack with `new Error()` on every unary call, to append it to a
     // failed call's error; DsiError keeps the status and details only, and the capture (deep async
     // stacks in the orchestrator) was the largest single item of its CPU profile under load.
-    const stackTraceLimit = Error.stackTraceLimit;
-    Error.stackTraceLimit = 0;
-    let call: grpc.ClientUnaryCall;
-    try {
-      call = start(metadata, callOptions, (error, response) => {
+    const call = withoutStack(() =>
+      start(metadata, callOptions, (error, response) => {
         signal?.removeEventListener('abort', onAbort);
         if (signal?.aborted) reject(DsiError.from(signal.reason));
         else if (error !== null) reject(DsiError.from(error));
         else resolve(response as Res);
-      });
-    } finally {
-      Error.stackTraceLimit = stackTraceLimit;
-    }
+      }),
+    );
     function onAbort(): void {
       call.cancel();
     }

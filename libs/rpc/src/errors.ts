@@ -135,3 +135,17 @@ function messageOf(reason: unknown): string {
   }
   return String(reason);
 }
+
+/**
+ * Runs `make` with `Error.stackTraceLimit` 0, so the errors it makes (its own, or grpc-js's inside it)
+ * capture no stack: for errors whose stack would only show an event handler or the RPC layer.
+ */
+export function withoutStack<T>(make: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return make();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { incomingTraceContext, type TraceContext, tracePassesByHand } from '@dsi/telemetry';
-import { cancelled, deadlineExceeded, type DsiError, statusCodeName, toServiceError, unavailable } from './errors';
+import { cancelled, deadlineExceeded, type DsiError, statusCodeName, toServiceError, unavailable, withoutStack } from './errors';
 import {
   DEFAULT_DRAIN_GRACE_MS,
   DEFAULT_MAX_CONCURRENT_STREAMS,
@@ -616,17 +616,6 @@ function openCallScope(call: SurfaceCall): CallScope {
 
 /** No headers: the trace context of a call whose headers are not read. */
 const noHeaders = (): undefined => undefined;
-
-/** Errors made without capturing a stack (`Error.stackTraceLimit` 0 while `make` runs). */
-function withoutStack<T>(make: () => T): T {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
-  try {
-    return make();
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
-}
 
 /** The first value of a text header, if any. */
 function firstText(metadata: grpc.Metadata, name: string): string | undefined {

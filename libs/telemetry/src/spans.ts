@@ -1,4 +1,4 @@
-import { type Attributes, context, isSpanContextValid, type Span, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
+import { type Attributes, type Context, context, isSpanContextValid, type Span, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
 import { ATTR_ERROR_TYPE } from '@opentelemetry/semantic-conventions';
 
 /** gRPC status names by code (grpc/doc/statuscodes.md), kept here so telemetry never loads `@grpc/grpc-js`. */
@@ -87,7 +87,7 @@ export function withSpan<T>(
 }
 
 /** Whether a span adds nothing to its parent context: not recording, and the parent's span context or an invalid one. */
-function standsForParent(span: Span, parent: ReturnType<typeof context.active>): boolean {
+function standsForParent(span: Span, parent: Context): boolean {
   if (span.isRecording()) return false;
   const own = span.spanContext();
   if (!isSpanContextValid(own)) return true;

@@ -160,7 +160,8 @@ async function run(options: SoakOptions, supervisor: StackSupervisor, log: (line
   // single sample lands anywhere on the heap's garbage sawtooth (tens of MB under this load), while a
   // leak lifts the lowest point too. Descriptors: the last sample.
   const samples = new Map<number, Array<{ at: number; rssMb: number; fds: number }>>();
-  const takeSamples = (): void => {
+  /** Samples every process now; returns when (ms since the start). */
+  const takeSamples = (): number => {
     const at = performance.now() - started;
     for (const { pid } of pids()) {
       let now: { rssMb: number; fds: number };
@@ -173,17 +174,17 @@ async function run(options: SoakOptions, supervisor: StackSupervisor, log: (line
       list.push({ at, ...now });
       samples.set(pid, list);
     }
+    return at;
   };
   const lowestBefore = (pid: number, until: number): { rssMb: number; fds: number } | undefined => {
     const list = (samples.get(pid) ?? []).filter((s) => s.at <= until && s.at > until - RSS_WINDOW_MS);
     if (list.length === 0) return undefined;
     return { rssMb: Math.min(...list.map((s) => s.rssMb)), fds: list[list.length - 1].fds };
   };
-  const sampler = setInterval(takeSamples, 1_000);
+  const sampler = setInterval(() => void takeSamples(), 1_000);
   let warm: Map<number, { rssMb: number; fds: number }> | undefined;
   const warmTimer = setTimeout(() => {
-    takeSamples();
-    const at = performance.now() - started;
+    const at = takeSamples();
     warm = new Map(pids().map(({ pid }) => [pid, lowestBefore(pid, at)!]));
     log(`  warm-up done at ${fixed(options.warmupMs / 1000, 0)} s: ${finished.length} requests, ${errors.length} errors`);
   }, options.warmupMs);
@@ -195,8 +196,7 @@ async function run(options: SoakOptions, supervisor: StackSupervisor, log: (line
     clearInterval(progress);
     clearInterval(sampler);
   }
-  takeSamples();
-  const endedAt = performance.now() - started;
+  const endedAt = takeSamples();
   const end = new Map(pids().map(({ pid }) => [pid, lowestBefore(pid, endedAt)!]));
   client.close();
   const elapsed = performance.now() - started;
