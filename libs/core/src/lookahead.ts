@@ -147,6 +147,12 @@ export interface LookaheadInputs {
   replicaShare?: number;
   /** Drafter slots this request can count on, the same way (default: unlimited). */
   drafterShare?: number;
+  /**
+   * Drafter replicas this request can count on: drafters over generations (default: `drafterShare`).
+   * A drafter call sent to a drafter that is busy waits for its forward to end, batching or not, so
+   * drafting ahead of the lane pays only with a drafter to itself.
+   */
+  drafterReplicaShare?: number;
   /** The largest k allowed. */
   maxLookahead: number;
   /** The k in force now: kept unless another is expected to be at least 1% better (no flapping on noise). */
@@ -200,7 +206,8 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
   const replicas = inputs.replicaShare ?? targetShare;
   // Drafting ahead of the lane needs a drafter to itself: drafters shared by several requests are
   // better spent on their lanes' blocks (drafting ahead there only slows the other lanes' drafts).
-  const overlap = inputs.mode === 'dsi' && drafterShare >= 1;
+  // Drafters, not slots: a call sent to a batching drafter mid-forward waits for that forward to end.
+  const overlap = inputs.mode === 'dsi' && (inputs.drafterReplicaShare ?? drafterShare) >= 1;
   const { expected, reach } = expectedTokensByLookahead((position) => inputs.acceptance(position), maxLookahead + 1);
   let best = 1;
   let bestRate = -Infinity;

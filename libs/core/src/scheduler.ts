@@ -799,6 +799,7 @@ class GenerationRun {
       share: targets.slotShare,
       replicaShare: targets.replicaCount / Math.max(1, targets.tenantCount),
       drafterShare: this.drafters.slotShare,
+      drafterReplicaShare: this.drafters.replicaCount / Math.max(1, this.drafters.tenantCount),
       maxLookahead: MAX_LOOKAHEAD,
       current: this.sequentialLookahead,
       speculating: this.speculating,
