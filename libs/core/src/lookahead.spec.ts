@@ -122,6 +122,21 @@ describe('chooseLookahead', () => {
     expect(chooseLookahead(inputs({ share: 8, replicaShare: 1, drafterShare: 4, drafterReplicaShare: 0.5 })).behaviour).toBe('si');
   });
 
+  it('shorter blocks when every token in a call costs the replicas time (a batched forward), and a lane that waits for drafts pays its wait', () => {
+    const base = { mode: 'si' as const, verifyTokens: 5 };
+    const free = chooseLookahead(inputs({ ...base, verifyMsPerToken: 0 })).lookahead;
+    // 8 calls a forward, 0.2 ms a token: each token of every call adds 1.6 ms to every call.
+    const costly = chooseLookahead(inputs({ ...base, verifyMsPerToken: 1.6 })).lookahead;
+    expect(costly).toBeLessThan(free);
+    // The rate at k uses the call at k + 1 tokens: t + 1.6 (k + 1 - 5), E(k) / (t(k) + 3 + 2k).
+    const rate = (k: number) => (1 - 0.8 ** (k + 1)) / 0.2 / (23 + 1.6 * (k + 1 - 5) + 3 + 2 * k);
+    const best = [...Array(64).keys()].map((i) => i + 1).reduce((b, k) => (rate(k) > rate(b) ? k : b), 1);
+    expect(costly).toBe(best);
+    // A wait at the replica only for lanes that wait for drafts: enough of it and plain decoding wins.
+    expect(chooseLookahead(inputs({ ...base, acceptance: constant(0.5), waitingLaneQueueMs: 0 })).behaviour).toBe('si');
+    expect(chooseLookahead(inputs({ ...base, acceptance: constant(0.5), waitingLaneQueueMs: 20 })).behaviour).toBe('nonsi');
+  });
+
   it('when the drafters are the bottleneck, shorter blocks', () => {
     const free = chooseLookahead(inputs({ share: 0.25, replicaShare: 0.25, drafterShare: 4 })).lookahead;
     const busy = chooseLookahead(inputs({ share: 0.25, replicaShare: 0.25, drafterShare: 0.125 })).lookahead;

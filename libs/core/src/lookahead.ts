@@ -17,9 +17,11 @@
  * verification of k drafts commits, is 1 + sum over j = 1..k of the product of the rates of positions
  * 0..j-1.
  *
- * The choice ({@link chooseLookahead}), from t (the mean Verify call, network included), c (drafter
- * ms per drafted token) and the request's *share* of the pool (replica slots over the generations
- * sharing them: what other requests' lanes leave it):
+ * The choice ({@link chooseLookahead}), from t (the mean Verify call, network included, without the
+ * call's wait at the replica when the replicas report it), what one more token in every call adds to
+ * t (a batched forward's cost per token times the calls a forward runs: larger blocks slow every
+ * request's forward), c (drafter ms per drafted token) and the request's *share* of the pool (replica
+ * slots over the generations sharing them: what other requests' lanes leave it):
  * - Sequential speculation (SI) commits E(k) tokens per t + d + k c (d: a drafter call's fixed cost),
  *   but no faster than its share of the replicas allows (share x E(k) per t) nor its share of the
  *   drafters (drafter share x E(k) per d + k c): under load the binding one decides. Its best k
@@ -37,7 +39,10 @@
  *   another request throughput. The run (scheduler.ts, retune) makes one exception: on a *crowded*
  *   pool of unbatched replicas below saturation (a replica idle now and then) it keeps that k but
  *   leaves the lane and the blocks beyond it to the pool's rules, as for a fixed k.
- * No tables by batch size: a batching pool shows up as more slots.
+ * No tables by batch size: a batching pool shows up as more slots, a verification's cost per token
+ * and, for lanes that wait for their drafts, their mean wait at the replica. On a batching pool whose
+ * replicas each serve several requests (scheduler.ts, retune) the choice is the pool's: made from the
+ * pool's acceptance, so that the requests a replica batches keep one cadence.
  */
 
 /** The k the run starts with before anything is measured (the pool has no verification or draft timed yet). */
@@ -132,8 +137,27 @@ export interface LookaheadInputs {
   mode: 'si' | 'dsi';
   /** Acceptance of the draft at each block position given the earlier ones were accepted. */
   acceptance(position: number): number;
-  /** Mean Verify call, ms (network and queueing included). */
+  /**
+   * Mean Verify call, ms: the round trip and the forward, without a wait at the replica for a forward
+   * in progress when the replicas report it (a call the replica's next forward waits for has none).
+   */
   verifyMs: number;
+  /** Tokens a Verify call carries on average (drafts + 1) where `verifyMs` was measured; default 1. */
+  verifyTokens?: number;
+  /**
+   * What one more token in every call adds to a Verify call, ms (a batching replica's forward costs
+   * more per token it runs for all its calls); default 0. A call of n tokens then takes
+   * verifyMs + verifyMsPerToken x (n - verifyTokens).
+   */
+  verifyMsPerToken?: number;
+  /**
+   * The mean wait at the replica of lanes that go at once (plain decoding) and of lanes that wait for
+   * their drafts, ms; default 0. On a batching replica shared by several requests a lane that goes
+   * when its last verdict returns joins the replica's next forward, while one that first waits for a
+   * drafter call may arrive with that forward under way and wait for its end.
+   */
+  plainLaneQueueMs?: number;
+  waitingLaneQueueMs?: number;
   /** Drafter ms per drafted token, and the fixed cost of a drafter call (network, service). */
   draftMsPerToken: number;
   draftCallMs?: number;
@@ -200,6 +224,12 @@ export function expectedTokensByLookahead(acceptance: (position: number) => numb
 /** The choice of the module comment. */
 export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
   const { verifyMs: t, draftMsPerToken: c, maxLookahead } = inputs;
+  const perToken = inputs.verifyMsPerToken ?? 0;
+  const baseTokens = inputs.verifyTokens ?? 1;
+  // A call of `tokens` tokens; never below a quarter of the mean (a fit is only trusted near its data).
+  const verifyAt = (tokens: number): number => Math.max(t / 4, t + perToken * (tokens - baseTokens));
+  const plain = verifyAt(1) + (inputs.plainLaneQueueMs ?? 0);
+  const waitingQueue = inputs.waitingLaneQueueMs ?? 0;
   const callMs = inputs.draftCallMs ?? 0;
   const targetShare = inputs.share;
   const drafterShare = inputs.drafterShare ?? Infinity;
@@ -220,7 +250,8 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
     const missed = overlap ? 1 - reach[k + 1] : 1;
     const drafterWork = overlap ? (1 + missed) * drafting : drafting;
     // Its own cycle, or its share of the replicas' time, or of the drafters' time, whichever binds.
-    const rate = expected[k] * Math.min(1 / (t + missed * drafting), targetShare / t, drafterWork > 0 ? drafterShare / drafterWork : Infinity);
+    const tk = verifyAt(k + 1) + waitingQueue;
+    const rate = expected[k] * Math.min(1 / (tk + missed * drafting), targetShare / tk, drafterWork > 0 ? drafterShare / drafterWork : Infinity);
     if (rate > bestRate + 1e-12) {
       best = k;
       bestRate = rate;
@@ -232,7 +263,7 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
     bestRate = currentRate;
   }
   const margin = inputs.speculating === undefined ? 1 : inputs.speculating ? 1 / SWITCH_MARGIN : SWITCH_MARGIN;
-  if (!(bestRate * t > Math.min(1, targetShare) * margin)) return { lookahead: 1, behaviour: 'nonsi', parallel: 1, expectedTokens: expected[1] };
+  if (!(bestRate * plain > Math.min(1, targetShare) * margin)) return { lookahead: 1, behaviour: 'nonsi', parallel: 1, expectedTokens: expected[1] };
   if (inputs.mode === 'si' || !(replicas >= 2)) return { lookahead: best, behaviour: overlap ? 'overlap' : 'si', parallel: 1, expectedTokens: expected[best] };
   const fits = c > 0 ? Math.ceil(t / (replicas * c) - 1e-9) : best;
   const k = Math.max(1, Math.min(best, fits));

@@ -284,6 +284,50 @@ describe('a batching oracle replica on a virtual clock', () => {
     });
   });
 
+  it('waits for the last forward\'s requests that come back within a forward: two clients a round trip away share every forward after they met', async () => {
+    // Two clients, each sending its next call 1 ms (a round trip) after its last one returns, and
+    // nothing else. Started 3 ms apart they meet in the second forward; from then on the replica
+    // waits for the one not back yet, and every forward serves both. A replica that started each
+    // forward with whatever had queued would alternate them, one a forward, for ever.
+    const clock = new VirtualClock();
+    const replica = new OracleReplica(target, { ttftMs: 10, tpotMs: 10 }, clock, { maxBatchRequests: 8 });
+    const batches: number[] = [];
+    const client = async (request: string, startAt: number) => {
+      await clock.sleep(startAt);
+      const tokens = [1, 2, 3];
+      for (let n = 0; n < 12; n++) {
+        const forward = await replica.forward(request, tokens, tokens.length - 1, () => 0);
+        if (request === 'a') batches.push(forward.batchRequests);
+        tokens.push(4);
+        await clock.sleep(1);
+      }
+    };
+    await clock.run(Promise.all([client('a', 0), client('b', 3)]));
+    // a 0..10 alone, b 10..20 (queued at 3), a 20..30 (each back at 1 ms: now both have a gap); at 30
+    // the replica waits for a, and from 31 every forward holds both, 11 ms apart.
+    expect(batches).toEqual([1, 1, ...new Array(10).fill(2)]);
+    // b's 12th call, alone, waits 0.5 ms for a (done), and ends at 151.5. Alternating, the 24 calls would
+    // take 24 forwards: 240 ms and more.
+    expect(clock.now()).toBe(152.5);
+  });
+
+  it('never waits for a request that was not in the last forward, nor for one that did not come back within a forward', async () => {
+    const clock = new VirtualClock();
+    const replica = new OracleReplica(target, { ttftMs: 10, tpotMs: 10 }, clock, { maxBatchRequests: 8 });
+    const at: Record<string, number> = {};
+    const call = async (name: string, request: string, startAt: number) => {
+      await clock.sleep(startAt);
+      await replica.forward(request, [1, 2, 3], 2, () => 0);
+      at[name] = clock.now();
+    };
+    // a runs 0..10 and comes back 1 ms later (its gap: 1 ms), 11..21. b arrives at 15: after a's forward
+    // it waits 1.5 ms for a (1.5 times a's gap), which does not come, and runs 22.5..32.5. a is then
+    // no longer expected: its call at 40 runs at once, and c, arriving at 45 during it, waits only for
+    // it (c was in no forward before). d, alone at 70, runs at once.
+    await clock.run(Promise.all([call('a1', 'a', 0), call('a2', 'a', 11), call('b', 'b', 15), call('a3', 'a', 40), call('c', 'c', 45), call('d', 'd', 70)]));
+    expect(at).toEqual({ a1: 10, a2: 21, b: 32.5, a3: 50, c: 60, d: 80 });
+  });
+
   it('with one request per forward (the default) serves exactly as the unbatched replica does', async () => {
     const calls: Array<[string, string, number[], number, number, number?]> = [
       ['a', 'r', [1, 2, 3], 0, 0],

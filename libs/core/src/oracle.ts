@@ -25,9 +25,12 @@
  *
  * Batching ({@link OracleBatching}, off by default): the calls that arrive while a forward runs wait and
  * then run together in the next forward, up to `maxBatchRequests` calls and `maxBatchTokens` computed
- * tokens (in arrival order; a call never waits more than the forward in progress unless the batch after
- * it is full). A batched forward takes its slowest call's time (as above) plus `batchMsPerToken` for
- * every token the other calls compute: decode is memory-bound, so extra rows cost little.
+ * tokens (in arrival order). Before a forward the replica waits for the requests of the forward before
+ * it that come back within a forward (each up to 1.5 times its usual gap, never more than a forward:
+ * see {@link BatchGather}), so clients that send their next call when the last returns share forwards
+ * instead of alternating; otherwise a call waits only for the forward in progress, unless the batch
+ * after it is full. A batched forward takes its slowest call's time (as above) plus `batchMsPerToken`
+ * for every token the other calls compute: decode is memory-bound, so extra rows cost little.
  */
 import { PlainAbortController } from './plain-signal';
 import type { Clock } from './ports';
@@ -320,6 +323,10 @@ export interface OracleForward<T> {
   modelMs: number;
   /** Calls that ran in this forward (1 unless the replica batches). */
   batchRequests: number;
+  /** Clock time from the call to getting the device (or to its batch's forward beginning). */
+  queueMs: number;
+  /** Tokens the forward computed over all of its calls. */
+  batchTokens: number;
 }
 
 /** Thrown by {@link OracleReplica.forward} after {@link OracleReplica.close}. */
@@ -343,6 +350,8 @@ export class OracleReplica {
   private readonly pending: Array<BatchMember | (() => void)> = [];
   /** Batching only: whether a forward runs (or is about to start). */
   private running = false;
+  /** Batching only: how the next forward waits for the last one's requests to come back (module comment). */
+  private readonly gather = new BatchGather();
   private closed = false;
 
   /** Throws a RangeError for a negative or non-finite latency, or bad batching options. */
@@ -410,6 +419,7 @@ export class OracleReplica {
   private async forwardSequence<T>(requestId: string, sequence: ForwardSequence, from: number, compute: (hashes: PrefixHashes) => T, signal?: AbortSignal): Promise<OracleForward<T>> {
     if (signal?.aborted) throw abortReason(signal);
     if (this.batched) return this.enqueue(requestId, sequence, from, compute, signal);
+    const called = this.clock.now();
     await this.device.acquire(signal);
     try {
       if (this.closed) throw new OracleReplicaClosedError('the oracle replica is closed');
@@ -430,7 +440,7 @@ export class OracleReplica {
       if (signal?.aborted) throw abortReason(signal);
       // Commit only a finished forward: an aborted one leaves the previous, consistent cache.
       if (requestId) this.commit(requestId, cached, common, sequence, length, fresh);
-      return { result, reusedTokens, computedTokens, modelMs: this.clock.now() - started, batchRequests: 1 };
+      return { result, reusedTokens, computedTokens, modelMs: this.clock.now() - started, batchRequests: 1, queueMs: started - called, batchTokens: computedTokens };
     } finally {
       this.device.release();
     }
@@ -439,6 +449,7 @@ export class OracleReplica {
   /** Drops a request's cache, queued behind the device's pending forwards (none can bring it back). */
   async release(requestId: string): Promise<boolean> {
     if (this.batched) {
+      this.gather.forget(requestId);
       if (!this.running && this.pending.length === 0) return this.caches.delete(requestId);
       return new Promise<boolean>((resolve) => this.pending.push(() => resolve(this.caches.delete(requestId))));
     }
@@ -456,6 +467,7 @@ export class OracleReplica {
    * settled or been aborted, and an aborted forward never commits). Returns whether there was one.
    */
   forget(requestId: string): boolean {
+    this.gather.forget(requestId);
     return this.caches.delete(requestId);
   }
 
@@ -472,7 +484,7 @@ export class OracleReplica {
   /** Batching: queues a call for the next forward (starting one now when the device is idle). */
   private enqueue<T>(requestId: string, sequence: ForwardSequence, from: number, compute: (hashes: PrefixHashes) => T, signal?: AbortSignal): Promise<OracleForward<T>> {
     return new Promise<OracleForward<T>>((resolve, reject) => {
-      const member: BatchMember = { requestId, sequence, from, compute, signal, resolve: resolve as BatchMember['resolve'], reject, settled: false };
+      const member: BatchMember = { requestId, sequence, from, compute, signal, resolve: resolve as BatchMember['resolve'], reject, settled: false, calledAt: this.clock.now() };
       if (signal) {
         member.onAbort = () => {
           if (member.settled) return;
@@ -485,10 +497,12 @@ export class OracleReplica {
         signal.addEventListener('abort', member.onAbort, { once: true });
       }
       this.pending.push(member);
+      this.gather.arrived(requestId, this.clock.now(), this.pendingCalls() >= this.batching.maxBatchRequests);
       if (!this.running) {
         this.running = true;
-        // Calls made in the same turn (a burst) join this forward too.
-        queueMicrotask(() => void this.runBatches());
+        // Calls that arrive at the same time (a burst: what the event loop has already received, or a
+        // virtual clock's events of this instant) join this forward too.
+        void this.clock.sleep(0).then(() => this.runBatches());
       }
     });
   }
@@ -500,11 +514,31 @@ export class OracleReplica {
         // Releases queued before the next call happen now: they wait only for the forwards before them.
         while (this.pending.length > 0 && typeof this.pending[0] === 'function') (this.pending.shift() as () => void)();
         if (this.pending.length === 0) return;
+        await this.gatherBatch();
+        if (this.pending.length === 0 || typeof this.pending[0] === 'function') continue;
         await this.runBatch(this.takeBatch());
       }
     } finally {
       this.running = false;
     }
+  }
+
+  /** Calls (not releases) waiting for a forward. */
+  private pendingCalls(): number {
+    let calls = 0;
+    for (const item of this.pending) if (typeof item !== 'function') calls++;
+    return calls;
+  }
+
+  /**
+   * Before a forward: while the last forward's requests that have no call waiting yet are expected back
+   * (within {@link BatchGather.lingerMs} of its end) and the batch is not full, wait for them.
+   */
+  private async gatherBatch(): Promise<void> {
+    const waiting: string[] = [];
+    for (const item of this.pending) if (typeof item !== 'function') waiting.push(item.requestId);
+    const ms = this.gather.waitMs(this.clock.now(), waiting, waiting.length >= this.batching.maxBatchRequests);
+    if (ms > 0) await this.gather.wait(this.clock, ms);
   }
 
   /** The calls of the next forward: in arrival order up to a release, within the request and token limits. */
@@ -556,9 +590,13 @@ export class OracleReplica {
         return { fresh, error };
       }
     });
-    const remaining = slowest + this.batching.batchMsPerToken * (tokens - slowestTokens) - (this.clock.now() - started);
+    // Every token beyond the batch's first costs batchMsPerToken, and no call runs faster than alone.
+    const perToken = this.batching.batchMsPerToken;
+    const forwardMs = max(slowest + perToken * (tokens - slowestTokens), this.latency.tpotMs + perToken * (tokens - 1));
+    const remaining = forwardMs - (this.clock.now() - started);
     if (remaining > 0 && live > 0) await this.clock.sleep(remaining, sleep.signal).catch(() => undefined);
     const modelMs = this.clock.now() - started;
+    this.gather.finished(this.clock.now(), modelMs, batch.map(({ member }) => (member.settled ? '' : member.requestId)));
     batch.forEach(({ member, cached, common, reused, computed }, i) => {
       if (member.settled) return;
       member.settled = true;
@@ -567,7 +605,7 @@ export class OracleReplica {
       if (!done) return member.reject(new OracleReplicaClosedError('the oracle replica is closed'));
       if ('error' in done) return member.reject(done.error);
       if (member.requestId) this.commit(member.requestId, cached, common, member.sequence, sequenceLength(member.sequence), done.fresh);
-      member.resolve({ result: done.result, reusedTokens: reused, computedTokens: computed, modelMs, batchRequests: batch.length });
+      member.resolve({ result: done.result, reusedTokens: reused, computedTokens: computed, modelMs, batchRequests: batch.length, queueMs: started - member.calledAt, batchTokens: tokens });
     });
   }
 
@@ -597,6 +635,93 @@ export class OracleReplica {
 
 const NO_TOKENS: readonly number[] = [];
 
+/** Weight of the newest return gap in a request's mean (see {@link BatchGather}). */
+const GATHER_GAP_WEIGHT = 0.3;
+/** How much longer than its mean return gap a forward waits for a request. */
+const GATHER_GAP_MARGIN = 1.5;
+
+/**
+ * Batching: the wait before a forward for the requests of the forward before it. A caller that
+ * sends its next call when the last one returns (non-SI; SI after one drafter call) is back a
+ * round trip (and a draft) after the forward ends. A replica that starts the next forward at once,
+ * with the calls that queued meanwhile, runs them without it: two requests on one replica then
+ * alternate, one a forward each, and batching gains nothing until more requests than that share it.
+ * So the replica learns, per request, how soon after a forward of it its next call arrives (the
+ * mean of those gaps; a request that did not come back within a forward is not expected), and a
+ * forward waits for the last forward's expected requests that have no call waiting yet, each until
+ * 1.5 times its mean gap after that forward ended and never more than one forward. A full batch
+ * goes at once; a request that was not in the last forward is never waited for.
+ */
+class BatchGather {
+  /** Per request: the mean gap between the end of a forward of it and its next call here. */
+  private readonly gaps = new Map<string, number>();
+  /** The last forward's requests with no call since, and when each is due at the latest. */
+  private readonly expected = new Map<string, number>();
+  /** The last forward's requests with no call since, for learning their gaps. */
+  private returning = new Set<string>();
+  private endedAt = 0;
+  private forwardMs = 0;
+  private wake: (() => void) | undefined;
+
+  /** A forward ended at `now` after `forwardMs`, with calls of these requests ('' for an aborted one). */
+  finished(now: number, forwardMs: number, requestIds: readonly string[]): void {
+    // Whoever did not come back within the forward since theirs is not expected any more.
+    for (const id of this.returning) this.gaps.delete(id);
+    this.endedAt = now;
+    this.forwardMs = forwardMs;
+    this.returning = new Set();
+    this.expected.clear();
+    for (const id of requestIds) {
+      if (id === '') continue;
+      this.returning.add(id);
+      const gap = this.gaps.get(id);
+      if (gap !== undefined) this.expected.set(id, now + min(GATHER_GAP_MARGIN * gap, forwardMs));
+    }
+  }
+
+  /** A call of `requestId` arrived at `now`; `full` when the calls waiting fill a batch. */
+  arrived(requestId: string, now: number, full: boolean): void {
+    this.expected.delete(requestId);
+    if (this.returning.delete(requestId)) {
+      const gap = now - this.endedAt;
+      const mean = this.gaps.get(requestId);
+      if (gap > this.forwardMs) this.gaps.delete(requestId);
+      else this.gaps.set(requestId, mean === undefined ? gap : mean + GATHER_GAP_WEIGHT * (gap - mean));
+    }
+    if (this.wake && (full || this.expected.size === 0)) this.wake();
+  }
+
+  /** Forgets a request (its cache was released: no more calls of it are coming). */
+  forget(requestId: string): void {
+    this.gaps.delete(requestId);
+    this.returning.delete(requestId);
+    this.expected.delete(requestId);
+  }
+
+  /** How long to wait at `now` with calls of `waiting` requests queued (0: start the forward). */
+  waitMs(now: number, waiting: readonly string[], full: boolean): number {
+    if (this.expected.size === 0) return 0;
+    for (const id of waiting) this.expected.delete(id);
+    let due = -Infinity;
+    for (const [id, at] of this.expected) {
+      if (at <= now) this.expected.delete(id);
+      else due = Math.max(due, at);
+    }
+    return full || this.expected.size === 0 ? 0 : due - now;
+  }
+
+  /** Sleeps `ms` on `clock`, or until every expected request is back or the batch is full. */
+  async wait(clock: Clock, ms: number): Promise<void> {
+    const stop = PlainAbortController.create();
+    this.wake = () => stop.abort();
+    try {
+      await clock.sleep(ms, stop.signal).catch(() => undefined);
+    } finally {
+      this.wake = undefined;
+    }
+  }
+}
+
 /** A call waiting for (or in) a batched forward. */
 interface BatchMember {
   requestId: string;
@@ -609,6 +734,8 @@ interface BatchMember {
   reject: (reason: unknown) => void;
   /** Resolved, rejected or aborted: nothing more happens to it. */
   settled: boolean;
+  /** Clock time of the call. */
+  calledAt: number;
   /** The forward it runs in, once it runs: told when it aborts (the forward stops when every call has). */
   batch?: { memberAborted(): void };
 }

@@ -60,6 +60,20 @@ export interface VerifyResult {
   accepted: number;
   /** The accepted drafts followed by one target token (the correction, or the bonus token). */
   tokens: number[];
+  /** What the replica says about the forward that served the call, when it says (lookahead 'auto' learns from it). */
+  report?: ForwardReport;
+}
+
+/** A replica's account of the forward that served one call. */
+export interface ForwardReport {
+  /** Time in the model, ms. */
+  modelMs: number;
+  /** Time the call waited at the replica before that forward began, ms. */
+  queueMs: number;
+  /** Calls the forward ran together (1 unless the replica batches), the call itself included. */
+  batchRequests: number;
+  /** Tokens the forward computed over all of its calls. */
+  batchTokens: number;
 }
 
 /** The small model that guesses ahead. */

@@ -1,5 +1,5 @@
 import type { DraftCall, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from './ports';
-import { DrafterScheduler, ReplicaClaim, ReplicaLease, ReplicaScheduler, ReplicaSchedulerStats, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
+import { DrafterScheduler, PoolMeasurements, ReplicaClaim, ReplicaLease, ReplicaScheduler, ReplicaSchedulerStats, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
 import { draftToken, SamplingParams, targetToken, verifyBlock } from './rules';
 import { counterHash, uniform } from './sampling';
 import { generate, GenerateConfig, GenerationResult, Lookahead, Mode, SchedulerEvents, WorkCancelledError } from './scheduler';
@@ -122,6 +122,57 @@ describe('ReplicaScheduler decisions', () => {
     b.finishOne();
     expect(scheduler.stats()).toMatchObject({ busyReplicas: 2 });
     expect(() => new ReplicaScheduler<Slot>([], { slotsPerReplica: 0 })).toThrow(/slotsPerReplica=0/);
+  });
+
+  it('batching replicas: a lane goes back to the replica of its last lane while that has a free slot (its requests there batch together)', () => {
+    const { log, tenant } = pool(2, true, 2);
+    const a = tenant('a').want({ class: 'lane' });
+    const b = tenant('b').want({ class: 'lane' });
+    const c = tenant('c').want({ class: 'lane' });
+    expect(log).toEqual(['a:lane@r0', 'b:lane@r1', 'c:lane@r0']);
+    // b's lane ends first: r1 is empty, r0 holds a and c. a's next lane still goes to r0, where c's is.
+    b.finishOne();
+    a.finishOne();
+    a.want({ class: 'lane' });
+    expect(log.slice(3)).toEqual(['a:lane@r0']);
+    // Speculative work has no home: the least loaded replica.
+    a.want({ class: 'speculative', distance: 1 });
+    expect(log.slice(4)).toEqual(['a:speculative1@r1']);
+    // A full home: the least loaded replica instead, which becomes the home.
+    c.finishOne();
+    tenant('d').want({ class: 'lane' });
+    c.want({ class: 'lane' });
+    expect(log.slice(5)).toEqual(['d:lane@r0', 'c:lane@r1']);
+  });
+
+  it('replicas of one slot: a lane takes the least loaded replica, whatever its last was', () => {
+    const { log, tenant } = pool(2, true, 1);
+    const a = tenant('a').want({ class: 'lane' });
+    const b = tenant('b').want({ class: 'lane' });
+    expect(log).toEqual(['a:lane@r0', 'b:lane@r1']);
+    a.finishOne();
+    b.finishOne();
+    b.want({ class: 'lane' });
+    expect(log.slice(2)).toEqual(['b:lane@r0']);
+  });
+
+  it("pool measurements: a verification without its wait at the replica, and what one more token in every call costs a batched forward", () => {
+    const m = new PoolMeasurements();
+    expect(m.forwardView()).toBeUndefined();
+    // Forwards of 8 calls, 20 ms plus 0.2 ms a token beyond the first; each call waited 2 ms and took 1 ms more on the way.
+    for (let n = 0; n < 200; n++) {
+      const callTokens = 1 + (n % 6);
+      const batchTokens = 8 * callTokens + (n % 3);
+      const modelMs = 20 + 0.2 * (batchTokens - 1);
+      m.recordForward(modelMs + 3, callTokens, { modelMs, queueMs: 2, batchRequests: 8, batchTokens });
+    }
+    const view = m.forwardView()!;
+    expect(view.msPerCallToken).toBeCloseTo(0.2 * 8, 6);
+    // The call less its wait: the forward and the round trip.
+    expect(view.serviceMs).toBeCloseTo(20 + 0.2 * (8 * view.callTokens + 1 - 1) + 1, 0);
+    expect(view.waitingLaneQueueMs).toBeUndefined();
+    m.recordForward(25, 2, { modelMs: 20, queueMs: 4, batchRequests: 1, batchTokens: 2 }, 'waited');
+    expect(m.forwardView()!.waitingLaneQueueMs).toBe(4);
   });
 
   it('gives a free replica to any lane before any speculative work, whatever waited longer', () => {

@@ -36,11 +36,15 @@
  *    calls that arrive during a forward into the next), the least loaded, then the one with the fewest
  *    consecutive failures (counted across tenants, reset by a success); ties: the first in the list. In a shared pool, a tenant whose call just
  *    failed on a replica retries on another one (when the list holds another), even if it waits.
+ *    On batching replicas a lane goes back to the replica of the tenant's last lane while that has a
+ *    free slot and no failure: the requests a replica serves come back to it together, and the
+ *    replica, which waits for the requests of its last forward (oracle.ts, "Batching"), runs them in
+ *    one forward (non-SI on 4 replicas batching 8, 8 clients, event mode: 195 -> 356 tokens/s).
  *
  * Pure: no I/O, no timers, no clock. Ordering uses the scheduler's own tickets (a counter), so the
  * decisions are deterministic on any clock.
  */
-import type { Drafter, TargetReplica } from './ports';
+import type { Drafter, ForwardReport, TargetReplica } from './ports';
 
 /** Why a generation wants a replica: its lane (the block covering the end of V) or speculative work. */
 export type WorkClass = 'lane' | 'speculative';
@@ -235,6 +239,8 @@ export class ReplicaScheduler<R extends object> {
   private readonly lastFailedOn = new Map<ReplicaTenant<R>, R>();
   /** The ticket of each tenant's last lane grant: bounds how often it may overtake. */
   private readonly lastLaneGrant = new Map<ReplicaTenant<R>, number>();
+  /** Batching replicas: the replica of each tenant's last lane, which its next lane goes back to (rule 5). */
+  private readonly laneHome = new Map<ReplicaTenant<R>, R>();
   private tickets = 0;
   private holds = 0;
   private scheduling = false;
@@ -324,6 +330,7 @@ export class ReplicaScheduler<R extends object> {
   leave(tenant: ReplicaTenant<R>): void {
     this.tenants.delete(tenant);
     this.lastLaneGrant.delete(tenant);
+    this.laneHome.delete(tenant);
     this.lastFailedOn.delete(tenant);
     for (const lease of [...this.leases]) {
       if (lease.tenant === tenant) lease.release('cancelled');
@@ -429,7 +436,7 @@ export class ReplicaScheduler<R extends object> {
   private decide(candidates: readonly Candidate<R>[], end: number, declined: Set<ReplicaTenant<R>>): boolean {
     for (let i = 0; i < end; i++) {
       const candidate = candidates[i];
-      const replica = this.freeReplica(candidate.tenant);
+      const replica = this.freeReplica(candidate.tenant, candidate.claim.class);
       if (replica) {
         this.grant(candidate, replica, declined);
         return true;
@@ -464,9 +471,13 @@ export class ReplicaScheduler<R extends object> {
    * The free replica for `tenant` with the fewest consecutive failures (ties: the first in the list),
    * except the {@link avoidedBy} one.
    */
-  private freeReplica(tenant: ReplicaTenant<R>): R | undefined {
+  private freeReplica(tenant: ReplicaTenant<R>, work: WorkClass): R | undefined {
     const replicas = this.source();
     const avoided = this.avoidedBy(tenant, replicas);
+    if (work === 'lane' && this.slots > 1) {
+      const home = this.laneHome.get(tenant);
+      if (home !== undefined && home !== avoided && (this.inFlight.get(home) ?? 0) < this.slots && this.failuresOf(home) === 0 && replicas.includes(home)) return home;
+    }
     let best: R | undefined;
     let bestFailures = Infinity;
     let bestLoad = Infinity;
@@ -515,6 +526,7 @@ export class ReplicaScheduler<R extends object> {
     this.inFlight.set(replica, (this.inFlight.get(replica) ?? 0) + 1);
     const previousLaneGrant = this.lastLaneGrant.get(tenant);
     if (claim.class === 'lane') this.lastLaneGrant.set(tenant, lease.ticket);
+    if (claim.class === 'lane' && this.slots > 1) this.laneHome.set(tenant, replica);
     this.events?.grant?.({ tenant: tenant.name, replica, class: claim.class, ready: claim.ready, distance: claim.distance, since: claim.since, ticket: lease.ticket });
     if (tenant.grant(lease)) {
       if (claim.class === 'lane') this.lanesGranted++;
@@ -555,6 +567,11 @@ export class ReplicaScheduler<R extends object> {
     return true;
   }
 }
+
+/** Forgetting per reported verification in {@link PoolMeasurements.forwardView}: the last ~100 calls count (0.99^69 = 0.5). */
+const FORWARD_DECAY = 0.99;
+/** Forgetting per lane in the pool's mean wait of lanes at their replica: the last ~35 lanes count (0.98^34 = 0.5). */
+const LANE_QUEUE_DECAY = 0.98;
 
 /**
  * What the generations on one target pool have measured, pooled so that a new generation judges its
@@ -598,6 +615,64 @@ export class PoolMeasurements {
   /** Drafter calls a lane needed, and how long they waited for a drafter in total. */
   laneDraftCalls = 0;
   laneDraftQueueMs = 0;
+
+  // Decayed sums over the verifications whose replica reported its forward ({@link forwardView}).
+  private reported = 0;
+  private reportedCallMs = 0;
+  private reportedQueueMs = 0;
+  private reportedCallTokens = 0;
+  private reportedBatchRequests = 0;
+  private batchTokens = 0;
+  private batchTokensSquared = 0;
+  private batchModelMs = 0;
+  private batchTokenMs = 0;
+  /** Decayed waits at the replica of lanes that went at once ('plain') and of lanes that waited for their drafts. */
+  private readonly laneQueue = { plain: { calls: 0, ms: 0 }, waited: { calls: 0, ms: 0 } };
+
+  /**
+   * A successful verification of `callTokens` tokens that took `callMs` (call start to result), with
+   * its replica's account of the forward. Older ones weigh less: {@link FORWARD_DECAY} per call.
+   */
+  recordForward(callMs: number, callTokens: number, report: ForwardReport, lane?: 'plain' | 'waited'): void {
+    const d = FORWARD_DECAY;
+    if (lane) {
+      const queue = this.laneQueue[lane];
+      queue.calls = queue.calls * LANE_QUEUE_DECAY + 1;
+      queue.ms = queue.ms * LANE_QUEUE_DECAY + Math.min(report.queueMs, callMs);
+    }
+    this.reported = this.reported * d + 1;
+    this.reportedCallMs = this.reportedCallMs * d + callMs;
+    this.reportedQueueMs = this.reportedQueueMs * d + Math.min(report.queueMs, callMs);
+    this.reportedCallTokens = this.reportedCallTokens * d + callTokens;
+    this.reportedBatchRequests = this.reportedBatchRequests * d + report.batchRequests;
+    this.batchTokens = this.batchTokens * d + report.batchTokens;
+    this.batchTokensSquared = this.batchTokensSquared * d + report.batchTokens * report.batchTokens;
+    this.batchModelMs = this.batchModelMs * d + report.modelMs;
+    this.batchTokenMs = this.batchTokenMs * d + report.batchTokens * report.modelMs;
+  }
+
+  /**
+   * A verification as lookahead 'auto' weighs it, from the replicas' reports (undefined before any):
+   * `serviceMs`, the mean call without its wait at the replica (the round trip and the forward: what
+   * a call that the replica's batch was waiting for takes), at `callTokens` tokens a call; and
+   * `msPerCallToken`, what one more token in every call adds to each forward: the forward's cost per
+   * token (a least-squares fit of model time on the forward's tokens; 0 while they hardly vary) times
+   * the calls a forward runs.
+   */
+  forwardView(): { serviceMs: number; callTokens: number; msPerCallToken: number; plainLaneQueueMs?: number; waitingLaneQueueMs?: number } | undefined {
+    const n = this.reported;
+    if (n === 0) return undefined;
+    const meanTokens = this.batchTokens / n;
+    const variance = this.batchTokensSquared / n - meanTokens * meanTokens;
+    const perToken = variance > 0.25 ? Math.max(0, (this.batchTokenMs / n - meanTokens * (this.batchModelMs / n)) / variance) : 0;
+    return {
+      serviceMs: (this.reportedCallMs - this.reportedQueueMs) / n,
+      callTokens: this.reportedCallTokens / n,
+      msPerCallToken: perToken * (this.reportedBatchRequests / n),
+      plainLaneQueueMs: this.laneQueue.plain.calls > 0 ? this.laneQueue.plain.ms / this.laneQueue.plain.calls : undefined,
+      waitingLaneQueueMs: this.laneQueue.waited.calls > 0 ? this.laneQueue.waited.ms / this.laneQueue.waited.calls : undefined,
+    };
+  }
 
   /** The mean successful verification (call start to result); 0 before any. */
   meanVerifyMs(): number {

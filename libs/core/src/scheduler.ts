@@ -57,7 +57,7 @@
  */
 import type { Clock, DraftResult, Drafter, TargetReplica, VerifyCall, VerifyResult } from './ports';
 import { DrafterScheduler, LeaseOutcome, PoolMeasurements, ReplicaClaim, ReplicaLease, ReplicaTenant, TargetScheduler, WorkClass } from './replica-scheduler';
-import { AUTO_INITIAL_LOOKAHEAD, chooseLookahead, PositionAcceptance } from './lookahead';
+import { AUTO_INITIAL_LOOKAHEAD, chooseLookahead, PositionAcceptance, type LookaheadInputs } from './lookahead';
 import { PlainAbortController } from './plain-signal';
 import { SamplingParams, validateSamplingParams } from './rules';
 
@@ -406,6 +406,8 @@ interface Block {
   replica?: string;
   /** The class it was last dispatched as. */
   class?: WorkClass;
+  /** Whether, when last dispatched, the run's lanes waited for their drafts (SI's way). */
+  waitedForDrafts?: boolean;
   call?: VerifyTask;
   result?: VerifyResult;
 }
@@ -700,7 +702,8 @@ class GenerationRun {
       const ready = size >= full || (!this.draftTask && !this.canStartDraft());
       // Only a saturated pool asks whether the drafts are worth the wait; a crowded one (fewer than two
       // slots a run: no replica for speculative work beside the lane) waits where SI's way wins.
-      const waitsForDrafts = !ready && (this.targets.saturated ? this.worthWaitingForDrafts(size) : this.targets.crowded && this.sequentialBeatsNonSI());
+      // lookahead 'auto' decoding plainly ('nonsi') never waits: its lanes keep pace with the replica's forwards.
+      const waitsForDrafts = !ready && this.speculating !== false && (this.targets.saturated ? this.worthWaitingForDrafts(size) : this.targets.crowded && this.sequentialBeatsNonSI());
       return { class: 'lane', start: this.verifiedEnd, size, ready, waitsForDrafts };
     }
     const blocks = this.blocks;
@@ -790,20 +793,34 @@ class GenerationRun {
     if (m.verifications === 0 || !draftCost) return;
     const prior = m.acceptance();
     const targets = this.targets;
-    const choice = chooseLookahead({
+    const forward = m.forwardView();
+    const replicaShare = targets.replicaCount / Math.max(1, targets.tenantCount);
+    const inputs: LookaheadInputs = {
       mode: this.config.mode === 'si' ? 'si' : 'dsi',
       acceptance: (position) => this.acceptance.rate(position, prior),
-      verifyMs: m.meanVerifyMs(),
+      verifyMs: forward?.serviceMs ?? m.meanVerifyMs(),
+      verifyTokens: forward?.callTokens,
+      verifyMsPerToken: forward?.msPerCallToken,
       draftMsPerToken: draftCost.perTokenMs,
       draftCallMs: draftCost.overheadMs,
       share: targets.slotShare,
-      replicaShare: targets.replicaCount / Math.max(1, targets.tenantCount),
+      replicaShare,
       drafterShare: this.drafters.slotShare,
       drafterReplicaShare: this.drafters.replicaCount / Math.max(1, this.drafters.tenantCount),
       maxLookahead: MAX_LOOKAHEAD,
       current: this.sequentialLookahead,
       speculating: this.speculating,
-    });
+    };
+    let choice = chooseLookahead(inputs);
+    // A batching replica with no replica to spare for a request (each serves one request or more)
+    // runs its requests in one forward only while they keep one cadence: a lane that waits for a
+    // drafter call arrives with the forward of the others' plain lanes under way, and one request's
+    // longer block delays every forward it shares. So the choice is the pool's there, from the pool's
+    // acceptance: every request chooses alike (its own few drafts flipped it around the break-even),
+    // charged the mean wait at the replica of the lanes that waited for drafts. Event mode, 4 targets
+    // and 2 drafters batching 8, auto over the better of non-SI and the best fixed-k SI: a = 0.5 at
+    // 16 clients 0.80 -> 1.00, a = 0.8 at 32 clients 0.92 -> 0.98 (with the cost per token).
+    if (targets.slotsPerReplica > 1 && replicaShare <= 1) choice = chooseLookahead({ ...inputs, acceptance: () => prior, waitingLaneQueueMs: forward?.waitingLaneQueueMs });
     if (choice.behaviour !== 'dsi') this.sequentialLookahead = choice.lookahead;
     this.speculating = choice.behaviour !== 'nonsi';
     // A crowded pool of unbatched replicas below saturation (fewer than two replicas a request, one
@@ -884,6 +901,7 @@ class GenerationRun {
     block.call = task;
     block.replica = target.id;
     block.class = workClass;
+    block.waitedForDrafts = this.limits.laneWaitsForDrafts;
     this.verifyCalls++;
     const call: VerifyCall = {
       requestId: this.config.requestId,
@@ -986,8 +1004,10 @@ class GenerationRun {
     }
     lease.release('succeeded');
     this.recycle(lease.replica, task.controller);
-    this.measured.verifyMs += this.clock.now() - task.startedAt;
+    const callMs = this.clock.now() - task.startedAt;
+    this.measured.verifyMs += callMs;
     this.measured.verifications++;
+    if (result.report) this.measured.recordForward(callMs, block.drafts.length + 1, result.report, block.class === 'lane' ? (block.waitedForDrafts ? 'waited' : 'plain') : undefined);
     this.consecutiveFailures = 0;
     block.call = undefined;
     block.state = 'done';

@@ -24,6 +24,10 @@ export interface ForwardResult {
   modelMs?: number;
   /** Calls that shared this forward, when the backend batches (absent: 1). */
   batchRequests?: number;
+  /** Time the call waited before its forward began, when the backend measures it. */
+  queueMs?: number;
+  /** Tokens the forward computed over all of its calls (absent: `computedTokens`). */
+  batchTokens?: number;
 }
 
 /**

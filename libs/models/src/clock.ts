@@ -17,7 +17,9 @@ function abortReason(signal: AbortSignal): unknown {
  * for all but the last `spinMs`, then setImmediate polling of `performance.now()` (yielding to the
  * event loop every turn, so other work goes on, but the process keeps a core busy while it polls).
  * With `spinMs` 0 a sleep is timers only (one, and another when the first fires early): no CPU, but it
- * ends up to ~1 ms late. Rejects with the signal's reason on abort.
+ * ends up to ~1 ms late. A sleep of 0 ms (or less) ends after one setImmediate, whatever `spinMs`:
+ * the I/O the event loop has already received is handled first (a batching replica gathers a burst
+ * of calls that way). Rejects with the signal's reason on abort.
  */
 export function wallClock(spinMs = DEFAULT_SPIN_MS): Clock {
   if (!(Number.isFinite(spinMs) && spinMs >= 0)) throw new RangeError(`spinMs must be a finite number >= 0, got ${spinMs}`);
@@ -59,7 +61,9 @@ function sleepUntil(deadline: number, ms: number, spinMs: number, signal?: Abort
       }
     };
     signal?.addEventListener('abort', onAbort, { once: true });
-    if (spinMs === 0) timer = setTimeout(poll, Math.max(0, ms));
+    // A sleep of 0 yields to what the event loop has waiting (I/O already arrived), then resumes.
+    if (ms <= 0) immediate = setImmediate(poll);
+    else if (spinMs === 0) timer = setTimeout(poll, ms);
     else if (ms > spinMs) timer = setTimeout(poll, ms - spinMs);
     else poll();
   });

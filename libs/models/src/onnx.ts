@@ -38,7 +38,7 @@ export class ModelWorkerError extends Error {
 }
 
 type Job =
-  | { kind: 'forward'; requestId: string; tokens: Int32Array; from: number; signal?: AbortSignal; resolve: (r: ForwardResult) => void; reject: (e: unknown) => void }
+  | { kind: 'forward'; requestId: string; tokens: Int32Array; from: number; signal?: AbortSignal; queuedAt: number; resolve: (r: ForwardResult) => void; reject: (e: unknown) => void }
   | { kind: 'release'; requestId: string; resolve: (released: boolean) => void; reject: (e: unknown) => void };
 
 function workerFile(): string {
@@ -133,7 +133,7 @@ export class OnnxModel implements LanguageModel {
       return Promise.reject(error);
     }
     return new Promise<ForwardResult>((resolve, reject) => {
-      const job: Job = { kind: 'forward', requestId, tokens: Int32Array.from(tokens), from, signal, resolve, reject };
+      const job: Job = { kind: 'forward', requestId, tokens: Int32Array.from(tokens), from, signal, queuedAt: performance.now(), resolve, reject };
       signal?.addEventListener(
         'abort',
         () => {
@@ -237,12 +237,14 @@ export class OnnxModel implements LanguageModel {
       return;
     }
     const batch = this.takeBatch(job);
+    const started = performance.now();
     if (batch.length > 1) {
       void this.request({ type: 'forward-batch', id, items: batch.map((b) => ({ requestId: b.requestId, tokens: b.tokens, from: b.from })) }).then((response) => {
         batch.forEach((b, i) => {
           if (response.type === 'batch-result') {
             const r = response.results[i];
-            b.resolve({ logits: r.logits, rows: r.rows, reusedTokens: r.reused, computedTokens: r.computed, modelMs: response.modelMs, batchRequests: batch.length });
+            const batchTokens = response.results.reduce((sum, item) => sum + item.computed, 0);
+            b.resolve({ logits: r.logits, rows: r.rows, reusedTokens: r.reused, computedTokens: r.computed, modelMs: response.modelMs, batchRequests: batch.length, queueMs: started - b.queuedAt, batchTokens });
           } else if (response.type === 'error') {
             b.reject(new ModelWorkerError(response.message));
           }
@@ -253,7 +255,7 @@ export class OnnxModel implements LanguageModel {
     }
     void this.request({ type: 'forward', id, requestId: job.requestId, tokens: job.tokens, from: job.from }).then((response) => {
       if (response.type === 'result') {
-        job.resolve({ logits: response.logits, rows: response.rows, reusedTokens: response.reused, computedTokens: response.computed, modelMs: response.modelMs });
+        job.resolve({ logits: response.logits, rows: response.rows, reusedTokens: response.reused, computedTokens: response.computed, modelMs: response.modelMs, queueMs: started - job.queuedAt, batchTokens: response.computed });
       } else if (response.type === 'error') {
         job.reject(new ModelWorkerError(response.message));
       }

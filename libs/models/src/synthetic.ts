@@ -70,8 +70,8 @@ class SyntheticModel implements LanguageModel {
       },
       signal,
     );
-    const { reusedTokens, computedTokens, modelMs, batchRequests } = forward;
-    return { logits: forward.result, rows, reusedTokens, computedTokens, modelMs, batchRequests };
+    const { reusedTokens, computedTokens, modelMs, batchRequests, queueMs, batchTokens } = forward;
+    return { logits: forward.result, rows, reusedTokens, computedTokens, modelMs, batchRequests, queueMs, batchTokens };
   }
 
   release(requestId: string): Promise<boolean> {

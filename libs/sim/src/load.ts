@@ -27,7 +27,17 @@ export interface LoadParams extends Omit<EventParams, 'prompt'> {
   arrivalRate?: number;
   /** Requests in total. */
   requests: number;
+  /**
+   * Requests run first on the same pools and not reported (default 0): closed loop at `concurrency`
+   * (or one at a time in an open loop), all finished before the measured traffic starts, so the pools'
+   * measurements are as warm as a running service's. Their prompts are {@link loadPrompt} of
+   * {@link WARMUP_PROMPT_OFFSET} + i, none of the measured ones.
+   */
+  warmup?: number;
 }
+
+/** Where warm-up requests' prompt indices start (see {@link LoadParams.warmup}). */
+export const WARMUP_PROMPT_OFFSET = 1_000_000;
 
 /** One request of a load run, as its client saw it (virtual times). */
 export interface LoadRequest {
@@ -106,14 +116,14 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
   const drafterScheduler = new DrafterScheduler(drafters, { slotsPerReplica });
   const requests: LoadRequest[] = new Array<LoadRequest>(p.requests);
 
-  const send = async (index: number): Promise<void> => {
+  const send = async (index: number, warm = false): Promise<void> => {
     const sentAt = clock.now();
-    const requestId = `load-${index}`;
+    const requestId = warm ? `warm-${index}` : `load-${index}`;
     const result = await generate(
       {
         requestId,
         mode,
-        prompt: loadPrompt(p.seed, index),
+        prompt: loadPrompt(p.seed, warm ? WARMUP_PROMPT_OFFSET + index : index),
         maxNewTokens: p.tokens,
         lookahead: p.k,
         sampling: { rule: 'greedy', temperature: 1 },
@@ -123,9 +133,26 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
     );
     // Its calls have all settled or been aborted, and no later request shares its id: its caches go.
     for (const replica of [...targets, ...drafters]) replica.forget(requestId);
+    if (warm) return;
     const { wallMs, ttftMs, targetForwards, preemptions, meanLookahead, blocksPerCommit } = result.metrics;
     requests[index] = { index, sentAt, finishedAt: clock.now(), latency: wallMs, ttft: ttftMs, tokens: result.tokens, targetForwards, preemptions, meanLookahead, blocksPerCommit };
   };
+
+  const warmup = p.warmup ?? 0;
+  if (!(Number.isInteger(warmup) && warmup >= 0)) throw new SimulationConfigError('warmup', `warmup must be an integer >= 0, got ${warmup}`);
+  let warmed: Promise<unknown> = Promise.resolve();
+  if (warmup > 0) {
+    let next = 0;
+    const client = async (): Promise<void> => {
+      while (next < warmup) await send(next++, true);
+    };
+    warmed = Promise.all(Array.from({ length: Math.min(p.concurrency ?? 1, warmup) }, client));
+  }
+  await withoutStackTraces(() => clock.run(warmed));
+  const trafficStart = clock.now();
+  const warmBusy = targets.reduce((sum, target) => sum + target.busyTime, 0);
+  const warmForwards = targets.reduce((sum, target) => sum + target.forwards, 0);
+  const warmPreemptions = targetScheduler.stats().preemptions;
 
   let traffic: Promise<unknown>;
   if (p.concurrency !== undefined) {
@@ -139,7 +166,7 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
     traffic = (async () => {
       const pending: Promise<void>[] = [];
       for (let index = 0; index < arrivals.length; index++) {
-        await clock.sleep(arrivals[index] - clock.now());
+        await clock.sleep(trafficStart + arrivals[index] - clock.now());
         const request = send(index);
         request.catch(() => undefined); // observed by Promise.all below
         pending.push(request);
@@ -159,9 +186,9 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
     requests,
     duration: lastFinished - firstSent,
     servers: targets.length,
-    targetBusyTime: targets.reduce((sum, target) => sum + target.busyTime, 0),
-    targetForwards: targets.reduce((sum, target) => sum + target.forwards, 0),
-    preemptions: targetScheduler.stats().preemptions,
+    targetBusyTime: targets.reduce((sum, target) => sum + target.busyTime, 0) - warmBusy,
+    targetForwards: targets.reduce((sum, target) => sum + target.forwards, 0) - warmForwards,
+    preemptions: targetScheduler.stats().preemptions - warmPreemptions,
   };
 }
 

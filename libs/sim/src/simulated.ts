@@ -165,7 +165,7 @@ export class SimulatedTarget implements TargetReplica, SignalRecycling {
     const drafts = call.drafts;
     const began = this.clock.now();
     try {
-      const { result } = await this.replica.forwardStemmed(
+      const { result, modelMs, queueMs, batchRequests, batchTokens } = await this.replica.forwardStemmed(
         call.requestId,
         stem,
         call.prefix,
@@ -180,6 +180,7 @@ export class SimulatedTarget implements TargetReplica, SignalRecycling {
         },
         signal,
       );
+      result.report = { modelMs, queueMs, batchRequests, batchTokens };
       return result;
     } finally {
       this.busyTime += this.clock.now() - began;

@@ -35,12 +35,14 @@ describe('replica wire', () => {
     });
   });
 
-  it('adds up the cost of forwards, counting an unmeasured model time as 0, and reports the largest batch', () => {
+  it('adds up the cost of forwards, counting an unmeasured model time or wait as 0, and reports the largest batch and the batches\' tokens', () => {
     const forward = (computedTokens: number, reusedTokens: number, modelMs?: number) => ({ logits: new Float32Array(0), rows: 1, computedTokens, reusedTokens, modelMs });
     const stats = statsToWire([forward(5, 0, 2.5), forward(1, 5), forward(1, 6, 0.5)]);
-    expect(stats).toEqual({ computedTokens: 7, reusedTokens: 11, forwards: 3, modelMs: 3, batchRequests: 1 });
+    expect(stats).toEqual({ computedTokens: 7, reusedTokens: 11, forwards: 3, modelMs: 3, batchRequests: 1, queueMs: 0, batchTokens: 7 });
     // The most calls any one of the forwards shared (a batching replica); absent means 1.
     expect(statsToWire([forward(1, 5), { ...forward(1, 6), batchRequests: 3 }, { ...forward(1, 7), batchRequests: 2 }]).batchRequests).toBe(3);
+    // A batched forward's wait and its tokens over every call it ran.
+    expect(statsToWire([{ ...forward(3, 5, 20), batchRequests: 4, queueMs: 1.5, batchTokens: 11 }])).toMatchObject({ queueMs: 1.5, batchTokens: 11, batchRequests: 4 });
     expect(statsToWire([])).toEqual(ForwardStats.fromPartial({}));
   });
 });

@@ -58,5 +58,7 @@ export function statsToWire(results: readonly ForwardResult[]): ForwardStats {
     forwards: results.length,
     modelMs: results.reduce((s, r) => s + (r.modelMs ?? 0), 0),
     batchRequests: results.reduce((most, r) => Math.max(most, r.batchRequests ?? 1), results.length > 0 ? 1 : 0),
+    queueMs: results.reduce((s, r) => s + (r.queueMs ?? 0), 0),
+    batchTokens: results.reduce((s, r) => s + (r.batchTokens ?? r.computedTokens), 0),
   };
 }

@@ -158,6 +158,11 @@ export class GrpcTargetReplica implements TargetReplica, ReplicaClient {
       draftProbs: call.draftProbs ? Array.from(call.draftProbs) : [],
     };
     const response = await this.inFlight.run(signal, (both) => callUnary(this.client, 'verify', request, { signal: both }));
+    const stats = response.stats;
+    // One forward's account (what lookahead 'auto' learns from); a replica that ran several or says nothing gives none.
+    if (stats?.forwards === 1 && stats.batchTokens > 0) {
+      return { accepted: response.accepted, tokens: response.tokens, report: { modelMs: stats.modelMs, queueMs: stats.queueMs, batchRequests: stats.batchRequests, batchTokens: stats.batchTokens } };
+    }
     return { accepted: response.accepted, tokens: response.tokens };
   }
 

@@ -523,11 +523,12 @@ async function benchPair(
     const cells: LoadBenchCell[] = [];
     for (const concurrency of options.concurrencies) {
       const requests = loadBenchRequests(options, concurrency);
-      const siK = options.auto ? await bestFixedSiK({ ...world, drafters: options.drafters, concurrency, requests, k: 1 }) : k;
+      const siK = options.auto ? await bestFixedSiK({ ...world, drafters: options.drafters, concurrency, requests, k: 1, warmup: concurrency }) : k;
       for (const [mode, wireMode, label] of MODES) {
         const modeK: number | 'auto' = !options.auto ? k : mode === 'dsi' ? 'auto' : mode === 'si' ? siK : 1;
         const measuredRequests = await closedLoop(client, wireMode, modeK === 'auto' ? 0 : modeK, concurrency, requests, options, signal);
-        const params: LoadParams = { ...world, k: modeK, drafters: options.drafters, concurrency, requests };
+        // The service is warm (calibration, warm-up, the cells before): so is the prediction's pool.
+        const params: LoadParams = { ...world, k: modeK, drafters: options.drafters, concurrency, requests, warmup: concurrency };
         const prediction = await loadRun(mode, params);
         const predictedFigures = loadFigures(prediction);
         const predicted: LoadBenchFigures = {
@@ -628,7 +629,7 @@ async function benchDrift(
     }
     for (const k of lookaheads) {
       const measured = measuredBy.get(k) as MeasuredRequest[];
-      const prediction = await loadRun(drift.mode, { ...world, k });
+      const prediction = await loadRun(drift.mode, { ...world, k, warmup: drift.requests });
       const wall = measured.reduce((sum, r) => sum + r.latency, 0) / measured.length;
       const predicted = prediction.requests.reduce((sum, r) => sum + r.latency, 0) / prediction.requests.length;
       const mismatches = measured.filter((r) => JSON.stringify(r.tokens) !== JSON.stringify(prediction.requests[r.index].tokens)).length;

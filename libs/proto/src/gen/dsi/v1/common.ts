@@ -106,6 +106,16 @@ export interface ForwardStats {
    * batches the calls that arrive while a forward runs); 1 when none was shared.
    */
   batchRequests: number;
+  /**
+   * Time the call waited at the replica before its forwards began (for the forward in progress, or
+   * for a batch to gather), milliseconds.
+   */
+  queueMs: number;
+  /**
+   * Tokens its forwards computed over every call they ran (its own included); with batch_requests
+   * the orchestrator learns what a batched forward costs per token (lookahead auto).
+   */
+  batchTokens: number;
 }
 
 /** ModelInfo describes the model a drafter or target replica serves. */
@@ -468,7 +478,7 @@ export const Sampling: MessageFns<Sampling> = {
 };
 
 function createBaseForwardStats(): ForwardStats {
-  return { computedTokens: 0, reusedTokens: 0, forwards: 0, modelMs: 0, batchRequests: 0 };
+  return { computedTokens: 0, reusedTokens: 0, forwards: 0, modelMs: 0, batchRequests: 0, queueMs: 0, batchTokens: 0 };
 }
 
 export const ForwardStats: MessageFns<ForwardStats> = {
@@ -487,6 +497,12 @@ export const ForwardStats: MessageFns<ForwardStats> = {
     }
     if (message.batchRequests !== 0) {
       writer.uint32(40).int32(message.batchRequests);
+    }
+    if (message.queueMs !== 0) {
+      writer.uint32(49).double(message.queueMs);
+    }
+    if (message.batchTokens !== 0) {
+      writer.uint32(56).int32(message.batchTokens);
     }
     return writer;
   },
@@ -544,6 +560,22 @@ export const ForwardStats: MessageFns<ForwardStats> = {
             message.batchRequests = reader.int32();
             continue;
           }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.queueMs = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.batchTokens = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -579,6 +611,16 @@ export const ForwardStats: MessageFns<ForwardStats> = {
         : isSet(object.batch_requests)
         ? globalThis.Number(object.batch_requests)
         : 0,
+      queueMs: isSet(object.queueMs)
+        ? globalThis.Number(object.queueMs)
+        : isSet(object.queue_ms)
+        ? globalThis.Number(object.queue_ms)
+        : 0,
+      batchTokens: isSet(object.batchTokens)
+        ? globalThis.Number(object.batchTokens)
+        : isSet(object.batch_tokens)
+        ? globalThis.Number(object.batch_tokens)
+        : 0,
     };
   },
 
@@ -599,6 +641,12 @@ export const ForwardStats: MessageFns<ForwardStats> = {
     if (message.batchRequests !== 0) {
       obj.batchRequests = Math.round(message.batchRequests);
     }
+    if (message.queueMs !== 0) {
+      obj.queueMs = floatToJson(message.queueMs);
+    }
+    if (message.batchTokens !== 0) {
+      obj.batchTokens = Math.round(message.batchTokens);
+    }
     return obj;
   },
 
@@ -612,6 +660,8 @@ export const ForwardStats: MessageFns<ForwardStats> = {
     message.forwards = object.forwards ?? 0;
     message.modelMs = object.modelMs ?? 0;
     message.batchRequests = object.batchRequests ?? 0;
+    message.queueMs = object.queueMs ?? 0;
+    message.batchTokens = object.batchTokens ?? 0;
     return message;
   },
 };
