@@ -29,7 +29,8 @@
  * it that come back within a forward (each up to 1.5 times its usual gap, never more than a forward:
  * see {@link BatchGather}), so clients that send their next call when the last returns share forwards
  * instead of alternating; otherwise a call waits only for the forward in progress, unless the batch
- * after it is full. A batched forward takes its slowest call's time (as above) plus `batchMsPerToken`
+ * after it is full. A batched forward takes `tpotMs` plus `batchMsPerToken` for every token in the
+ * batch beyond the first, and never less than its slowest call's time (as above) plus `batchMsPerToken`
  * for every token the other calls compute: decode is memory-bound, so extra rows cost little.
  */
 import { PlainAbortController } from './plain-signal';

@@ -773,6 +773,7 @@ interface LoadFigures {
   /** Target forwards, and rejections that cancelled work in flight (drafting ahead, later blocks), per request. */
   forwardsPerRequest: number;
   preemptionsPerRequest: number;
+  draftCallsPerRequest: number;
 }
 
 /**
@@ -804,6 +805,7 @@ async function closedLoop(shape: LoadShape, mode: Mode, concurrency: number, per
   let tokens = 0;
   let forwards = 0;
   let preemptions = 0;
+  let draftCalls = 0;
   const client = async (c: number): Promise<void> => {
     for (let r = 0; r < perClient; r++) {
       const config: GenerateConfig = { requestId: `client-${c}-${r}`, mode, prompt: [1, 2, 3], maxNewTokens: shape.tokens, lookahead: shape.k, sampling: GREEDY };
@@ -812,6 +814,7 @@ async function closedLoop(shape: LoadShape, mode: Mode, concurrency: number, per
       tokens += result.tokens.length;
       forwards += result.metrics.targetForwards;
       preemptions += result.metrics.preemptions;
+      draftCalls += result.metrics.draftCalls;
     }
   };
   await clock.run(Promise.all(Array.from({ length: concurrency }, (_, c) => client(c))));
@@ -821,6 +824,7 @@ async function closedLoop(shape: LoadShape, mode: Mode, concurrency: number, per
     p50Ms: latencies[(latencies.length - 1) >> 1],
     forwardsPerRequest: forwards / latencies.length,
     preemptionsPerRequest: preemptions / latencies.length,
+    draftCallsPerRequest: draftCalls / latencies.length,
   };
 }
 
@@ -917,6 +921,22 @@ describe('lookahead auto under load', () => {
 });
 
 // ------------------------------------------------------------------------------------------ settling by microtasks
+
+describe('lookahead auto decoding plainly', () => {
+  it('makes a drafter call for one commit in 8 while the drafters are shared, and on every commit with a drafter to itself', async () => {
+    // A drafter agreeing 2% of the time at 8 ms a token: plain decoding wins, and auto stops waiting for drafts.
+    const shape = { a: 0.02, c: 8, t: 20, targets: 4, drafters: 2, tokens: 64, k: 'auto' as const };
+    // 3 clients on 4 targets and 2 drafters.
+    const shared = await closedLoop(shape, 'dsi', 3, 4);
+    const nonsi = await closedLoop({ ...shape, k: 1 }, 'nonsi', 3, 4);
+    // 64 commits a request: ~8 drafter calls (a few more while the pool's first figures come in); each
+    // call used to cost the hosts CPU for nothing (load bench, a = 0.5, 16-32 clients: 0.92x non-SI).
+    expect(shared.draftCallsPerRequest).toBeLessThan(16);
+    expect(shared.tokensPerSecond / nonsi.tokensPerSecond).toBeGreaterThan(0.98);
+    const alone = await closedLoop({ ...shape, drafters: 3 }, 'dsi', 3, 4);
+    expect(alone.draftCallsPerRequest).toBeGreaterThan(40);
+  });
+});
 
 describe("the virtual clock's microtask settling", () => {
   /** Everything a run can observe: results, errors, events with their times, every port call with its times. */

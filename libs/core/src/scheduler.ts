@@ -263,6 +263,9 @@ export class WorkCancelledError extends Error {
  */
 export const DRAFTER_UTILIZATION_LIMIT = 0.8;
 
+/** lookahead 'auto' decoding plainly on shared drafters drafts for one commit in this many (see plainDraftHorizon). */
+const PLAIN_PROBE_EVERY = 8;
+
 /** The reason of a drafter call's signal when {@link GenerateOptions.draftTimeoutMs} expires. */
 export class DraftTimeoutError extends Error {
   override readonly name = 'TimeoutError';
@@ -544,6 +547,8 @@ class GenerationRun {
   private sequentialLookahead?: number;
   /** lookahead 'auto': whether the last choice speculated (not 'nonsi'); undefined before the first. */
   private speculating?: boolean;
+  /** lookahead 'auto': commits decoded plainly with the drafters shared (see plainDraftHorizon). */
+  private plainCommits = 0;
   /** lookahead 'auto': the request's acceptance per block position. */
   private readonly acceptance = new PositionAcceptance();
   /** The pool's measurements (shared with the other generations on it): what waiting for drafts is worth. */
@@ -757,6 +762,20 @@ class GenerationRun {
   }
 
   /**
+   * lookahead 'auto' decoding plainly: the drafts kept ahead, 1 block (a draft made while the lane
+   * verifies rides in the next lane when it is ready, and keeps the acceptance estimate fresh) while
+   * the request has a drafter to itself; with drafters shared, only every {@link PLAIN_PROBE_EVERY}th
+   * commit. Every drafter call costs the hosts CPU, and with many requests decoding plainly those
+   * calls were most of it: load bench, batched, a = 0.5, 16 and 32 clients, auto plain at 0.92x
+   * non-SI with a drafter call a lane.
+   */
+  private plainDraftHorizon(): number {
+    const drafters = this.drafters;
+    if (drafters.replicaCount >= drafters.tenantCount) return 1;
+    return this.plainCommits++ % PLAIN_PROBE_EVERY === 0 ? 1 : 0;
+  }
+
+  /**
    * On a busy pool: whether SI's way (every lane waits for its k drafts) commits more per ms than
    * non-SI's (every lane goes at once, one token), from the pool's measurements. SI commits E(k) per
    * lane, no faster than its share of the target slots allows (share x E(k) per Verify call), nor its
@@ -845,7 +864,7 @@ class GenerationRun {
           maxParallelVerifications: choice.parallel,
           draftWhileVerifying: choice.behaviour !== 'si',
           laneWaitsForDrafts: choice.behaviour === 'si' || choice.behaviour === 'overlap',
-          draftHorizonBlocks: choice.behaviour === 'dsi' ? choice.parallel + 1 : choice.behaviour === 'overlap' ? 2 : 1,
+          draftHorizonBlocks: choice.behaviour === 'dsi' ? choice.parallel + 1 : choice.behaviour === 'overlap' ? 2 : choice.behaviour === 'nonsi' ? this.plainDraftHorizon() : 1,
         };
     limits.lookahead = next.lookahead;
     limits.maxParallelVerifications = next.maxParallelVerifications;
