@@ -151,12 +151,11 @@ export interface LookaheadInputs {
    */
   verifyMsPerToken?: number;
   /**
-   * The mean wait at the replica of lanes that go at once (plain decoding) and of lanes that wait for
-   * their drafts, ms; default 0. On a batching replica shared by several requests a lane that goes
-   * when its last verdict returns joins the replica's next forward, while one that first waits for a
-   * drafter call may arrive with that forward under way and wait for its end.
+   * The mean wait at the replica of lanes that wait for their drafts, ms; default 0. On a batching
+   * replica shared by several requests a lane that goes when its last verdict returns joins the
+   * replica's next forward (the replica waits for it), while one that first waits for a drafter call
+   * may arrive with that forward under way and wait for its end.
    */
-  plainLaneQueueMs?: number;
   waitingLaneQueueMs?: number;
   /** Drafter ms per drafted token, and the fixed cost of a drafter call (network, service). */
   draftMsPerToken: number;
@@ -228,7 +227,7 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
   const baseTokens = inputs.verifyTokens ?? 1;
   // A call of `tokens` tokens; never below a quarter of the mean (a fit is only trusted near its data).
   const verifyAt = (tokens: number): number => Math.max(t / 4, t + perToken * (tokens - baseTokens));
-  const plain = verifyAt(1) + (inputs.plainLaneQueueMs ?? 0);
+  const plain = verifyAt(1);
   const waitingQueue = inputs.waitingLaneQueueMs ?? 0;
   const callMs = inputs.draftCallMs ?? 0;
   const targetShare = inputs.share;

@@ -171,7 +171,7 @@ describe('ReplicaScheduler decisions', () => {
     // The call less its wait: the forward and the round trip.
     expect(view.serviceMs).toBeCloseTo(20 + 0.2 * (8 * view.callTokens + 1 - 1) + 1, 0);
     expect(view.waitingLaneQueueMs).toBeUndefined();
-    m.recordForward(25, 2, { modelMs: 20, queueMs: 4, batchRequests: 1, batchTokens: 2 }, 'waited');
+    m.recordForward(25, 2, { modelMs: 20, queueMs: 4, batchRequests: 1, batchTokens: 2 }, true);
     expect(m.forwardView()!.waitingLaneQueueMs).toBe(4);
   });
 

@@ -626,19 +626,20 @@ export class PoolMeasurements {
   private batchTokensSquared = 0;
   private batchModelMs = 0;
   private batchTokenMs = 0;
-  /** Decayed waits at the replica of lanes that went at once ('plain') and of lanes that waited for their drafts. */
-  private readonly laneQueue = { plain: { calls: 0, ms: 0 }, waited: { calls: 0, ms: 0 } };
+  /** Decayed count and summed wait at the replica of the lanes that waited for their drafts. */
+  private waitingLanes = 0;
+  private waitingLaneQueueMs = 0;
 
   /**
    * A successful verification of `callTokens` tokens that took `callMs` (call start to result), with
-   * its replica's account of the forward. Older ones weigh less: {@link FORWARD_DECAY} per call.
+   * its replica's account of the forward, and whether it was a lane that waited for its drafts. Older
+   * ones weigh less: {@link FORWARD_DECAY} per call ({@link LANE_QUEUE_DECAY} per such lane).
    */
-  recordForward(callMs: number, callTokens: number, report: ForwardReport, lane?: 'plain' | 'waited'): void {
+  recordForward(callMs: number, callTokens: number, report: ForwardReport, laneWaitedForDrafts = false): void {
     const d = FORWARD_DECAY;
-    if (lane) {
-      const queue = this.laneQueue[lane];
-      queue.calls = queue.calls * LANE_QUEUE_DECAY + 1;
-      queue.ms = queue.ms * LANE_QUEUE_DECAY + Math.min(report.queueMs, callMs);
+    if (laneWaitedForDrafts) {
+      this.waitingLanes = this.waitingLanes * LANE_QUEUE_DECAY + 1;
+      this.waitingLaneQueueMs = this.waitingLaneQueueMs * LANE_QUEUE_DECAY + Math.min(report.queueMs, callMs);
     }
     this.reported = this.reported * d + 1;
     this.reportedCallMs = this.reportedCallMs * d + callMs;
@@ -657,9 +658,10 @@ export class PoolMeasurements {
    * a call that the replica's batch was waiting for takes), at `callTokens` tokens a call; and
    * `msPerCallToken`, what one more token in every call adds to each forward: the forward's cost per
    * token (a least-squares fit of model time on the forward's tokens; 0 while they hardly vary) times
-   * the calls a forward runs.
+   * the calls a forward runs; `waitingLaneQueueMs`, the mean wait at the replica of the lanes that
+   * waited for their drafts (undefined before one).
    */
-  forwardView(): { serviceMs: number; callTokens: number; msPerCallToken: number; plainLaneQueueMs?: number; waitingLaneQueueMs?: number } | undefined {
+  forwardView(): { serviceMs: number; callTokens: number; msPerCallToken: number; waitingLaneQueueMs?: number } | undefined {
     const n = this.reported;
     if (n === 0) return undefined;
     const meanTokens = this.batchTokens / n;
@@ -669,8 +671,7 @@ export class PoolMeasurements {
       serviceMs: (this.reportedCallMs - this.reportedQueueMs) / n,
       callTokens: this.reportedCallTokens / n,
       msPerCallToken: perToken * (this.reportedBatchRequests / n),
-      plainLaneQueueMs: this.laneQueue.plain.calls > 0 ? this.laneQueue.plain.ms / this.laneQueue.plain.calls : undefined,
-      waitingLaneQueueMs: this.laneQueue.waited.calls > 0 ? this.laneQueue.waited.ms / this.laneQueue.waited.calls : undefined,
+      waitingLaneQueueMs: this.waitingLanes > 0 ? this.waitingLaneQueueMs / this.waitingLanes : undefined,
     };
   }
 

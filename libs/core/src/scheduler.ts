@@ -1026,7 +1026,7 @@ class GenerationRun {
     const callMs = this.clock.now() - task.startedAt;
     this.measured.verifyMs += callMs;
     this.measured.verifications++;
-    if (result.report) this.measured.recordForward(callMs, block.drafts.length + 1, result.report, block.class === 'lane' ? (block.waitedForDrafts ? 'waited' : 'plain') : undefined);
+    if (result.report) this.measured.recordForward(callMs, block.drafts.length + 1, result.report, block.class === 'lane' && block.waitedForDrafts === true);
     this.consecutiveFailures = 0;
     block.call = undefined;
     block.state = 'done';
