@@ -1,4 +1,4 @@
-// Load held, the CI version of `dsi bench --suite soak`: 32 streaming clients for 60 s on a local
+// Load held, the CI version of `dsi bench --suite soak`: 32 streaming clients for 75 s on a local
 // synthetic stack (real processes), every answer checked, each process's RSS and descriptors sampled.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -7,7 +7,7 @@ import { QUICK_SOAK, soakBench, soakReport } from './commands/bench-soak';
 
 jest.setTimeout(180_000);
 
-it('32 streaming clients for 60 s: no error, identical answers, RSS and descriptors flat, p99 stable', async () => {
+it('32 streaming clients for 75 s: no error, identical answers, RSS and descriptors flat, p99 stable', async () => {
   const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsi-soak-'));
   try {
     const result = await soakBench({ ...QUICK_SOAK, outDir }, () => undefined);

@@ -80,7 +80,7 @@ export function benchCommand(): Command {
     .addOption(integerOption('--runs <n>', `runs per figure, at most ${MAX_BENCH_RUNS}; the median is reported`, { min: 1, max: MAX_BENCH_RUNS }).default(3))
     .addOption(new Option('--suite <suite>', 'which benchmarks').choices(['all', 'sim', 'models', 'online', 'load', 'plan', 'soak']).default('all'))
     .addOption(integerOption('--tokens <n>', 'online: tokens per generation', { min: 1, max: DEFAULT_MAX_NEW_TOKENS_LIMIT }).default(96))
-    .option('--quick', 'load: one request per client (at least 4 per concurrency) instead of two (at least 8); soak: 60 s instead of 10 minutes')
+    .option('--quick', 'load: one request per client (at least 4 per concurrency) instead of two (at least 8); soak: 75 s instead of 10 minutes')
     .addOption(integerOption('--max-batch-requests <n>', 'load: replicas batch up to n calls per forward (and concurrency goes to 64)', { min: 1, max: 1024 }).default(1))
     .option('--auto', 'load: DSI runs lookahead auto, SI the best fixed k for each concurrency (event mode)')
     .option('--drift', 'load: also two drifting workloads, one client, auto against every fixed k: DSI with a 0.9 until token 32, then 0.4; SI with a 0.95, then 0.05')
