@@ -82,11 +82,12 @@ export function benchCommand(): Command {
     .addOption(integerOption('--tokens <n>', 'online: tokens per generation', { min: 1, max: DEFAULT_MAX_NEW_TOKENS_LIMIT }).default(96))
     .option('--quick', 'load: one request per client (at least 4 per concurrency) instead of two (at least 8); soak: 75 s instead of 10 minutes')
     .addOption(integerOption('--max-batch-requests <n>', 'load: replicas batch up to n calls per forward (and concurrency goes to 64)', { min: 1, max: 1024 }).default(1))
+    .addOption(integerOption('--requests-per-client <n>', 'load: requests each client sends at every concurrency (default 2, --quick 1); with few, the last client to finish decides throughput as much as the rate does', { min: 1, max: 64 }))
     .option('--auto', 'load: DSI runs lookahead auto, SI the best fixed k for each concurrency (event mode)')
     .option('--drift', 'load: also two drifting workloads, one client, auto against every fixed k: DSI with a 0.9 until token 32, then 0.4; SI with a 0.95, then 0.05')
     .option('--out <dir>', 'load, plan: folder for the SVGs and the services\' logs (default: a new temporary folder)')
     .option('--json', 'print one JSON document on stdout')
-    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load' | 'plan' | 'soak'; tokens: number; quick?: boolean; out?: string; json?: boolean; maxBatchRequests: number; auto?: boolean; drift?: boolean }) => {
+    .action(async (flags: { runs: number; suite: 'all' | 'sim' | 'models' | 'online' | 'load' | 'plan' | 'soak'; tokens: number; quick?: boolean; out?: string; json?: boolean; maxBatchRequests: number; requestsPerClient?: number; auto?: boolean; drift?: boolean }) => {
       const log = (line: string) => {
         if (!flags.json) process.stderr.write(line + '\n');
       };
@@ -142,6 +143,7 @@ export function benchCommand(): Command {
         const base = flags.quick ? QUICK_LOAD_BENCH : DEFAULT_LOAD_BENCH;
         const config = {
           ...base,
+          ...(flags.requestsPerClient !== undefined ? { requestsPerClient: flags.requestsPerClient } : {}),
           concurrencies: flags.maxBatchRequests > 1 ? [...base.concurrencies, 64] : base.concurrencies,
           maxBatchRequests: flags.maxBatchRequests,
           auto: flags.auto ?? false,
