@@ -31,6 +31,19 @@ describe('ReplicaPool', () => {
     pool.stop();
   });
 
+  it('stopped while it resolves, dials nothing: no replica, no health watch, nothing logged after the stop', async () => {
+    const serving = await target(true);
+    const lines: string[] = [];
+    const pool = ReplicaPool.targets({ dns: `localhost:${serving.port}` }, { log: (line: string) => lines.push(line) });
+    const starting = pool.start();
+    // The DNS lookup is under way (the container test's orchestrator, stopped by SIGTERM, then logged
+    // every target SERVING after "state STOPPED" and kept their watches).
+    pool.stop();
+    await starting;
+    expect(pool.all()).toHaveLength(0);
+    expect(lines).toEqual([]);
+  });
+
   it('follows health: a replica that is not ready yet joins once it reports SERVING, and leaves when it drains', async () => {
     const late = await target(false);
     const pool = ReplicaPool.targets({ addresses: [late.address] });

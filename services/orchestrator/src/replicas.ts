@@ -223,6 +223,8 @@ export class ReplicaPool<C extends ReplicaClient> {
   private readonly replicas = new Map<string, { client: C; health: HealthWatch }>();
   private timer?: NodeJS.Timeout;
   private refreshing?: Promise<void>;
+  /** Set by stop(): a refresh under way when it came dials nothing more. */
+  private stopped = false;
   private healthyList: readonly C[] = [];
   private allList: readonly C[] = [];
   private readonly intervalMs: number;
@@ -262,6 +264,7 @@ export class ReplicaPool<C extends ReplicaClient> {
   /** Resolves and health-checks once, then keeps doing it in the background. */
   async start(): Promise<void> {
     await this.refresh();
+    if (this.stopped) return;
     this.timer = setInterval(() => void this.refresh(), this.intervalMs);
     this.timer.unref();
   }
@@ -283,6 +286,7 @@ export class ReplicaPool<C extends ReplicaClient> {
   }
 
   stop(): void {
+    this.stopped = true;
     clearInterval(this.timer);
     for (const { client, health } of this.replicas.values()) {
       client.close();
@@ -318,7 +322,10 @@ export class ReplicaPool<C extends ReplicaClient> {
   }
 
   private async doRefresh(): Promise<void> {
+    if (this.stopped) return;
     const addresses = new Set(await this.resolve());
+    // Stopped while resolving: dial nothing (a watch made now would outlive the service, and log).
+    if (this.stopped) return;
     const role = this.kind.role;
     for (const [address, entry] of this.replicas) {
       if (!addresses.has(address)) {
@@ -347,6 +354,6 @@ export class ReplicaPool<C extends ReplicaClient> {
     }
     this.update();
     await Promise.all([...this.replicas.values()].map((entry) => entry.health.check()));
-    this.update();
+    if (!this.stopped) this.update();
   }
 }
