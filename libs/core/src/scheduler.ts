@@ -830,7 +830,6 @@ class GenerationRun {
       current: this.sequentialLookahead,
       speculating: this.speculating,
     };
-    let choice = chooseLookahead(inputs);
     // A batching replica with no replica to spare for a request (each serves one request or more)
     // runs its requests in one forward only while they keep one cadence: a lane that waits for a
     // drafter call arrives with the forward of the others' plain lanes under way, and one request's
@@ -839,7 +838,8 @@ class GenerationRun {
     // charged the mean wait at the replica of the lanes that waited for drafts. Event mode, 4 targets
     // and 2 drafters batching 8, auto over the better of non-SI and the best fixed-k SI: a = 0.5 at
     // 16 clients 0.80 -> 1.00, a = 0.8 at 32 clients 0.92 -> 0.98 (with the cost per token).
-    if (targets.slotsPerReplica > 1 && replicaShare <= 1) choice = chooseLookahead({ ...inputs, acceptance: () => prior, waitingLaneQueueMs: forward?.waitingLaneQueueMs });
+    const pooled = targets.slotsPerReplica > 1 && replicaShare <= 1;
+    const choice = chooseLookahead(pooled ? { ...inputs, acceptance: () => prior, waitingLaneQueueMs: forward?.waitingLaneQueueMs } : inputs);
     if (choice.behaviour !== 'dsi') this.sequentialLookahead = choice.lookahead;
     this.speculating = choice.behaviour !== 'nonsi';
     // A crowded pool of unbatched replicas below saturation (fewer than two replicas a request, one

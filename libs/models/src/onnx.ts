@@ -240,10 +240,10 @@ export class OnnxModel implements LanguageModel {
     const started = performance.now();
     if (batch.length > 1) {
       void this.request({ type: 'forward-batch', id, items: batch.map((b) => ({ requestId: b.requestId, tokens: b.tokens, from: b.from })) }).then((response) => {
+        const batchTokens = response.type === 'batch-result' ? response.results.reduce((sum, item) => sum + item.computed, 0) : 0;
         batch.forEach((b, i) => {
           if (response.type === 'batch-result') {
             const r = response.results[i];
-            const batchTokens = response.results.reduce((sum, item) => sum + item.computed, 0);
             b.resolve({ logits: r.logits, rows: r.rows, reusedTokens: r.reused, computedTokens: r.computed, modelMs: response.modelMs, batchRequests: batch.length, queueMs: started - b.queuedAt, batchTokens });
           } else if (response.type === 'error') {
             b.reject(new ModelWorkerError(response.message));

@@ -138,29 +138,30 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
     requests[index] = { index, sentAt, finishedAt: clock.now(), latency: wallMs, ttft: ttftMs, tokens: result.tokens, targetForwards, preemptions, meanLookahead, blocksPerCommit };
   };
 
-  const warmup = p.warmup ?? 0;
-  if (!(Number.isInteger(warmup) && warmup >= 0)) throw new SimulationConfigError('warmup', `warmup must be an integer >= 0, got ${warmup}`);
-  let warmed: Promise<unknown> = Promise.resolve();
-  if (warmup > 0) {
+  /** `count` requests from `clients` clients, each sending its next when its last finished. */
+  const closedLoop = (count: number, clients: number, warm: boolean): Promise<unknown> => {
     let next = 0;
     const client = async (): Promise<void> => {
-      while (next < warmup) await send(next++, true);
+      while (next < count) await send(next++, warm);
     };
-    warmed = Promise.all(Array.from({ length: Math.min(p.concurrency ?? 1, warmup) }, client));
-  }
-  await withoutStackTraces(() => clock.run(warmed));
+    return Promise.all(Array.from({ length: Math.min(clients, count) }, client));
+  };
+  /** The replicas' work so far (the warm-up's is not reported). */
+  const work = () => ({
+    busy: targets.reduce((sum, target) => sum + target.busyTime, 0),
+    forwards: targets.reduce((sum, target) => sum + target.forwards, 0),
+    preemptions: targetScheduler.stats().preemptions,
+  });
+
+  const warmup = p.warmup ?? 0;
+  if (!(Number.isInteger(warmup) && warmup >= 0)) throw new SimulationConfigError('warmup', `warmup must be an integer >= 0, got ${warmup}`);
+  if (warmup > 0) await withoutStackTraces(() => clock.run(closedLoop(warmup, p.concurrency ?? 1, true)));
   const trafficStart = clock.now();
-  const warmBusy = targets.reduce((sum, target) => sum + target.busyTime, 0);
-  const warmForwards = targets.reduce((sum, target) => sum + target.forwards, 0);
-  const warmPreemptions = targetScheduler.stats().preemptions;
+  const warm = work();
 
   let traffic: Promise<unknown>;
   if (p.concurrency !== undefined) {
-    let next = 0;
-    const client = async (): Promise<void> => {
-      while (next < p.requests) await send(next++);
-    };
-    traffic = Promise.all(Array.from({ length: Math.min(p.concurrency, p.requests) }, client));
+    traffic = closedLoop(p.requests, p.concurrency, false);
   } else {
     const arrivals = poissonArrivals(p.seed, p.arrivalRate as number, p.requests);
     traffic = (async () => {
@@ -175,6 +176,7 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
     })();
   }
   await withoutStackTraces(() => clock.run(traffic));
+  const end = work();
 
   let firstSent = Infinity;
   let lastFinished = -Infinity;
@@ -186,9 +188,9 @@ export async function loadRun(mode: Mode, p: LoadParams, options: EventRunOption
     requests,
     duration: lastFinished - firstSent,
     servers: targets.length,
-    targetBusyTime: targets.reduce((sum, target) => sum + target.busyTime, 0) - warmBusy,
-    targetForwards: targets.reduce((sum, target) => sum + target.forwards, 0) - warmForwards,
-    preemptions: targetScheduler.stats().preemptions - warmPreemptions,
+    targetBusyTime: end.busy - warm.busy,
+    targetForwards: end.forwards - warm.forwards,
+    preemptions: end.preemptions - warm.preemptions,
   };
 }
 
