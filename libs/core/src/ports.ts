@@ -32,6 +32,12 @@ export interface DraftResult {
   tokens: number[];
   /** tokens.length rows of vocab probabilities (row-major), present when `returnProbs` was set. */
   probs?: Float32Array;
+  /**
+   * When the drafter reports it: how long the call waited at the drafter for forwards in progress
+   * (a batching drafter queues the calls that arrive during a forward), summed over its forwards.
+   * Lookahead 'auto' fits a drafter call's cost without it.
+   */
+  queueMs?: number;
 }
 
 /** Asks a target replica to verify `drafts` (at absolute positions prefix.length, ...) after `prefix`. */

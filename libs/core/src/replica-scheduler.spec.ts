@@ -171,8 +171,50 @@ describe('ReplicaScheduler decisions', () => {
     // The call less its wait: the forward and the round trip.
     expect(view.serviceMs).toBeCloseTo(20 + 0.2 * (8 * view.callTokens + 1 - 1) + 1, 0);
     expect(view.waitingLaneQueueMs).toBeUndefined();
-    m.recordForward(25, 2, { modelMs: 20, queueMs: 4, batchRequests: 1, batchTokens: 2 }, true);
-    expect(m.forwardView()!.waitingLaneQueueMs).toBe(4);
+    // Lanes that waited for their drafts are charged what they waited at the replica beyond the lanes that went at once.
+    m.recordForward(25, 2, { modelMs: 20, queueMs: 4, batchRequests: 1, batchTokens: 2 }, 'waited');
+    expect(m.forwardView()!.waitingLaneQueueMs).toBeUndefined();
+    m.recordForward(22, 1, { modelMs: 20, queueMs: 1, batchRequests: 1, batchTokens: 1 }, 'plain');
+    expect(m.forwardView()!.waitingLaneQueueMs).toBe(3);
+    // A saturated pool whose lanes all queue for a forward: waiting for drafts costs nothing there.
+    for (let n = 0; n < 100; n++) m.recordForward(45, 1, { modelMs: 20, queueMs: 20, batchRequests: 8, batchTokens: 8 }, 'plain');
+    expect(m.forwardView()!.waitingLaneQueueMs).toBe(0);
+  });
+
+  it('batching replicas: once every slot of a forward is taken, a lane takes back speculative work first and else queues at the replica for its next forward; speculative work never queues', () => {
+    const { scheduler, log, tenant } = pool(2, true, 2);
+    const a = tenant('a').want({ class: 'lane' });
+    tenant('b').want({ class: 'lane' });
+    const c = tenant('c').want({ class: 'speculative', distance: 2 });
+    tenant('d').want({ class: 'lane' });
+    expect(log).toEqual(['a:lane@r0', 'b:lane@r1', 'c:speculative2@r0', 'd:lane@r1']);
+    // Every slot of a forward is taken: a lane takes back c's speculative call before it queues.
+    c.wantOf.set(c.leases[0], 2);
+    tenant('e').want({ class: 'lane' });
+    expect(log.slice(4)).toEqual(['preempt c@r0', 'e:lane@r0']);
+    // Nothing left to take back: lanes queue, two a replica beyond its two slots (the default, twice
+    // the slots), the least loaded replica first; a fifth waits here.
+    const late = ['f', 'g', 'h', 'i', 'j'].map((name) => tenant(name).want({ class: 'lane' }));
+    expect(log.slice(6)).toEqual(['f:lane@r0', 'g:lane@r1', 'h:lane@r0', 'i:lane@r1']);
+    expect(late[4].leases).toHaveLength(0);
+    // Speculative work never queues: it waits for a slot below the forward's.
+    const k = tenant('k').want({ class: 'speculative', distance: 1 });
+    a.finishOne();
+    expect(log.slice(10)).toEqual(['j:lane@r0']);
+    expect(k.leases).toHaveLength(0);
+    expect(scheduler.stats()).toMatchObject({ waitingLanes: 0, waitingSpeculative: 1 });
+    // One lane queue a replica is what a forward at a time needs; more can be given, not less than the slots.
+    expect(new ReplicaScheduler<Slot>([], { slotsPerReplica: 8 }).slotsPerReplica).toBe(8);
+    expect(() => new ReplicaScheduler<Slot>([], { slotsPerReplica: 4, laneSlotsPerReplica: 3 })).toThrow(/laneSlotsPerReplica=3 must be an integer >= slotsPerReplica \(4\)/);
+  });
+
+  it('replicas of one slot: lanes never queue at a replica (it runs one call at a time: the scheduler picks the first to free)', () => {
+    const { log, tenant } = pool(2, true, 1);
+    tenant('a').want({ class: 'lane' });
+    tenant('b').want({ class: 'lane' });
+    const c = tenant('c').want({ class: 'lane' });
+    expect(log).toEqual(['a:lane@r0', 'b:lane@r1']);
+    expect(c.leases).toHaveLength(0);
   });
 
   it('gives a free replica to any lane before any speculative work, whatever waited longer', () => {

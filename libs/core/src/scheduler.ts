@@ -839,7 +839,9 @@ class GenerationRun {
     // and 2 drafters batching 8, auto over the better of non-SI and the best fixed-k SI: a = 0.5 at
     // 16 clients 0.80 -> 1.00, a = 0.8 at 32 clients 0.92 -> 0.98 (with the cost per token).
     const pooled = targets.slotsPerReplica > 1 && replicaShare <= 1;
-    const choice = chooseLookahead(pooled ? { ...inputs, acceptance: () => prior, waitingLaneQueueMs: forward?.waitingLaneQueueMs } : inputs);
+    const choice = chooseLookahead(
+      pooled ? { ...inputs, acceptance: () => prior, waitingLaneQueueMs: forward?.waitingLaneQueueMs, laneDraftQueueMs: m.meanLaneDraftQueueMs(), batching: true } : inputs,
+    );
     if (choice.behaviour !== 'dsi') this.sequentialLookahead = choice.lookahead;
     this.speculating = choice.behaviour !== 'nonsi';
     // A crowded pool of unbatched replicas below saturation (fewer than two replicas a request, one
@@ -1026,7 +1028,7 @@ class GenerationRun {
     const callMs = this.clock.now() - task.startedAt;
     this.measured.verifyMs += callMs;
     this.measured.verifications++;
-    if (result.report) this.measured.recordForward(callMs, block.drafts.length + 1, result.report, block.class === 'lane' && block.waitedForDrafts === true);
+    if (result.report) this.measured.recordForward(callMs, block.drafts.length + 1, result.report, block.class === 'lane' ? (block.waitedForDrafts === true ? 'waited' : 'plain') : undefined);
     this.consecutiveFailures = 0;
     block.call = undefined;
     block.state = 'done';
@@ -1316,7 +1318,12 @@ class GenerationRun {
     const { tokens } = result;
     this.drafted += tokens.length;
     const m = this.measured;
-    const ms = this.clock.now() - task.startedAt;
+    // The call's cost without its wait at the drafter (a batching drafter queues a call that arrives
+    // mid-forward; a lane's call may queue there for the next one): the wait is the drafters' load,
+    // which the lane's drafter queue below and the drafter share account for, not the call's cost.
+    const queuedMs = Math.min(Math.max(0, result.queueMs ?? 0), this.clock.now() - task.startedAt);
+    const ms = this.clock.now() - task.startedAt - queuedMs;
+    if (task.lease.class === 'lane') m.laneDraftQueueMs += queuedMs;
     m.draftMs += ms;
     m.draftTokens += task.maxTokens;
     m.draftCallsTimed++;

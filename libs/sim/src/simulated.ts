@@ -113,15 +113,17 @@ export class SimulatedDrafter implements Drafter, SignalRecycling {
     const stem = stemOf(call);
     const prefixLength = stem.stemLength + call.prefix.length;
     const tokens: number[] = [];
+    let queueMs = 0;
     const next = (hashes: PrefixHashes): number => model.next(hashes.at(prefixLength + tokens.length), prefixLength + tokens.length);
     while (tokens.length < call.maxTokens) {
       signal.throwIfAborted();
       // Over the prefix ++ tokens (the drafts so far), which the forward reads without a copy.
-      const { result: token } = await this.replica.forwardStemmed(call.requestId, stem, call.prefix, tokens, prefixLength + tokens.length - 1, next, signal);
-      tokens.push(token);
-      if (token === model.eosTokenId) break;
+      const forward = await this.replica.forwardStemmed(call.requestId, stem, call.prefix, tokens, prefixLength + tokens.length - 1, next, signal);
+      queueMs += forward.queueMs;
+      tokens.push(forward.result);
+      if (forward.result === model.eosTokenId) break;
     }
-    return { tokens };
+    return { tokens, queueMs };
   }
 }
 

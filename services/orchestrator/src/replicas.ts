@@ -104,7 +104,7 @@ export class GrpcDrafter implements Drafter, ReplicaClient {
     if (!this.serving) throw unavailable(`drafter ${this.id} is not serving (${this.health?.status}): drafting is skipped until it is back`);
     const request = { requestId: call.requestId, prefix: [...call.prefix], maxTokens: call.maxTokens, sampling: samplingToWire(call.sampling), returnProbs: call.returnProbs };
     const response = await this.inFlight.run(signal, (both) => callUnary(this.client, 'draft', request, { signal: both }));
-    return { tokens: response.tokens, probs: call.returnProbs ? Float32Array.from(response.probs) : undefined };
+    return { tokens: response.tokens, probs: call.returnProbs ? Float32Array.from(response.probs) : undefined, queueMs: response.stats?.queueMs };
   }
 
   release(requestId: string): void {
