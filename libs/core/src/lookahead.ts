@@ -64,6 +64,15 @@ const DRIFT_FORGET = 0.5;
  * clients 0.987 -> 1.006.
  */
 const SWITCH_MARGIN = 1.05;
+/**
+ * On batching pools, the shortest k whose expected rate is within this fraction of the best k's is
+ * chosen (chooseLookahead). Event mode, 4 targets and 2 drafters batching 8, a = 0.8, with the load
+ * bench's calibration (a 3.6 ms call overhead), auto / the best fixed-k SI at 8, 16, 32 clients: 0.958,
+ * 0.941, 0.962 -> 0.996, 0.992, 0.994 (k 5-6 chosen against a best of 4-5); with a 1.1 ms overhead
+ * 0.990, 0.983, 0.984 -> 0.994, 0.983, 0.999; the a = 0.5 pair unchanged (k = 1). 2% gave 0.976 at 8
+ * clients there (k 4 chosen against a best of 5), 1.004 and 1.017 at 16 and 32.
+ */
+const NEAR_BEST = 0.01;
 /** Pseudo-observations of the pool's rate in the request's (a request's first drafts barely move it). */
 const POOL_WEIGHT = 24;
 /** Pseudo-observations of the request's rate in a position's (besides the prior's, while it lasts). */
@@ -142,6 +151,11 @@ export interface LookaheadInputs {
    * in progress when the replicas report it (a call the replica's next forward waits for has none).
    */
   verifyMs: number;
+  /**
+   * The mean forward's model time on the replica, ms, where `verifyMs` was measured (batching pools
+   * only): what a forward occupies the replica for, without the call's round trip.
+   */
+  verifyForwardMs?: number;
   /** Tokens a Verify call carries on average (drafts + 1) where `verifyMs` was measured; default 1. */
   verifyTokens?: number;
   /**
@@ -233,8 +247,10 @@ export function expectedTokensByLookahead(acceptance: (position: number) => numb
  * waits for that forward's end, so a lane going through both pools near their limits loses part of a
  * forward at each; there the two combine as (r^-2 + d^-2)^-1/2, which is the lower of them when the
  * other has room and about 0.7 of either when both bind alike. Event mode, 4 targets and 2 drafters
- * batching 8, 64 clients, auto over SI at its best k: a = 0.8 0.92 -> 1.00 (k 7-8 -> 4-5, where
- * the drafters' share had just room), a = 0.5 0.85 -> 1.00 (k 2-3 -> 1).
+ * batching 8, 64 clients, auto over SI at its best k: a = 0.8 0.92 -> 0.99 (k 7-8 -> 4-5, where
+ * the drafters' share had just room), a = 0.5 0.85 -> 0.99 (k 2-3 -> 1); with the shares counted in
+ * forwards, not calls (chooseLookahead), a = 0.5 with the load bench's 3.2 ms call overhead 0.90 -> 1.00
+ * (the drafters' share charged each call's round trip, and plain decoding won).
  */
 function sharesRate(replicas: number, drafters: number, coupled: boolean): number {
   if (!coupled || !Number.isFinite(drafters)) return Math.min(replicas, drafters);
@@ -253,6 +269,7 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
   const callMs = inputs.draftCallMs ?? 0;
   const draftQueue = inputs.laneDraftQueueMs ?? 0;
   const coupled = inputs.batching === true;
+  const forwardMs = inputs.verifyForwardMs;
   const targetShare = inputs.share;
   const drafterShare = inputs.drafterShare ?? Infinity;
   const replicas = inputs.replicaShare ?? targetShare;
@@ -264,6 +281,7 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
   let best = 1;
   let bestRate = -Infinity;
   let currentRate: number | undefined;
+  const rates: number[] = [];
   for (let k = 1; k <= maxLookahead; k++) {
     const drafting = callMs + k * c;
     // SI drafts each block after the last verdict. Overlapping drafts the next block while the lane
@@ -273,12 +291,29 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
     const drafterWork = overlap ? (1 + missed) * drafting : drafting;
     // Its own cycle, or its share of the replicas' time, or of the drafters' time, whichever binds.
     const tk = verifyAt(k + 1) + waitingQueue;
-    const rate = expected[k] * Math.min(1 / (tk + missed * (drafting + draftQueue)), sharesRate(targetShare / tk, drafterWork > 0 ? drafterShare / drafterWork : Infinity, coupled));
+    // What a call occupies of the pools. Apart: a slot from grant to release (the call). Batching pools,
+    // whose lanes queue at a replica for its next forward: a place in a forward (its model time at k + 1
+    // tokens a call), and at the drafters k forwards' places (a call's round trip holds no drafter).
+    const replicaMs = coupled && forwardMs !== undefined ? Math.max(forwardMs / 4, forwardMs + perToken * (k + 1 - baseTokens)) : tk;
+    const drafterMs = coupled ? (overlap ? 1 + missed : 1) * k * c : drafterWork;
+    const rate = expected[k] * Math.min(1 / (tk + missed * (drafting + draftQueue)), sharesRate(targetShare / replicaMs, drafterMs > 0 ? drafterShare / drafterMs : Infinity, coupled));
+    rates[k] = rate;
     if (rate > bestRate + 1e-12) {
       best = k;
       bestRate = rate;
     }
     if (k === inputs.current) currentRate = rate;
+  }
+  if (coupled) {
+    // Batching pools: the shortest block within NEAR_BEST of the best. Near its top the rate is flat
+    // and the estimate's noise picks among k's a step or two apart, while a longer block's cycle
+    // varies more (its commits spread wider) and the requests a forward batches drift apart.
+    for (let k = 1; k < best; k++) {
+      if (rates[k] >= bestRate * (1 - NEAR_BEST)) {
+        best = k;
+        break;
+      }
+    }
   }
   if (currentRate !== undefined && currentRate * 1.01 >= bestRate) {
     best = inputs.current as number;

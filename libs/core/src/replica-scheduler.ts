@@ -692,7 +692,8 @@ export class PoolMeasurements {
   /**
    * A verification as lookahead 'auto' weighs it, from the replicas' reports (undefined before any):
    * `serviceMs`, the mean call without its wait at the replica (the round trip and the forward: what
-   * a call that the replica's batch was waiting for takes), at `callTokens` tokens a call; and
+   * a call that the replica's batch was waiting for takes), at `callTokens` tokens a call;
+   * `forwardMs`, the mean forward's model time (what the replica spends on a batch); and
    * `msPerCallToken`, what one more token in every call adds to each forward: the forward's cost per
    * token (a least-squares fit of model time on the forward's tokens; 0 while they hardly vary) times
    * the calls a forward runs; `waitingLaneQueueMs`, how much longer the lanes that waited for their
@@ -704,7 +705,7 @@ export class PoolMeasurements {
    * which is the pool's load and no cost of waiting for drafts (64 clients on 4 replicas batching 8,
    * event mode, a = 0.5: auto stayed plain against the raw wait, 0.79x SI at k = 1).
    */
-  forwardView(): { serviceMs: number; callTokens: number; msPerCallToken: number; waitingLaneQueueMs?: number } | undefined {
+  forwardView(): { serviceMs: number; forwardMs: number; callTokens: number; msPerCallToken: number; waitingLaneQueueMs?: number } | undefined {
     const n = this.reported;
     if (n === 0) return undefined;
     const meanTokens = this.batchTokens / n;
@@ -712,6 +713,7 @@ export class PoolMeasurements {
     const perToken = variance > 0.25 ? Math.max(0, (this.batchTokenMs / n - meanTokens * (this.batchModelMs / n)) / variance) : 0;
     return {
       serviceMs: (this.reportedCallMs - this.reportedQueueMs) / n,
+      forwardMs: this.batchModelMs / n,
       callTokens: this.reportedCallTokens / n,
       msPerCallToken: perToken * (this.reportedBatchRequests / n),
       waitingLaneQueueMs:

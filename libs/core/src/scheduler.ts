@@ -840,7 +840,9 @@ class GenerationRun {
     // 16 clients 0.80 -> 1.00, a = 0.8 at 32 clients 0.92 -> 0.98 (with the cost per token).
     const pooled = targets.slotsPerReplica > 1 && replicaShare <= 1;
     const choice = chooseLookahead(
-      pooled ? { ...inputs, acceptance: () => prior, waitingLaneQueueMs: forward?.waitingLaneQueueMs, laneDraftQueueMs: m.meanLaneDraftQueueMs(), batching: true } : inputs,
+      pooled
+        ? { ...inputs, acceptance: () => prior, waitingLaneQueueMs: forward?.waitingLaneQueueMs, laneDraftQueueMs: m.meanLaneDraftQueueMs(), verifyForwardMs: forward?.forwardMs, batching: true }
+        : inputs,
     );
     if (choice.behaviour !== 'dsi') this.sequentialLookahead = choice.lookahead;
     this.speculating = choice.behaviour !== 'nonsi';
