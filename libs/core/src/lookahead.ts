@@ -42,7 +42,9 @@
  * No tables by batch size: a batching pool shows up as more slots, a verification's cost per token
  * and, for lanes that wait for their drafts, their mean wait at the replica. On a batching pool whose
  * replicas each serve several requests (scheduler.ts, retune) the choice is the pool's: made from the
- * pool's acceptance, so that the requests a replica batches keep one cadence.
+ * pool's acceptance, so that the requests a replica batches keep one cadence; there ({@link
+ * LookaheadInputs.batching}) the shares count places in the pools' forwards rather than calls, combine
+ * softly ({@link sharesRate}), and of the k's within {@link NEAR_BEST} of the best the shortest is taken.
  */
 
 /** The k the run starts with before anything is measured (the pool has no verification or draft timed yet). */
@@ -173,14 +175,17 @@ export interface LookaheadInputs {
   waitingLaneQueueMs?: number;
   /** Drafter ms per drafted token, and the fixed cost of a drafter call (network, service). */
   draftMsPerToken: number;
+  draftCallMs?: number;
   /**
    * The mean wait of a lane's drafter call for a drafter (for a lease, and at a batching drafter for
    * its forwards), ms; default 0: a lane that waits for its drafts waits that much more a cycle.
    */
   laneDraftQueueMs?: number;
-  /** Whether the replicas batch the calls that arrive during a forward (see sharesRate); default false. */
+  /**
+   * Whether the pools batch the calls that arrive during a forward and their lanes queue for the next
+   * (see sharesRate and chooseLookahead); default false.
+   */
   batching?: boolean;
-  draftCallMs?: number;
   /** Target replica slots this request can count on: the pool's slots over the generations sharing it (throughput). */
   share: number;
   /**
