@@ -27,6 +27,10 @@ describe('modelBench', () => {
       'empty RPC round trip (GetModelInfo), the floor',
       'drafter decode step, OnnxModel.logits in process',
       '64-token prefill (target), OnnxModel.logits in process',
+      'batched forward, 1 call of 3 tokens (target, in process)',
+      'batched forward, 2 calls of 3 tokens (target, in process)',
+      'batched forward, 4 calls of 3 tokens (target, in process)',
+      'batched forward, 8 calls of 3 tokens (target, in process)',
       'Verify k=0, 100-token prefix',
       'Verify k=1, 100-token prefix',
       'Verify k=2, 100-token prefix',
@@ -44,6 +48,14 @@ describe('modelBench', () => {
     expect(served.ratio_vs_in_process).toBeCloseTo(served.median_ms / row('decode step, OnnxModel.logits in process').median_ms, 9);
     const drafter = row('drafter decode step, OnnxModel.logits in process');
     expect(drafter.ratio_vs_target).toBeCloseTo(drafter.median_ms / row('decode step, OnnxModel.logits in process').median_ms, 9);
+  });
+
+  it('runs B queued calls in one batched forward (it throws otherwise), each call costing less than alone', () => {
+    expect(row('batched forward, 1 call of 3 tokens (target, in process)').ratio_vs_one_call).toBe(1);
+    const eight = row('batched forward, 8 calls of 3 tokens (target, in process)');
+    expect(eight.per_call_ms).toBeCloseTo(eight.median_ms / 8, 9);
+    // 8 calls in one forward cost less than 8 forwards of one (the weights are read once a forward).
+    expect(eight.ratio_vs_one_call).toBeLessThan(8);
   });
 
   it('reuses the cached prefix on a warm Verify: it computes the k drafts and one more token', () => {

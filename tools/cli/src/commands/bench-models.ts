@@ -50,6 +50,35 @@ async function decodeSteps(model: OnnxModel, runs: number): Promise<number[]> {
   return times;
 }
 
+/**
+ * Batched forwards in process (`--max-batch-requests`): for each batch size B, B requests with a cached
+ * 100-token prompt each send a Verify-sized call of 3 new tokens while a 64-token prefill of another
+ * request runs, so the B calls queue and run together in the next forward. Returns, per B, the model
+ * time of those batched forwards (each call reports its forward's).
+ */
+async function batchedForwards(model: OnnxModel, sizes: readonly number[], runs: number): Promise<Map<number, number[]>> {
+  const times = new Map<number, number[]>();
+  for (const size of sizes) {
+    const sequences = Array.from({ length: size }, (_, i) => PROMPT.map((token, j) => 32 + ((token + i * 13 + j) % 90)));
+    for (let i = 0; i < size; i++) await model.logits(`batch-${size}-${i}`, sequences[i], sequences[i].length - 1);
+    const forwardMs: number[] = [];
+    for (let run = 0; run < runs + 1; run++) {
+      const blocker = model.logits('', PROMPT.slice(0, 64), 63);
+      const calls = sequences.map((sequence, i) => {
+        sequence.push(32 + ((run + i) % 90), 33 + ((run + i) % 90), 34 + ((run + i) % 90));
+        return model.logits(`batch-${size}-${i}`, sequence, sequence.length - 3);
+      });
+      await blocker;
+      const results = await Promise.all(calls);
+      if (results.some((result) => (result.batchRequests ?? 1) !== size)) throw new Error(`batch of ${size}: the calls did not share one forward (${results.map((r) => r.batchRequests).join(', ')})`);
+      if (run > 0) forwardMs.push(results[0].modelMs ?? NaN); // the first is a warm-up
+    }
+    for (let i = 0; i < size; i++) await model.release(`batch-${size}-${i}`);
+    times.set(size, forwardMs);
+  }
+  return times;
+}
+
 /** Uncached forwards of 64 new tokens (a prefill) in process. */
 async function prefills(model: OnnxModel, runs: number): Promise<number[]> {
   const tokens = PROMPT.slice(0, 64);
@@ -104,6 +133,20 @@ export async function modelBench(runs: number, log: (line: string) => void, opti
     );
     log(`  decode step: in process ${fixed(decodeInProcess, 3)} ms, through the service ${fixed(median(served), 3)} ms (ratio ${fixed(ratio, 2)})`);
     log(`  in process: drafter decode step ${fixed(median(inProcess.drafter.decode), 3)} ms, 64-token prefill target ${fixed(median(inProcess.target.prefill), 3)} ms, drafter ${fixed(median(inProcess.drafter.prefill), 3)} ms`);
+
+    // 2b. Batched forwards (--max-batch-requests 8): B calls of 3 new tokens in one forward, against one alone.
+    const batching = await OnnxModel.load(pair.target, { threads: 1, maxBatchRequests: 8 });
+    try {
+      const batched = await batchedForwards(batching, [1, 2, 4, 8], Math.max(3, Math.ceil(runs / 2)));
+      const alone = median(batched.get(1) as number[]);
+      for (const [size, times] of batched) {
+        const forward = median(times);
+        rows.push({ name: `batched forward, ${size} call${size === 1 ? '' : 's'} of 3 tokens (target, in process)`, median_ms: forward, per_call_ms: forward / size, ratio_vs_one_call: forward / alone });
+        log(`  batched forward of ${size} calls x 3 tokens: ${fixed(forward, 3)} ms (${fixed(forward / alone, 2)}x one call alone, ${fixed(forward / size, 3)} ms a call)`);
+      }
+    } finally {
+      await batching.close();
+    }
 
     // 3. Verify cost against block size, warm (prefix cached) and cold (nothing cached).
     for (let k = 0; k <= (options.maxDrafts ?? 8); k++) {
