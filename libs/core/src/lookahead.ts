@@ -267,8 +267,10 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
   const { verifyMs: t, draftMsPerToken: c, maxLookahead } = inputs;
   const perToken = inputs.verifyMsPerToken ?? 0;
   const baseTokens = inputs.verifyTokens ?? 1;
-  // A call of `tokens` tokens; never below a quarter of the mean (a fit is only trusted near its data).
-  const verifyAt = (tokens: number): number => Math.max(t / 4, t + perToken * (tokens - baseTokens));
+  // A time measured at `baseTokens` tokens a call (the call, or its forward), at `tokens` tokens a call;
+  // never below a quarter of it (a fit is only trusted near its data).
+  const atTokens = (ms: number, tokens: number): number => Math.max(ms / 4, ms + perToken * (tokens - baseTokens));
+  const verifyAt = (tokens: number): number => atTokens(t, tokens);
   const plain = verifyAt(1);
   const waitingQueue = inputs.waitingLaneQueueMs ?? 0;
   const callMs = inputs.draftCallMs ?? 0;
@@ -299,7 +301,7 @@ export function chooseLookahead(inputs: LookaheadInputs): LookaheadChoice {
     // What a call occupies of the pools. Apart: a slot from grant to release (the call). Batching pools,
     // whose lanes queue at a replica for its next forward: a place in a forward (its model time at k + 1
     // tokens a call), and at the drafters k forwards' places (a call's round trip holds no drafter).
-    const replicaMs = coupled && forwardMs !== undefined ? Math.max(forwardMs / 4, forwardMs + perToken * (k + 1 - baseTokens)) : tk;
+    const replicaMs = coupled && forwardMs !== undefined ? atTokens(forwardMs, k + 1) : tk;
     const drafterMs = coupled ? (overlap ? 1 + missed : 1) * k * c : drafterWork;
     const rate = expected[k] * Math.min(1 / (tk + missed * (drafting + draftQueue)), sharesRate(targetShare / replicaMs, drafterMs > 0 ? drafterShare / drafterMs : Infinity, coupled));
     rates[k] = rate;

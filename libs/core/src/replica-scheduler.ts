@@ -603,6 +603,24 @@ const FORWARD_DECAY = 0.99;
 /** Forgetting per lane in the pool's mean wait of lanes at their replica: the last ~35 lanes count (0.98^34 = 0.5). */
 const LANE_QUEUE_DECAY = 0.98;
 
+/** A mean in which each value added weighs `decay` times the one after it. */
+class DecayedMean {
+  private weight = 0;
+  private sum = 0;
+
+  constructor(private readonly decay: number) {}
+
+  add(value: number): void {
+    this.weight = this.weight * this.decay + 1;
+    this.sum = this.sum * this.decay + value;
+  }
+
+  /** Undefined before any value. */
+  mean(): number | undefined {
+    return this.weight > 0 ? this.sum / this.weight : undefined;
+  }
+}
+
 /**
  * What the generations on one target pool have measured, pooled so that a new generation judges its
  * first lanes by the pool's experience (the same model pair, replicas and drafters): whether a lane
@@ -656,11 +674,9 @@ export class PoolMeasurements {
   private batchTokensSquared = 0;
   private batchModelMs = 0;
   private batchTokenMs = 0;
-  /** Decayed count and summed wait at the replica of the lanes that waited for their drafts, and of those that went at once. */
-  private waitingLanes = 0;
-  private waitingLaneQueueMs = 0;
-  private plainLanes = 0;
-  private plainLaneQueueMs = 0;
+  /** The wait at the replica of the lanes that waited for their drafts, and of those that went at once. */
+  private readonly waitingLaneQueue = new DecayedMean(LANE_QUEUE_DECAY);
+  private readonly plainLaneQueue = new DecayedMean(LANE_QUEUE_DECAY);
 
   /**
    * A successful verification of `callTokens` tokens that took `callMs` (call start to result), with
@@ -671,13 +687,8 @@ export class PoolMeasurements {
   recordForward(callMs: number, callTokens: number, report: ForwardReport, lane?: 'waited' | 'plain'): void {
     const d = FORWARD_DECAY;
     const queueMs = Math.min(report.queueMs, callMs);
-    if (lane === 'waited') {
-      this.waitingLanes = this.waitingLanes * LANE_QUEUE_DECAY + 1;
-      this.waitingLaneQueueMs = this.waitingLaneQueueMs * LANE_QUEUE_DECAY + queueMs;
-    } else if (lane === 'plain') {
-      this.plainLanes = this.plainLanes * LANE_QUEUE_DECAY + 1;
-      this.plainLaneQueueMs = this.plainLaneQueueMs * LANE_QUEUE_DECAY + queueMs;
-    }
+    if (lane === 'waited') this.waitingLaneQueue.add(queueMs);
+    else if (lane === 'plain') this.plainLaneQueue.add(queueMs);
     this.reported = this.reported * d + 1;
     this.reportedCallMs = this.reportedCallMs * d + callMs;
     this.reportedQueueMs = this.reportedQueueMs * d + queueMs;
@@ -711,13 +722,14 @@ export class PoolMeasurements {
     const meanTokens = this.batchTokens / n;
     const variance = this.batchTokensSquared / n - meanTokens * meanTokens;
     const perToken = variance > 0.25 ? Math.max(0, (this.batchTokenMs / n - meanTokens * (this.batchModelMs / n)) / variance) : 0;
+    const waiting = this.waitingLaneQueue.mean();
+    const plain = this.plainLaneQueue.mean();
     return {
       serviceMs: (this.reportedCallMs - this.reportedQueueMs) / n,
       forwardMs: this.batchModelMs / n,
       callTokens: this.reportedCallTokens / n,
       msPerCallToken: perToken * (this.reportedBatchRequests / n),
-      waitingLaneQueueMs:
-        this.waitingLanes > 0 && this.plainLanes > 0 ? Math.max(0, this.waitingLaneQueueMs / this.waitingLanes - this.plainLaneQueueMs / this.plainLanes) : undefined,
+      waitingLaneQueueMs: waiting !== undefined && plain !== undefined ? Math.max(0, waiting - plain) : undefined,
     };
   }
 

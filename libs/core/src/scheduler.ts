@@ -1323,8 +1323,9 @@ class GenerationRun {
     // The call's cost without its wait at the drafter (a batching drafter queues a call that arrives
     // mid-forward; a lane's call may queue there for the next one): the wait is the drafters' load,
     // which the lane's drafter queue below and the drafter share account for, not the call's cost.
-    const queuedMs = Math.min(Math.max(0, result.queueMs ?? 0), this.clock.now() - task.startedAt);
-    const ms = this.clock.now() - task.startedAt - queuedMs;
+    const elapsed = this.clock.now() - task.startedAt;
+    const queuedMs = Math.min(Math.max(0, result.queueMs ?? 0), elapsed);
+    const ms = elapsed - queuedMs;
     if (task.lease.class === 'lane') m.laneDraftQueueMs += queuedMs;
     m.draftMs += ms;
     m.draftTokens += task.maxTokens;
